@@ -1,0 +1,1 @@
+//! Runnable examples for Nova; see the `examples/` programs.

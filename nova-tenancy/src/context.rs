@@ -1,0 +1,393 @@
+//! The tenant context: who is acting, for which tenant, under which isolation — built only
+//! from a verified credential or through the explicit, reported system path.
+//!
+//! There is no `Default`, no `Deserialize` and no public field: a `TenantContext` cannot be
+//! conjured from strings a request supplied. This module must never gain a constructor
+//! that skips [`CredentialVerifier`] or [`TenantContext::system`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{RequestId, TenantId, UserId};
+use crate::names::{Region, Role};
+
+/// The `tracing` target under which Nova reports security-relevant events (system contexts,
+/// RLS bypasses, refused cross-tenant attempts). `nova-audit`'s tracing bridge records
+/// events with this target.
+pub const AUDIT_TARGET: &str = "nova::audit";
+
+/// How a tenant's data is separated from other tenants'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Isolation {
+    /// Shared tables; PostgreSQL row-level security separates tenants.
+    Logical,
+    /// One schema per tenant in a shared database (row-level security still applies).
+    Schema,
+    /// One database per tenant, reached through its own pool.
+    Database,
+}
+
+impl fmt::Display for Isolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Logical => "logical",
+            Self::Schema => "schema",
+            Self::Database => "database",
+        })
+    }
+}
+
+/// Where a context came from. Kept in the context so that every later layer (policy, audit,
+/// database) can tell a user's request from a system job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Origin {
+    /// Built from a credential that a [`CredentialVerifier`] checked.
+    Verified {
+        /// The verifier's stable name, e.g. `nova-auth/jwt`.
+        verifier: &'static str,
+    },
+    /// Built by [`TenantContext::system`] for work no user asked for (migrations, jobs).
+    System {
+        /// Why the system acted, as written in the calling code.
+        reason: &'static str,
+    },
+}
+
+/// Implemented by the components that check credentials (`nova-auth`'s JWT verifier and API
+/// key store). Only they should call [`TenantContext::from_verified`]; the verifier's name is
+/// stamped into every context it creates, so an unexpected source is visible in audit logs.
+///
+/// Rust cannot stop another crate from implementing this trait; what it guarantees is that
+/// every context names the component that vouched for it.
+pub trait CredentialVerifier {
+    /// A stable, human-readable name for this verifier, e.g. `nova-auth/jwt`.
+    fn verifier_name(&self) -> &'static str;
+}
+
+/// What a verifier established about the caller. Consumed by [`TenantContext::from_verified`].
+///
+/// ```
+/// use nova_tenancy::{CredentialVerifier, Role, TenantContext, TenantId, UserId, VerifiedIdentity};
+///
+/// struct MyVerifier;
+/// impl CredentialVerifier for MyVerifier {
+///     fn verifier_name(&self) -> &'static str { "example/verifier" }
+/// }
+///
+/// let tenant = TenantId::new_v4();
+/// let identity = VerifiedIdentity::new(tenant)
+///     .user(UserId::new_v4())
+///     .roles([Role::new("agent")?]);
+/// let ctx = TenantContext::from_verified(&MyVerifier, identity);
+/// assert_eq!(ctx.tenant(), tenant);
+/// assert!(ctx.has_role("agent"));
+/// # Ok::<(), nova_tenancy::NameError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct VerifiedIdentity {
+    tenant: TenantId,
+    user: Option<UserId>,
+    roles: Vec<Role>,
+    request_id: Option<RequestId>,
+    region: Option<Region>,
+    isolation: Isolation,
+}
+
+impl VerifiedIdentity {
+    /// The verified tenant; everything else starts empty and [`Isolation::Logical`].
+    #[must_use]
+    pub fn new(tenant: TenantId) -> Self {
+        Self {
+            tenant,
+            user: None,
+            roles: Vec::new(),
+            request_id: None,
+            region: None,
+            isolation: Isolation::Logical,
+        }
+    }
+
+    /// The verified user or service principal.
+    #[must_use]
+    pub fn user(mut self, user: UserId) -> Self {
+        self.user = Some(user);
+        self
+    }
+
+    /// The roles the credential grants (duplicates are dropped).
+    #[must_use]
+    pub fn roles(mut self, roles: impl IntoIterator<Item = Role>) -> Self {
+        for role in roles {
+            if !self.roles.contains(&role) {
+                self.roles.push(role);
+            }
+        }
+        self
+    }
+
+    /// The request id to correlate with; a fresh one is generated when absent.
+    #[must_use]
+    pub fn request_id(mut self, request_id: RequestId) -> Self {
+        self.request_id = Some(request_id);
+        self
+    }
+
+    /// The data-residency region the credential is bound to.
+    #[must_use]
+    pub fn region(mut self, region: Region) -> Self {
+        self.region = Some(region);
+        self
+    }
+
+    /// The isolation mode the tenant is provisioned with.
+    #[must_use]
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = isolation;
+        self
+    }
+}
+
+/// Why [`TenantContext::system`] refused to build a context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContextError {
+    /// A system context needs a reason an auditor can read.
+    #[error("a system context needs a non-empty reason")]
+    MissingReason,
+}
+
+static SYSTEM_CONTEXTS: AtomicU64 = AtomicU64::new(0);
+
+/// Number of system contexts created by this process, for metrics.
+#[must_use]
+pub fn system_contexts_created() -> u64 {
+    SYSTEM_CONTEXTS.load(Ordering::Relaxed)
+}
+
+/// The verified identity of a request within one tenant. Cheap to clone.
+///
+/// A context is the only key to tenant data: [`crate::TenantPool::begin`] takes one and
+/// scopes the database transaction to its tenant.
+///
+/// It cannot be built from request data directly:
+///
+/// ```compile_fail
+/// let ctx: nova_tenancy::TenantContext = serde_json::from_str("{}").unwrap();
+/// ```
+#[derive(Clone)]
+pub struct TenantContext {
+    tenant: TenantId,
+    user: Option<UserId>,
+    roles: Arc<[Role]>,
+    request_id: RequestId,
+    region: Option<Region>,
+    isolation: Isolation,
+    origin: Origin,
+}
+
+impl TenantContext {
+    /// Builds a context from what `verifier` established about the caller.
+    #[must_use]
+    pub fn from_verified<V: CredentialVerifier + ?Sized>(
+        verifier: &V,
+        identity: VerifiedIdentity,
+    ) -> Self {
+        Self {
+            tenant: identity.tenant,
+            user: identity.user,
+            roles: identity.roles.into(),
+            request_id: identity.request_id.unwrap_or_else(RequestId::new_v4),
+            region: identity.region,
+            isolation: identity.isolation,
+            origin: Origin::Verified {
+                verifier: verifier.verifier_name(),
+            },
+        }
+    }
+
+    /// A context for work that no verified caller asked for: migrations, scheduled jobs,
+    /// data-subject erasure. It has no user and no roles, is marked [`Origin::System`], and
+    /// its creation is reported as a `warn` event on [`AUDIT_TARGET`] and counted in
+    /// [`system_contexts_created`].
+    ///
+    /// `reason` is a `&'static str` on purpose: it is written in code, where a reviewer sees
+    /// it, and it cannot carry request data into the audit trail.
+    ///
+    /// ```
+    /// use nova_tenancy::{TenantContext, TenantId};
+    /// let ctx = TenantContext::system(TenantId::new_v4(), "nightly retention job")?;
+    /// assert!(ctx.is_system());
+    /// assert!(ctx.user().is_none());
+    /// # Ok::<(), nova_tenancy::ContextError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`ContextError::MissingReason`] when `reason` is blank.
+    pub fn system(tenant: TenantId, reason: &'static str) -> Result<Self, ContextError> {
+        if reason.trim().is_empty() {
+            return Err(ContextError::MissingReason);
+        }
+        let request_id = RequestId::new_v4();
+        SYSTEM_CONTEXTS.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            target: AUDIT_TARGET,
+            event = "system_context",
+            tenant = %tenant,
+            request_id = %request_id,
+            reason,
+            "system context created"
+        );
+        Ok(Self {
+            tenant,
+            user: None,
+            roles: Arc::from([]),
+            request_id,
+            region: None,
+            isolation: Isolation::Logical,
+            origin: Origin::System { reason },
+        })
+    }
+
+    /// Returns a copy of this context marked with a different isolation mode. Used by
+    /// system jobs that address a tenant provisioned in schema or database mode.
+    #[must_use]
+    pub fn with_isolation(&self, isolation: Isolation) -> Self {
+        Self {
+            isolation,
+            ..self.clone()
+        }
+    }
+
+    /// Returns a copy of this context bound to a data-residency region.
+    #[must_use]
+    pub fn with_region(&self, region: Region) -> Self {
+        Self {
+            region: Some(region),
+            ..self.clone()
+        }
+    }
+
+    /// The tenant every action in this context is confined to.
+    #[must_use]
+    pub fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    /// The acting user or service principal; `None` for system contexts.
+    #[must_use]
+    pub fn user(&self) -> Option<UserId> {
+        self.user
+    }
+
+    /// The roles granted by the credential.
+    #[must_use]
+    pub fn roles(&self) -> &[Role] {
+        &self.roles
+    }
+
+    /// Whether the credential granted `role`.
+    #[must_use]
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r.as_str() == role)
+    }
+
+    /// The request this context belongs to.
+    #[must_use]
+    pub fn request_id(&self) -> RequestId {
+        self.request_id
+    }
+
+    /// The data-residency region the credential is bound to, if any.
+    #[must_use]
+    pub fn region(&self) -> Option<&Region> {
+        self.region.as_ref()
+    }
+
+    /// The isolation mode the caller expects the tenant to have.
+    #[must_use]
+    pub fn isolation(&self) -> Isolation {
+        self.isolation
+    }
+
+    /// Where this context came from.
+    #[must_use]
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    /// Whether this is a system context rather than a verified caller.
+    #[must_use]
+    pub fn is_system(&self) -> bool {
+        matches!(self.origin, Origin::System { .. })
+    }
+}
+
+impl fmt::Debug for TenantContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantContext")
+            .field("tenant", &self.tenant)
+            .field("user", &self.user)
+            .field("roles", &self.roles)
+            .field("request_id", &self.request_id)
+            .field("region", &self.region)
+            .field("isolation", &self.isolation)
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct TestVerifier;
+    impl CredentialVerifier for TestVerifier {
+        fn verifier_name(&self) -> &'static str {
+            "test/verifier"
+        }
+    }
+
+    #[test]
+    fn verified_context_records_its_verifier_and_dedups_roles() {
+        let t = TenantId::new_v4();
+        let agent = Role::new("agent").unwrap();
+        let ctx = TenantContext::from_verified(
+            &TestVerifier,
+            VerifiedIdentity::new(t).roles([agent.clone(), agent]),
+        );
+        assert_eq!(
+            ctx.origin(),
+            Origin::Verified {
+                verifier: "test/verifier"
+            }
+        );
+        assert_eq!(ctx.roles().len(), 1);
+        assert!(!ctx.is_system());
+        assert!(!ctx.has_role("admin"));
+    }
+
+    #[test]
+    fn system_context_is_visibly_different_and_counted() {
+        let before = system_contexts_created();
+        let ctx = TenantContext::system(TenantId::new_v4(), "test job").unwrap();
+        assert!(ctx.is_system());
+        assert!(ctx.roles().is_empty());
+        assert_eq!(ctx.origin(), Origin::System { reason: "test job" });
+        assert!(system_contexts_created() > before);
+        assert!(format!("{ctx:?}").contains("System"));
+    }
+
+    #[test]
+    fn system_context_refuses_blank_reason() {
+        assert_eq!(
+            TenantContext::system(TenantId::new_v4(), "  ").unwrap_err(),
+            ContextError::MissingReason
+        );
+    }
+}

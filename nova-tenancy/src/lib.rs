@@ -1,0 +1,109 @@
+//! # nova-tenancy
+//!
+//! The root of Nova: typed tenant identity that flows from a verified credential down to
+//! PostgreSQL row-level security.
+//!
+//! - [`TenantId`], [`UserId`], [`RequestId`]: canonical UUIDs, parsed once and then trusted.
+//! - [`TenantContext`]: tenant, user, roles, request id, region and isolation mode, built only
+//!   by a [`CredentialVerifier`] or through the reported [`TenantContext::system`] path.
+//! - [`TenantPool::begin`]: the only way to a connection for tenant data — a transaction in
+//!   which `nova.tenant_id`, `nova.user_id` and `nova.request_id` are set transaction-locally.
+//! - [`RlsMigration`]: the SQL that makes PostgreSQL enforce it — least-privilege roles,
+//!   `ENABLE` and `FORCE ROW LEVEL SECURITY`, fail-closed tenant policies, the index that keeps
+//!   them fast, bypass for named roles only.
+//! - [`TenantRouter`]: logical, schema-per-tenant and database-per-tenant isolation and
+//!   data-residency routing, refusing any context that does not match where it would land.
+//! - [`ConnectionPolicy`]: `statement_timeout`, `idle_in_transaction_session_timeout`,
+//!   `lock_timeout`, pool limits and TLS requirements.
+//!
+//! ## Example
+//!
+//! ```no_run
+//! use nova_tenancy::{AppRoles, ConnectionPolicy, RlsMigration, TenantContext, TenantTable};
+//!
+//! # async fn demo(ctx: TenantContext) -> Result<(), nova_tenancy::Error> {
+//! // Once, as a migration (run by the schema owner or a superuser):
+//! let migration = RlsMigration::new(AppRoles::standard())
+//!     .table(TenantTable::new("tickets")?.index_with(["id"])?)
+//!     .up();
+//! # let _ = migration;
+//!
+//! // At start-up, connecting as a login role that is a member of `app_rw`:
+//! let pool = ConnectionPolicy::default()
+//!     .connect("postgres://svc@db.internal/app".parse()?)
+//!     .await?;
+//!
+//! // Per request, with the context the auth layer produced:
+//! let mut tx = pool.begin(&ctx).await?;
+//! let titles: Vec<String> = sqlx::query_scalar("SELECT title FROM tickets ORDER BY id LIMIT 20")
+//!     .fetch_all(&mut *tx) // only this tenant's rows, whatever the WHERE clause says
+//!     .await?;
+//! tx.commit().await?;
+//! # let _ = titles; Ok(()) }
+//! ```
+//!
+//! ## Security notes
+//!
+//! - **What row-level security covers.** Policies filter every query an application role
+//!   runs, so a forgotten `WHERE tenant_id = ..` returns the current tenant's rows only, and
+//!   no tenant set means no rows. It does not defend against SQL injection: a statement an
+//!   attacker controls can call `set_config` itself. Keep using bind parameters.
+//! - **Roles that skip it.** PostgreSQL exempts superusers and `BYPASSRLS` roles from every
+//!   policy, even under `FORCE`. Connect the service as a plain login role that is a member
+//!   of `app_rw` or `app_readonly`; [`RlsMigration::roles_sql`] refuses to proceed if an
+//!   application role has either attribute.
+//! - **Bypass.** Only roles the migration names (default `admin_rw`) can bypass, only in a
+//!   transaction begun with [`TenantPool::begin_bypass`] from a system context, and each
+//!   bypass is reported on [`AUDIT_TARGET`].
+//! - **Pooled connections.** Settings are transaction-local (`set_config(.., true)`); after
+//!   `COMMIT` or `ROLLBACK` they are gone, so a connection returned to the pool carries no
+//!   tenant.
+//!
+//! ## Performance notes
+//!
+//! `begin` costs no extra round trip: `BEGIN` and the settings travel in one message. The
+//! policy compares the tenant column with a `STABLE` expression that the planner evaluates
+//! once per scan, so an index that leads with the tenant column serves RLS-filtered queries
+//! as well as an explicit `WHERE`. Measured figures are in the repository's `BENCHMARKS.md`.
+
+#![forbid(unsafe_code)]
+
+mod context;
+mod error;
+mod ident;
+mod ids;
+mod names;
+mod rls_sql;
+
+#[cfg(feature = "postgres")]
+mod connect;
+#[cfg(feature = "postgres")]
+mod routing;
+#[cfg(feature = "postgres")]
+mod scoped;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use context::{
+    AUDIT_TARGET, ContextError, CredentialVerifier, Isolation, Origin, TenantContext,
+    VerifiedIdentity, system_contexts_created,
+};
+pub use error::Error;
+pub use ident::{IDENT_MAX_LEN, Ident, IdentError};
+pub use ids::{ID_TEXT_LEN, IdError, IdText, RequestId, TenantId, UserId};
+pub use names::{NAME_MAX_LEN, NameError, Region, Role};
+pub use rls_sql::{AppRole, AppRoles, RlsMigration, TenantTable};
+
+#[cfg(feature = "postgres")]
+pub use connect::{ConnectionPolicy, TlsRequirement};
+#[cfg(feature = "postgres")]
+pub use routing::{
+    DATABASE_TENANT_SETTING, Placement, TenantRouter, TenantRouterBuilder, tenant_database_sql,
+    tenant_schema_sql,
+};
+#[cfg(feature = "postgres")]
+pub use scoped::{
+    BYPASS_SETTING, REQUEST_SETTING, TENANT_SETTING, TenantPool, TenantTx, USER_SETTING,
+    rls_bypasses_started,
+};

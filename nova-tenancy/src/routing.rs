@@ -1,0 +1,295 @@
+//! Routing a tenant to where its data lives: a shared pool (logical isolation), a schema in a
+//! shared pool, or a database of its own, each in the region the tenant's data must stay in.
+//!
+//! The router checks that a context matches the tenant's placement before it opens anything,
+//! and for schema and database placements it also checks, inside the new transaction, that
+//! the schema or database it reached is marked as the tenant's. This module must never send
+//! a request to a pool or schema it has not confirmed belongs to the requesting tenant.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::context::{AUDIT_TARGET, Isolation, TenantContext};
+use crate::error::Error;
+use crate::ident::Ident;
+use crate::ids::TenantId;
+use crate::names::Region;
+use crate::scoped::{TenantPool, TenantTx};
+
+/// The `COMMENT ON SCHEMA` text that marks a schema as a tenant's (see [`tenant_schema_sql`]).
+fn schema_marker(tenant: TenantId) -> String {
+    format!("nova:tenant={}", tenant.to_text())
+}
+
+/// Database-level setting that marks a database as a tenant's (see [`tenant_database_sql`]).
+pub const DATABASE_TENANT_SETTING: &str = "nova.database_tenant";
+
+/// SQL that creates a tenant's schema and marks it as the tenant's.
+#[must_use]
+pub fn tenant_schema_sql(schema: &Ident, tenant: TenantId) -> String {
+    format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};\nCOMMENT ON SCHEMA {schema} IS '{}';\n",
+        schema_marker(tenant)
+    )
+}
+
+/// SQL that marks an existing database as a tenant's own. Run it as the database owner or a
+/// superuser when provisioning the tenant.
+#[must_use]
+pub fn tenant_database_sql(database: &Ident, tenant: TenantId) -> String {
+    format!(
+        "ALTER DATABASE {database} SET {DATABASE_TENANT_SETTING} = '{}';\n",
+        tenant.to_text()
+    )
+}
+
+/// Where one tenant's data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Placement {
+    /// Shared tables in the region's pool, separated by row-level security.
+    Logical {
+        /// The region whose pool holds the data.
+        region: Region,
+    },
+    /// A schema of its own in the region's pool.
+    Schema {
+        /// The region whose pool holds the schema.
+        region: Region,
+        /// The tenant's schema, created with [`tenant_schema_sql`].
+        schema: Ident,
+    },
+    /// A database of its own, with a pool registered by [`TenantRouterBuilder::dedicated_pool`].
+    Database {
+        /// The region the database is in.
+        region: Region,
+    },
+}
+
+impl Placement {
+    /// The isolation mode of this placement.
+    #[must_use]
+    pub fn isolation(&self) -> Isolation {
+        match self {
+            Self::Logical { .. } => Isolation::Logical,
+            Self::Schema { .. } => Isolation::Schema,
+            Self::Database { .. } => Isolation::Database,
+        }
+    }
+
+    /// The region the tenant's data lives in.
+    #[must_use]
+    pub fn region(&self) -> &Region {
+        match self {
+            Self::Logical { region } | Self::Schema { region, .. } | Self::Database { region } => {
+                region
+            }
+        }
+    }
+}
+
+/// Builds a [`TenantRouter`]; [`TenantRouterBuilder::build`] checks that every placement has
+/// somewhere to go.
+#[derive(Default)]
+pub struct TenantRouterBuilder {
+    placements: HashMap<TenantId, Placement>,
+    regional: HashMap<Region, TenantPool>,
+    dedicated: HashMap<TenantId, TenantPool>,
+}
+
+impl TenantRouterBuilder {
+    /// Registers the shared pool for a region (logical and schema placements use it).
+    #[must_use]
+    pub fn region_pool(mut self, region: Region, pool: TenantPool) -> Self {
+        self.regional.insert(region, pool);
+        self
+    }
+
+    /// Registers the pool of a tenant placed in its own database.
+    #[must_use]
+    pub fn dedicated_pool(mut self, tenant: TenantId, pool: TenantPool) -> Self {
+        self.dedicated.insert(tenant, pool);
+        self
+    }
+
+    /// Places a tenant.
+    #[must_use]
+    pub fn place(mut self, tenant: TenantId, placement: Placement) -> Self {
+        self.placements.insert(tenant, placement);
+        self
+    }
+
+    /// Checks the configuration and builds the router.
+    ///
+    /// # Errors
+    /// [`Error::NoRegionPool`] or [`Error::NoTenantPool`] for a placement with no pool.
+    pub fn build(self) -> Result<TenantRouter, Error> {
+        for (tenant, placement) in &self.placements {
+            match placement {
+                Placement::Logical { region } | Placement::Schema { region, .. } => {
+                    if !self.regional.contains_key(region) {
+                        return Err(Error::NoRegionPool {
+                            region: region.clone(),
+                        });
+                    }
+                }
+                Placement::Database { .. } => {
+                    if !self.dedicated.contains_key(tenant) {
+                        return Err(Error::NoTenantPool { tenant: *tenant });
+                    }
+                }
+            }
+        }
+        Ok(TenantRouter {
+            inner: Arc::new(self),
+        })
+    }
+}
+
+/// Sends each tenant's transactions to the pool (and schema) that holds its data.
+///
+/// ```no_run
+/// # async fn demo(eu: nova_tenancy::TenantPool, ctx: nova_tenancy::TenantContext)
+/// #     -> Result<(), nova_tenancy::Error> {
+/// use nova_tenancy::{Placement, Region, TenantRouter};
+/// let eu_west = Region::new("eu-west")?;
+/// let router = TenantRouter::builder()
+///     .region_pool(eu_west.clone(), eu)
+///     .place(ctx.tenant(), Placement::Logical { region: eu_west })
+///     .build()?;
+/// let tx = router.begin(&ctx).await?;
+/// tx.commit().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct TenantRouter {
+    inner: Arc<TenantRouterBuilder>,
+}
+
+impl TenantRouter {
+    /// Starts an empty configuration.
+    #[must_use]
+    pub fn builder() -> TenantRouterBuilder {
+        TenantRouterBuilder::default()
+    }
+
+    /// Where `tenant` is placed, if anywhere.
+    #[must_use]
+    pub fn placement(&self, tenant: TenantId) -> Option<&Placement> {
+        self.inner.placements.get(&tenant)
+    }
+
+    /// Begins a tenant-scoped transaction in the place the tenant's data lives.
+    ///
+    /// # Errors
+    /// - [`Error::UnknownTenant`] when the tenant is not placed;
+    /// - [`Error::IsolationMismatch`] when the context expects another isolation mode;
+    /// - [`Error::ResidencyViolation`] when the context is bound to another region;
+    /// - [`Error::PlacementMismatch`] when the schema or database reached is not marked as
+    ///   the tenant's (the transaction is rolled back);
+    /// - [`Error::Database`] when the server refuses.
+    ///
+    /// Every refusal is also reported as a `warn` event on [`AUDIT_TARGET`].
+    pub async fn begin(&self, ctx: &TenantContext) -> Result<TenantTx, Error> {
+        let result = self.begin_checked(ctx).await;
+        if let Err(err) = &result
+            && !matches!(err, Error::Database(_))
+        {
+            tracing::warn!(
+                target: AUDIT_TARGET,
+                event = "tenant_routing_refused",
+                tenant = %ctx.tenant(),
+                request_id = %ctx.request_id(),
+                error = %err,
+                "tenant routing refused"
+            );
+        }
+        result
+    }
+
+    async fn begin_checked(&self, ctx: &TenantContext) -> Result<TenantTx, Error> {
+        let tenant = ctx.tenant();
+        let placement = self
+            .placement(tenant)
+            .ok_or(Error::UnknownTenant { tenant })?;
+        if placement.isolation() != ctx.isolation() {
+            return Err(Error::IsolationMismatch {
+                tenant,
+                expected: ctx.isolation(),
+                placed: placement.isolation(),
+            });
+        }
+        if let Some(bound) = ctx.region()
+            && bound != placement.region()
+        {
+            return Err(Error::ResidencyViolation {
+                tenant,
+                expected: bound.clone(),
+                placed: placement.region().clone(),
+            });
+        }
+        match placement {
+            Placement::Logical { region } => self.regional_pool(region)?.begin(ctx).await,
+            Placement::Schema { region, schema } => {
+                let mut tx = self.regional_pool(region)?.begin(ctx).await?;
+                // search_path takes a list of identifiers; the quoted form is exact.
+                let marker: Option<String> = sqlx::query_scalar(
+                    "SELECT obj_description(to_regnamespace($2)::oid, 'pg_namespace') \
+                     FROM (SELECT set_config('search_path', $1, true)) AS s",
+                )
+                .bind(schema.to_string())
+                .bind(schema.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+                if marker.as_deref() != Some(schema_marker(tenant).as_str()) {
+                    tx.rollback().await?;
+                    return Err(Error::PlacementMismatch {
+                        tenant,
+                        isolation: Isolation::Schema,
+                    });
+                }
+                Ok(tx)
+            }
+            Placement::Database { .. } => {
+                let pool = self
+                    .inner
+                    .dedicated
+                    .get(&tenant)
+                    .ok_or(Error::NoTenantPool { tenant })?;
+                let mut tx = pool.begin(ctx).await?;
+                let marker: Option<String> = sqlx::query_scalar("SELECT current_setting($1, true)")
+                    .bind(DATABASE_TENANT_SETTING)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if marker.as_deref() != Some(tenant.to_text().as_str()) {
+                    tx.rollback().await?;
+                    return Err(Error::PlacementMismatch {
+                        tenant,
+                        isolation: Isolation::Database,
+                    });
+                }
+                Ok(tx)
+            }
+        }
+    }
+
+    fn regional_pool(&self, region: &Region) -> Result<&TenantPool, Error> {
+        self.inner
+            .regional
+            .get(region)
+            .ok_or_else(|| Error::NoRegionPool {
+                region: region.clone(),
+            })
+    }
+}
+
+impl fmt::Debug for TenantRouter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantRouter")
+            .field("tenants", &self.inner.placements.len())
+            .field("regions", &self.inner.regional.len())
+            .field("dedicated", &self.inner.dedicated.len())
+            .finish()
+    }
+}

@@ -1,0 +1,767 @@
+//! Attack suite for tenant isolation, against the real PostgreSQL server.
+//!
+//! Every test connects as a non-superuser login role it created (superusers skip row-level
+//! security), works in a database of its own, and drops both at the end.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+
+use nova_tenancy::testing::PgFixture;
+use nova_tenancy::{
+    AppRole, ConnectionPolicy, CredentialVerifier, Error, Ident, Isolation, Placement, Region,
+    RlsMigration, Role, TenantContext, TenantId, TenantPool, TenantRouter, TenantTable, UserId,
+    VerifiedIdentity, tenant_database_sql, tenant_schema_sql,
+};
+use sqlx::{AssertSqlSafe, Executor, PgPool, Row};
+
+struct TestVerifier;
+impl CredentialVerifier for TestVerifier {
+    fn verifier_name(&self) -> &'static str {
+        "test/attack-suite"
+    }
+}
+
+fn ctx(tenant: TenantId) -> TenantContext {
+    TenantContext::from_verified(
+        &TestVerifier,
+        VerifiedIdentity::new(tenant)
+            .user(UserId::new_v4())
+            .roles([Role::new("agent").unwrap()]),
+    )
+}
+
+const TABLE_DDL: &str = "CREATE TABLE items (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id uuid NOT NULL,
+    body text NOT NULL
+)";
+
+struct Setup {
+    fx: PgFixture,
+    owner: String,
+    app: String,
+    migration: RlsMigration,
+}
+
+/// A database with `items` under tenant isolation, owned by a non-superuser `owner`, and a
+/// login role `app` that is a member of `app_rw`.
+async fn setup(label: &str) -> Option<Setup> {
+    let mut fx = PgFixture::new(label).await?;
+    let migration = RlsMigration::new(fx.roles().clone()).table(
+        TenantTable::new("items")
+            .unwrap()
+            .index_with(["id"])
+            .unwrap(),
+    );
+    fx.exec(&migration.roles_sql()).await;
+    let owner = fx.login_role("owner", &[]).await;
+    let app_rw = fx.roles().get(AppRole::AppRw).clone();
+    let app = fx.login_role("app", &[&app_rw]).await;
+    fx.exec(TABLE_DDL).await;
+    fx.exec(&format!("ALTER TABLE items OWNER TO \"{owner}\""))
+        .await;
+    fx.exec(&migration.tables_sql()).await;
+    Some(Setup {
+        fx,
+        owner,
+        app,
+        migration,
+    })
+}
+
+/// Seeds rows as the superuser (which RLS does not filter), `n` per tenant.
+async fn seed(fx: &PgFixture, tenants: &[TenantId], n: usize) {
+    for t in tenants {
+        for i in 0..n {
+            sqlx::query("INSERT INTO items (tenant_id, body) VALUES ($1, $2)")
+                .bind(t.as_uuid())
+                .bind(format!("row {i} of {t}"))
+                .execute(fx.admin())
+                .await
+                .unwrap();
+        }
+    }
+}
+
+async fn count_visible(pool: &TenantPool, c: &TenantContext) -> i64 {
+    let mut tx = pool.begin(c).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM items")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    n
+}
+
+fn sqlstate(err: &sqlx::Error) -> Option<String> {
+    err.as_database_error()
+        .and_then(|d| d.code())
+        .map(|c| c.into_owned())
+}
+
+#[tokio::test]
+async fn no_context_gives_zero_rows_and_refuses_inserts() {
+    let Some(s) = setup("nocontext").await else {
+        return;
+    };
+    let a = TenantId::new_v4();
+    seed(&s.fx, &[a], 5).await;
+    // A connection that never went through TenantPool::begin (a code path that forgot it).
+    let raw = s.fx.pool_as(&s.app, 1).await;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM items")
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "no tenant set must mean no rows, never all rows");
+    let err = sqlx::query("INSERT INTO items (tenant_id, body) VALUES ($1, 'x')")
+        .bind(a.as_uuid())
+        .execute(&raw)
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("42501"), "{err}");
+    // An empty setting (what remains after an earlier transaction-local setting) is the same.
+    let mut conn = raw.acquire().await.unwrap();
+    conn.execute("SET nova.tenant_id = ''").await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM items")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    drop(conn);
+    raw.close().await;
+    s.fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn tenant_a_cannot_read_update_or_delete_tenant_b_rows_even_with_explicit_where() {
+    let Some(s) = setup("crosstenant").await else {
+        return;
+    };
+    let (a, b) = (TenantId::new_v4(), TenantId::new_v4());
+    seed(&s.fx, &[a, b], 3).await;
+    let pool = TenantPool::new(s.fx.pool_as(&s.app, 2).await);
+
+    let mut tx = pool.begin(&ctx(a)).await.unwrap();
+    let read: i64 = sqlx::query_scalar("SELECT count(*) FROM items WHERE tenant_id = $1")
+        .bind(b.as_uuid())
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(
+        read, 0,
+        "explicit WHERE on tenant B must still return nothing"
+    );
+    let updated = sqlx::query("UPDATE items SET body = 'pwned' WHERE tenant_id = $1")
+        .bind(b.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(updated, 0);
+    let deleted = sqlx::query("DELETE FROM items WHERE tenant_id = $1")
+        .bind(b.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(deleted, 0);
+    let all_mine: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT tenant_id FROM items")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(all_mine.len(), 3);
+    assert!(all_mine.iter().all(|t| t == a.as_uuid()));
+    tx.commit().await.unwrap();
+
+    // The superuser confirms B's rows are untouched.
+    let intact: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM items WHERE tenant_id = $1 AND body <> 'pwned'")
+            .bind(b.as_uuid())
+            .fetch_one(s.fx.admin())
+            .await
+            .unwrap();
+    assert_eq!(intact, 3);
+    pool.close().await;
+    s.fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn writes_into_another_tenant_are_refused_by_with_check() {
+    let Some(s) = setup("withcheck").await else {
+        return;
+    };
+    let (a, b) = (TenantId::new_v4(), TenantId::new_v4());
+    seed(&s.fx, &[a], 1).await;
+    let pool = TenantPool::new(s.fx.pool_as(&s.app, 1).await);
+
+    let mut tx = pool.begin(&ctx(a)).await.unwrap();
+    let err = sqlx::query("INSERT INTO items (tenant_id, body) VALUES ($1, 'planted')")
+        .bind(b.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("42501"), "{err}");
+    drop(tx);
+
+    let mut tx = pool.begin(&ctx(a)).await.unwrap();
+    let err = sqlx::query("UPDATE items SET tenant_id = $1")
+        .bind(b.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        sqlstate(&err).as_deref(),
+        Some("42501"),
+        "moving a row out must fail: {err}"
+    );
+    drop(tx);
+
+    let in_b: i64 = sqlx::query_scalar("SELECT count(*) FROM items WHERE tenant_id = $1")
+        .bind(b.as_uuid())
+        .fetch_one(s.fx.admin())
+        .await
+        .unwrap();
+    assert_eq!(in_b, 0);
+    pool.close().await;
+    s.fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn pool_of_one_connection_leaks_nothing_between_tenants() {
+    let Some(s) = setup("pooledleak").await else {
+        return;
+    };
+    let (a, b) = (TenantId::new_v4(), TenantId::new_v4());
+    seed(&s.fx, &[a, b], 2).await;
+    let raw = s.fx.pool_as(&s.app, 1).await;
+    let pool = TenantPool::new(raw.clone());
+
+    let setting = |raw: PgPool| async move {
+        let v: Option<String> =
+            sqlx::query_scalar("SELECT current_setting('nova.tenant_id', true)")
+                .fetch_one(&raw)
+                .await
+                .unwrap();
+        v.unwrap_or_default()
+    };
+
+    // After commit.
+    assert_eq!(count_visible(&pool, &ctx(a)).await, 2);
+    assert_eq!(
+        setting(raw.clone()).await,
+        "",
+        "setting must end with the transaction"
+    );
+    // After explicit rollback.
+    let tx = pool.begin(&ctx(a)).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(setting(raw.clone()).await, "");
+    // After a drop without commit or rollback.
+    let tx = pool.begin(&ctx(a)).await.unwrap();
+    drop(tx);
+    assert_eq!(setting(raw.clone()).await, "");
+
+    // Tenant B on the same (only) connection sees only B.
+    let mut tx = pool.begin(&ctx(b)).await.unwrap();
+    let seen: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT tenant_id FROM items")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(seen.len(), 2);
+    assert!(seen.iter().all(|t| t == b.as_uuid()));
+    let pid_b: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let pid_raw: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&raw)
+        .await
+        .unwrap();
+    assert_eq!(
+        pid_b, pid_raw,
+        "the test must reuse one physical connection"
+    );
+    raw.close().await;
+    s.fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn table_owner_is_still_filtered_under_force_rls() {
+    let Some(s) = setup("owner").await else {
+        return;
+    };
+    let (a, b) = (TenantId::new_v4(), TenantId::new_v4());
+    seed(&s.fx, &[a, b], 4).await;
+    let owner_raw = s.fx.pool_as(&s.owner, 1).await;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM items")
+        .fetch_one(&owner_raw)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "the owner without a tenant sees nothing");
+    let pool = TenantPool::new(owner_raw);
+    assert_eq!(count_visible(&pool, &ctx(a)).await, 4);
+    // Without FORCE the owner would see all eight: prove the attribute is what protects it.
+    let forced: bool =
+        sqlx::query_scalar("SELECT relforcerowsecurity FROM pg_class WHERE relname = 'items'")
+            .fetch_one(s.fx.admin())
+            .await
+            .unwrap();
+    assert!(forced);
+    pool.close().await;
+    s.fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn malformed_or_injected_tenant_id_never_reaches_sql() {
+    let Some(s) = setup("injection").await else {
+        return;
+    };
+    let a = TenantId::new_v4();
+    seed(&s.fx, &[a], 2).await;
+    for attempt in [
+        "' OR '1'='1",
+        "00000000-0000-0000-0000-000000000000",
+        "67e55044-10b1-426f-9247-bb680e5fe0c8'; SET nova.tenant_id = '",
+        "acme",
+        "",
+    ] {
+        assert!(attempt.parse::<TenantId>().is_err(), "{attempt:?} parsed");
+    }
+    // Even if garbage were set by hand, the policy's cast fails the statement: an error,
+    // never rows.
+    let raw = s.fx.pool_as(&s.app, 1).await;
+    let mut tx = raw.begin().await.unwrap();
+    tx.execute("SELECT set_config('nova.tenant_id', $$' OR '1'='1$$, true)")
+        .await
+        .unwrap();
+    let err = sqlx::query("SELECT * FROM items")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("22P02"), "{err}");
+    drop(tx);
+    raw.close().await;
+    s.fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn error_mid_transaction_leaves_the_connection_clean() {
+    let Some(s) = setup("midtxerror").await else {
+        return;
+    };
+    let (a, b) = (TenantId::new_v4(), TenantId::new_v4());
+    seed(&s.fx, &[a, b], 3).await;
+    let raw = s.fx.pool_as(&s.app, 1).await;
+    let pool = TenantPool::new(raw.clone());
+
+    let mut tx = pool.begin(&ctx(a)).await.unwrap();
+    sqlx::query("INSERT INTO items (tenant_id, body) VALUES ($1, 'half-written')")
+        .bind(a.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert!(
+        tx.execute("SELECT no_such_column FROM items")
+            .await
+            .is_err()
+    );
+    drop(tx); // aborted transaction: rollback on drop
+
+    let mut tx = pool.begin(&ctx(b)).await.unwrap();
+    let rows = sqlx::query("SELECT tenant_id, body FROM items")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    for r in &rows {
+        assert_eq!(r.get::<uuid::Uuid, _>("tenant_id"), *b.as_uuid());
+    }
+    tx.commit().await.unwrap();
+    let half: i64 = sqlx::query_scalar("SELECT count(*) FROM items WHERE body = 'half-written'")
+        .fetch_one(s.fx.admin())
+        .await
+        .unwrap();
+    assert_eq!(half, 0, "the failed transaction must not half-write");
+    raw.close().await;
+    s.fx.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_tasks_for_many_tenants_never_see_a_foreign_row() {
+    let Some(s) = setup("concurrent").await else {
+        return;
+    };
+    let tenants: Vec<TenantId> = (0..24).map(|_| TenantId::new_v4()).collect();
+    seed(&s.fx, &tenants, 5).await;
+    let pool = TenantPool::new(s.fx.pool_as(&s.app, 4).await);
+
+    let mut handles = Vec::new();
+    for task in 0..64u64 {
+        let pool = pool.clone();
+        let tenants = tenants.clone();
+        handles.push(tokio::spawn(async move {
+            // A small deterministic PRNG per task (xorshift), so a failure is reproducible.
+            let mut x = task.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut written: HashMap<TenantId, i64> = HashMap::new();
+            for _ in 0..25 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let t = tenants[(x % tenants.len() as u64) as usize];
+                let mut tx = pool.begin(&ctx(t)).await.unwrap();
+                if x % 3 == 0 {
+                    sqlx::query("INSERT INTO items (tenant_id, body) VALUES ($1, 'concurrent')")
+                        .bind(t.as_uuid())
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap();
+                    *written.entry(t).or_default() += 1;
+                }
+                let seen: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT tenant_id FROM items")
+                    .fetch_all(&mut *tx)
+                    .await
+                    .unwrap();
+                assert!(seen.len() >= 5);
+                assert!(
+                    seen.iter().all(|s| s == t.as_uuid()),
+                    "task {task} saw a foreign row"
+                );
+                tx.commit().await.unwrap();
+            }
+            written
+        }));
+    }
+    let mut expected: HashMap<TenantId, i64> = tenants.iter().map(|t| (*t, 5)).collect();
+    for h in handles {
+        for (t, n) in h.await.unwrap() {
+            *expected.get_mut(&t).unwrap() += n;
+        }
+    }
+    for (t, n) in expected {
+        assert_eq!(count_visible(&pool, &ctx(t)).await, n, "tenant {t}");
+    }
+    pool.close().await;
+    s.fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn bypass_works_only_for_named_roles_from_a_system_context() {
+    let Some(mut s) = setup("bypass").await else {
+        return;
+    };
+    let (a, b) = (TenantId::new_v4(), TenantId::new_v4());
+    seed(&s.fx, &[a, b], 2).await;
+    let admin_rw = s.fx.roles().get(AppRole::AdminRw).clone();
+    let admin_login = s.fx.login_role("admin", &[&admin_rw]).await;
+    let admin_pool = TenantPool::new(s.fx.pool_as(&admin_login, 1).await);
+    let app_pool = TenantPool::new(s.fx.pool_as(&s.app, 1).await);
+
+    // A verified user's context may not ask for a bypass.
+    assert!(matches!(
+        admin_pool.begin_bypass(&ctx(a), "looking around").await,
+        Err(Error::BypassRequiresSystemContext)
+    ));
+    let system = TenantContext::system(a, "retention job").unwrap();
+    // The bypass role without a bypass is still confined to its tenant.
+    assert_eq!(count_visible(&admin_pool, &system).await, 2);
+    // With a bypass it sees every tenant.
+    let before = nova_tenancy::rls_bypasses_started();
+    let mut tx = admin_pool
+        .begin_bypass(&system, "retention job")
+        .await
+        .unwrap();
+    let all: i64 = sqlx::query_scalar("SELECT count(*) FROM items")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(all, 4);
+    tx.commit().await.unwrap();
+    assert!(nova_tenancy::rls_bypasses_started() > before);
+
+    // The same bypass on a role the migration did not name changes nothing.
+    let mut tx = app_pool
+        .begin_bypass(&system, "retention job")
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM items")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    drop(tx);
+    // Nor does setting the bypass by hand.
+    let raw = s.fx.pool_as(&s.app, 1).await;
+    let mut tx = raw.begin().await.unwrap();
+    tx.execute("SELECT set_config('nova.bypass_reason', 'sneaky', true)")
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM items")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    drop(tx);
+    raw.close().await;
+    admin_pool.close().await;
+    app_pool.close().await;
+    let _ = &s.migration;
+    s.fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn role_ddl_refuses_an_application_role_with_bypassrls() {
+    let Some(s) = setup("bypassrls").await else {
+        return;
+    };
+    let reporting = s.fx.roles().get(AppRole::Reporting).clone();
+    s.fx.exec(&format!("ALTER ROLE {reporting} BYPASSRLS"))
+        .await;
+    let err =
+        s.fx.admin()
+            .execute(AssertSqlSafe(s.migration.roles_sql()))
+            .await
+            .unwrap_err();
+    assert!(err.to_string().contains("BYPASSRLS"), "{err}");
+    s.fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn connection_policy_timeouts_reach_the_server() {
+    let Some(s) = setup("policy").await else {
+        return;
+    };
+    let policy = ConnectionPolicy {
+        statement_timeout: std::time::Duration::from_millis(200),
+        max_connections: 1,
+        ..ConnectionPolicy::local_development()
+    };
+    let pool = policy.connect(s.fx.connect_options(&s.app)).await.unwrap();
+    let system = TenantContext::system(TenantId::new_v4(), "policy test").unwrap();
+    let mut tx = pool.begin(&system).await.unwrap();
+    let shown: String = sqlx::query_scalar("SHOW statement_timeout")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(shown, "200ms");
+    let shown: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(shown, "1min");
+    let err = tx.execute("SELECT pg_sleep(2)").await.unwrap_err();
+    assert_eq!(sqlstate(&err).as_deref(), Some("57014"), "{err}");
+    drop(tx);
+    pool.close().await;
+    s.fx.cleanup().await;
+}
+
+// ----- isolation modes and residency routing -----
+
+fn region(s: &str) -> Region {
+    Region::new(s).unwrap()
+}
+
+#[tokio::test]
+async fn router_refuses_unknown_tenants_and_isolation_or_region_mismatches() {
+    let Some(s) = setup("routing").await else {
+        return;
+    };
+    let (a, b) = (TenantId::new_v4(), TenantId::new_v4());
+    seed(&s.fx, &[a, b], 1).await;
+    let eu = TenantPool::new(s.fx.pool_as(&s.app, 1).await);
+    let router = TenantRouter::builder()
+        .region_pool(region("eu"), eu.clone())
+        .place(
+            a,
+            Placement::Logical {
+                region: region("eu"),
+            },
+        )
+        .build()
+        .unwrap();
+
+    let tx = router.begin(&ctx(a)).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(matches!(
+        router.begin(&ctx(b)).await,
+        Err(Error::UnknownTenant { tenant }) if tenant == b
+    ));
+    assert!(matches!(
+        router
+            .begin(&ctx(a).with_isolation(Isolation::Schema))
+            .await,
+        Err(Error::IsolationMismatch {
+            placed: Isolation::Logical,
+            ..
+        })
+    ));
+    assert!(matches!(
+        router.begin(&ctx(a).with_region(region("us"))).await,
+        Err(Error::ResidencyViolation { .. })
+    ));
+    // A placement without a pool for its region is refused when the router is built.
+    assert!(matches!(
+        TenantRouter::builder()
+            .place(
+                a,
+                Placement::Logical {
+                    region: region("ap")
+                }
+            )
+            .build(),
+        Err(Error::NoRegionPool { .. })
+    ));
+    eu.close().await;
+    s.fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn schema_per_tenant_routing_refuses_a_schema_not_marked_for_the_tenant() {
+    let Some(s) = setup("schemamode").await else {
+        return;
+    };
+    let (a, b) = (TenantId::new_v4(), TenantId::new_v4());
+    let (sa, sb) = (
+        Ident::new("tenant_a").unwrap(),
+        Ident::new("tenant_b").unwrap(),
+    );
+    for (schema, tenant) in [(&sa, a), (&sb, b)] {
+        s.fx.exec(&tenant_schema_sql(schema, tenant)).await;
+        s.fx.exec(&format!(
+            "CREATE TABLE {schema}.notes (id serial PRIMARY KEY, tenant_id uuid NOT NULL, body text NOT NULL)"
+        ))
+        .await;
+        let m = RlsMigration::new(s.fx.roles().clone())
+            .schema(schema.clone())
+            .table(TenantTable::new("notes").unwrap());
+        s.fx.exec(&m.tables_sql()).await;
+        s.fx.exec(&format!(
+            "INSERT INTO {schema}.notes (tenant_id, body) VALUES ('{}', 'note of {}')",
+            tenant,
+            schema.as_str()
+        ))
+        .await;
+    }
+    let shared = TenantPool::new(s.fx.pool_as(&s.app, 1).await);
+    let router = TenantRouter::builder()
+        .region_pool(region("eu"), shared.clone())
+        .place(
+            a,
+            Placement::Schema {
+                region: region("eu"),
+                schema: sa.clone(),
+            },
+        )
+        // Misconfiguration: tenant B pointed at tenant A's schema.
+        .place(
+            b,
+            Placement::Schema {
+                region: region("eu"),
+                schema: sa.clone(),
+            },
+        )
+        .build()
+        .unwrap();
+
+    let mut tx = router
+        .begin(&ctx(a).with_isolation(Isolation::Schema))
+        .await
+        .unwrap();
+    let body: String = sqlx::query_scalar("SELECT body FROM notes")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(body, "note of tenant_a");
+    // Naming the other tenant's schema explicitly still shows nothing (RLS inside it).
+    let foreign: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_b.notes")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(foreign, 0);
+    tx.commit().await.unwrap();
+
+    assert!(matches!(
+        router
+            .begin(&ctx(b).with_isolation(Isolation::Schema))
+            .await,
+        Err(Error::PlacementMismatch {
+            isolation: Isolation::Schema,
+            ..
+        })
+    ));
+    shared.close().await;
+    s.fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn database_per_tenant_routing_refuses_a_database_not_marked_for_the_tenant() {
+    let Some(mut s) = setup("dbmode").await else {
+        return;
+    };
+    let (a, b) = (TenantId::new_v4(), TenantId::new_v4());
+    let db_a = s.fx.extra_database("a").await;
+    let db_b = s.fx.extra_database("b").await;
+    for (db, tenant) in [(&db_a, a), (&db_b, b)] {
+        s.fx.exec(&tenant_database_sql(&Ident::new(db).unwrap(), tenant))
+            .await;
+        let admin = s.fx.admin_on(db).await;
+        admin
+            .execute(AssertSqlSafe(format!(
+                "GRANT CONNECT ON DATABASE \"{db}\" TO \"{}\"",
+                s.app
+            )))
+            .await
+            .unwrap();
+        admin.close().await;
+    }
+    let pool_a = TenantPool::new(
+        sqlx::PgPool::connect_with(s.fx.connect_options_on(&db_a, &s.app))
+            .await
+            .unwrap(),
+    );
+    let router = TenantRouter::builder()
+        .dedicated_pool(a, pool_a.clone())
+        .place(
+            a,
+            Placement::Database {
+                region: region("eu"),
+            },
+        )
+        // Misconfiguration: tenant B's pool reaches tenant A's database.
+        .dedicated_pool(b, pool_a.clone())
+        .place(
+            b,
+            Placement::Database {
+                region: region("eu"),
+            },
+        )
+        .build()
+        .unwrap();
+
+    let tx = router
+        .begin(&ctx(a).with_isolation(Isolation::Database))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(matches!(
+        router
+            .begin(&ctx(b).with_isolation(Isolation::Database))
+            .await,
+        Err(Error::PlacementMismatch {
+            isolation: Isolation::Database,
+            ..
+        })
+    ));
+    // A logical-mode context for a database tenant is refused before any connection.
+    assert!(matches!(
+        router.begin(&ctx(a)).await,
+        Err(Error::IsolationMismatch {
+            placed: Isolation::Database,
+            ..
+        })
+    ));
+    pool_a.close().await;
+    s.fx.cleanup().await;
+}
