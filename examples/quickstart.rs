@@ -123,6 +123,9 @@ async fn rls_demo(
         tx.commit().await?;
         println!("acme's agent sees: {mine:?}");
         println!("acme's agent asking for globex's rows by id gets {theirs} rows");
+        if theirs != 0 || mine.len() != 1 {
+            return Err("row-level security did not isolate the tenants".into());
+        }
         pool.close().await;
         Ok::<_, Box<dyn std::error::Error>>(())
     }

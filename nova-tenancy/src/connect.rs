@@ -171,15 +171,16 @@ impl ConnectionPolicy {
             .max_lifetime(self.max_lifetime)
     }
 
-    /// Validates the policy, then opens a [`TenantPool`] with it.
+    /// Validates the policy, opens a pool with it, and checks the login role with
+    /// [`TenantPool::checked`].
     ///
     /// # Errors
-    /// [`Error::Config`] for an unsafe policy; [`Error::Database`] when the server cannot be
-    /// reached.
+    /// [`Error::Config`] for an unsafe policy or a role that skips row-level security;
+    /// [`Error::Database`] when the server cannot be reached.
     pub async fn connect(&self, opts: PgConnectOptions) -> Result<TenantPool, Error> {
         self.validate(&opts)?;
         let pool = self.pool_options().connect_with(self.apply(opts)).await?;
-        Ok(TenantPool::new(pool))
+        TenantPool::checked(pool).await
     }
 }
 

@@ -120,14 +120,12 @@ impl VerifiedIdentity {
         self
     }
 
-    /// The roles the credential grants (duplicates are dropped).
+    /// The roles the credential grants (sorted; duplicates are dropped).
     #[must_use]
     pub fn roles(mut self, roles: impl IntoIterator<Item = Role>) -> Self {
-        for role in roles {
-            if !self.roles.contains(&role) {
-                self.roles.push(role);
-            }
-        }
+        self.roles.extend(roles);
+        self.roles.sort_unstable();
+        self.roles.dedup();
         self
     }
 
@@ -160,6 +158,9 @@ pub enum ContextError {
     /// A system context needs a reason an auditor can read.
     #[error("a system context needs a non-empty reason")]
     MissingReason,
+    /// Only a system context may be re-pointed at another isolation mode or region.
+    #[error("only a system context can change its isolation mode or region")]
+    NotSystem,
 }
 
 static SYSTEM_CONTEXTS: AtomicU64 = AtomicU64::new(0);
@@ -254,23 +255,35 @@ impl TenantContext {
         })
     }
 
-    /// Returns a copy of this context marked with a different isolation mode. Used by
-    /// system jobs that address a tenant provisioned in schema or database mode.
-    #[must_use]
-    pub fn with_isolation(&self, isolation: Isolation) -> Self {
-        Self {
+    /// A copy of this system context addressing a tenant provisioned with another
+    /// isolation mode. Verified contexts carry what their credential said and cannot be
+    /// re-pointed.
+    ///
+    /// # Errors
+    /// [`ContextError::NotSystem`] for a verified context.
+    pub fn with_isolation(&self, isolation: Isolation) -> Result<Self, ContextError> {
+        if !self.is_system() {
+            return Err(ContextError::NotSystem);
+        }
+        Ok(Self {
             isolation,
             ..self.clone()
-        }
+        })
     }
 
-    /// Returns a copy of this context bound to a data-residency region.
-    #[must_use]
-    pub fn with_region(&self, region: Region) -> Self {
-        Self {
+    /// A copy of this system context bound to a data-residency region. Verified contexts
+    /// carry what their credential said and cannot be re-bound.
+    ///
+    /// # Errors
+    /// [`ContextError::NotSystem`] for a verified context.
+    pub fn with_region(&self, region: Region) -> Result<Self, ContextError> {
+        if !self.is_system() {
+            return Err(ContextError::NotSystem);
+        }
+        Ok(Self {
             region: Some(region),
             ..self.clone()
-        }
+        })
     }
 
     /// The tenant every action in this context is confined to.
@@ -370,6 +383,26 @@ mod tests {
         assert_eq!(ctx.roles().len(), 1);
         assert!(!ctx.is_system());
         assert!(!ctx.has_role("admin"));
+    }
+
+    #[test]
+    fn verified_context_cannot_be_re_pointed() {
+        let ctx =
+            TenantContext::from_verified(&TestVerifier, VerifiedIdentity::new(TenantId::new_v4()));
+        assert_eq!(
+            ctx.with_isolation(Isolation::Schema).unwrap_err(),
+            ContextError::NotSystem
+        );
+        let eu = Region::new("eu").unwrap();
+        assert_eq!(
+            ctx.with_region(eu.clone()).unwrap_err(),
+            ContextError::NotSystem
+        );
+        let sys = TenantContext::system(TenantId::new_v4(), "job").unwrap();
+        assert_eq!(
+            sys.with_region(eu).unwrap().region().map(Region::as_str),
+            Some("eu")
+        );
     }
 
     #[test]

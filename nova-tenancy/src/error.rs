@@ -1,5 +1,8 @@
 //! The crate's one error type. Variants say what went wrong and which setting or tenant is
-//! involved; none carries a password, a connection string or a row's contents.
+//! involved; Nova's own variants carry no password, connection string or row contents.
+//! [`Error::Database`] wraps the server's message, which can quote a value from the
+//! statement (e.g. `invalid input syntax for type uuid: "…"`): log it, but do not send it
+//! to a client.
 
 use crate::context::{ContextError, Isolation};
 use crate::ident::IdentError;

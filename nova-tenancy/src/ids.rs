@@ -1,10 +1,11 @@
 //! Typed identifiers for tenants, users and requests: parsed and validated once, then trusted.
 //!
-//! Every id is a UUID in its canonical hyphenated form. Nothing else is accepted — not the
-//! braced, URN or 32-digit "simple" forms, not surrounding whitespace, and not the nil UUID —
-//! so that the text that reaches a log line, a JWT claim or a SQL setting is always one
-//! spelling of one value. This module must never accept an id it could not print back
-//! byte for byte.
+//! Every id is a UUID in its hyphenated form (hex digits in either case). Nothing else is
+//! accepted — not the braced, URN or 32-digit "simple" forms, not surrounding whitespace,
+//! and not the nil UUID — and every id prints in one canonical spelling (lower-case
+//! hyphenated), so the text that reaches a log line, a JWT claim or a SQL setting is always
+//! one spelling of one value. This module must never accept an id it could not print back
+//! canonically.
 
 use std::fmt;
 use std::str::FromStr;
@@ -295,6 +296,39 @@ mod tests {
             if let Ok(id) = s.parse::<RequestId>() {
                 prop_assert_eq!(s.len(), ID_TEXT_LEN);
                 prop_assert_eq!(id.to_string(), s.to_ascii_lowercase());
+            }
+        }
+
+        #[test]
+        fn any_single_byte_change_to_a_valid_id_is_caught_or_still_canonical(
+            bytes in any::<[u8; 16]>(),
+            pos in 0usize..36,
+            replacement in any::<u8>(),
+            upper in any::<bool>(),
+        ) {
+            let uuid = Uuid::from_bytes(bytes);
+            prop_assume!(!uuid.is_nil());
+            let mut text = uuid.hyphenated().to_string();
+            if upper {
+                text = text.to_uppercase();
+            }
+            prop_assert_eq!(*text.parse::<TenantId>().unwrap().as_uuid(), uuid);
+            let mut mutated = text.clone().into_bytes();
+            mutated[pos] = replacement;
+            if let Ok(s) = String::from_utf8(mutated) {
+                match s.parse::<TenantId>() {
+                    // Accepted only if still hex/hyphen in the right places: then it must
+                    // print back as the lower-case form of what was given.
+                    Ok(id) => prop_assert_eq!(id.to_string(), s.to_ascii_lowercase()),
+                    Err(_) => {
+                        let b = s.as_bytes();
+                        let still_shaped = s.len() == 36 && b.iter().enumerate().all(|(i, c)| {
+                            if matches!(i, 8 | 13 | 18 | 23) { *c == b'-' } else { c.is_ascii_hexdigit() }
+                        });
+                        // A well-shaped string is refused only if it is the nil UUID.
+                        prop_assert!(!still_shaped || s.chars().all(|c| c == '0' || c == '-'));
+                    }
+                }
             }
         }
 

@@ -7,7 +7,9 @@
 //! - [`TenantContext`]: tenant, user, roles, request id, region and isolation mode, built only
 //!   by a [`CredentialVerifier`] or through the reported [`TenantContext::system`] path.
 //! - [`TenantPool::begin`]: the only way to a connection for tenant data — a transaction in
-//!   which `nova.tenant_id`, `nova.user_id` and `nova.request_id` are set transaction-locally.
+//!   which `nova.tenant_id`, `nova.user_id` and `nova.request_id` are set transaction-locally
+//!   (`SET LOCAL`, the statement form of `set_config(.., true)`), in the same round trip as
+//!   `BEGIN`.
 //! - [`RlsMigration`]: the SQL that makes PostgreSQL enforce it — least-privilege roles,
 //!   `ENABLE` and `FORCE ROW LEVEL SECURITY`, fail-closed tenant policies, the index that keeps
 //!   them fast, bypass for named roles only.
@@ -28,7 +30,9 @@
 //!     .up();
 //! # let _ = migration;
 //!
-//! // At start-up, connecting as a login role that is a member of `app_rw`:
+//! // At start-up, connecting as a login role that is a member of `app_rw` (the default
+//! // policy requires TLS with certificate verification: enable the `tls-rustls` feature).
+//! // `connect` refuses a superuser or BYPASSRLS login, which RLS would not filter.
 //! let pool = ConnectionPolicy::default()
 //!     .connect("postgres://svc@db.internal/app".parse()?)
 //!     .await?;
@@ -50,11 +54,14 @@
 //!   attacker controls can call `set_config` itself. Keep using bind parameters.
 //! - **Roles that skip it.** PostgreSQL exempts superusers and `BYPASSRLS` roles from every
 //!   policy, even under `FORCE`. Connect the service as a plain login role that is a member
-//!   of `app_rw` or `app_readonly`; [`RlsMigration::roles_sql`] refuses to proceed if an
-//!   application role has either attribute.
+//!   of `app_rw` or `app_readonly`. [`RlsMigration::roles_sql`] refuses to proceed if an
+//!   application role has either attribute, and [`TenantPool::checked`] (used by
+//!   [`ConnectionPolicy::connect`]) refuses a pool whose login role has one.
 //! - **Bypass.** Only roles the migration names (default `admin_rw`) can bypass, only in a
 //!   transaction begun with [`TenantPool::begin_bypass`] from a system context, and each
-//!   bypass is reported on [`AUDIT_TARGET`].
+//!   bypass is reported on [`AUDIT_TARGET`]. Every other transaction resets the bypass
+//!   setting, so a value left on a pooled session never carries over. Give user requests a
+//!   login that is not a member of a bypass role.
 //! - **Pooled connections.** Settings are transaction-local (`set_config(.., true)`); after
 //!   `COMMIT` or `ROLLBACK` they are gone, so a connection returned to the pool carries no
 //!   tenant.

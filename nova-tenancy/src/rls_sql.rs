@@ -213,11 +213,14 @@ impl RlsMigration {
     /// `app_readonly` and `app_rw` serve user requests and are never accepted here.
     #[must_use]
     pub fn bypass_roles(mut self, roles: impl IntoIterator<Item = AppRole>) -> Self {
-        self.bypass = roles
-            .into_iter()
-            .filter(|r| !matches!(r, AppRole::AppReadonly | AppRole::AppRw))
-            .collect();
-        self.bypass.dedup();
+        self.bypass.clear();
+        for role in roles {
+            if !matches!(role, AppRole::AppReadonly | AppRole::AppRw)
+                && !self.bypass.contains(&role)
+            {
+                self.bypass.push(role);
+            }
+        }
         self
     }
 

@@ -3,7 +3,13 @@
 //!
 //! The router checks that a context matches the tenant's placement before it opens anything,
 //! and for schema and database placements it also checks, inside the new transaction, that
-//! the schema or database it reached is marked as the tenant's. This module must never send
+//! the schema or database it reached is marked as the tenant's (and, for a database, that
+//! it is the configured one). These checks catch routing and provisioning mistakes; they
+//! are not a defence against code that can run arbitrary SQL, which could spoof a marker.
+//! In schema mode `search_path` only selects the tenant's tables: apply the RLS migration
+//! inside every tenant schema too, so that a query naming another schema still sees nothing.
+//! A context without a region is routed to wherever the directory places its tenant; a
+//! context bound to a region is refused anywhere else. This module must never send
 //! a request to a pool or schema it has not confirmed belongs to the requesting tenant.
 
 use std::collections::HashMap;
@@ -64,6 +70,8 @@ pub enum Placement {
     Database {
         /// The region the database is in.
         region: Region,
+        /// The database's name, checked against `current_database()` on every transaction.
+        database: Ident,
     },
 }
 
@@ -82,9 +90,9 @@ impl Placement {
     #[must_use]
     pub fn region(&self) -> &Region {
         match self {
-            Self::Logical { region } | Self::Schema { region, .. } | Self::Database { region } => {
-                region
-            }
+            Self::Logical { region }
+            | Self::Schema { region, .. }
+            | Self::Database { region, .. } => region,
         }
     }
 }
@@ -251,18 +259,22 @@ impl TenantRouter {
                 }
                 Ok(tx)
             }
-            Placement::Database { .. } => {
+            Placement::Database { database, .. } => {
                 let pool = self
                     .inner
                     .dedicated
                     .get(&tenant)
                     .ok_or(Error::NoTenantPool { tenant })?;
                 let mut tx = pool.begin(ctx).await?;
-                let marker: Option<String> = sqlx::query_scalar("SELECT current_setting($1, true)")
-                    .bind(DATABASE_TENANT_SETTING)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if marker.as_deref() != Some(tenant.to_text().as_str()) {
+                // Two independent checks: the database is the one configured for the tenant,
+                // and it carries the tenant's marker from provisioning.
+                let (name, marker): (String, Option<String>) =
+                    sqlx::query_as("SELECT current_database()::text, current_setting($1, true)")
+                        .bind(DATABASE_TENANT_SETTING)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if name != database.as_str() || marker.as_deref() != Some(tenant.to_text().as_str())
+                {
                     tx.rollback().await?;
                     return Err(Error::PlacementMismatch {
                         tenant,

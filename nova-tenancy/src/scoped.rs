@@ -60,10 +60,32 @@ pub struct TenantPool {
 impl TenantPool {
     /// Takes a pool whose connections log in as an application role subject to row-level
     /// security (never a superuser or a `BYPASSRLS` role, which PostgreSQL exempts even
-    /// under `FORCE ROW LEVEL SECURITY`).
+    /// under `FORCE ROW LEVEL SECURITY`). Does no I/O; prefer [`TenantPool::checked`], which
+    /// verifies the role.
     #[must_use]
     pub fn new(pool: PgPool) -> Self {
         Self { pool }
+    }
+
+    /// Takes a pool after checking, on one of its connections, that the login role is
+    /// neither a superuser nor `BYPASSRLS` — either would silently see every tenant's rows.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `role` when the role skips row-level security;
+    /// [`Error::Database`] when the check cannot run.
+    pub async fn checked(pool: PgPool) -> Result<Self, Error> {
+        let skips_rls: bool = sqlx::query_scalar(
+            "SELECT rolsuper OR rolbypassrls FROM pg_catalog.pg_roles WHERE rolname = current_user",
+        )
+        .fetch_one(&pool)
+        .await?;
+        if skips_rls {
+            return Err(Error::Config {
+                setting: "role",
+                reason: "the pool logs in as a superuser or BYPASSRLS role, which row-level security does not filter",
+            });
+        }
+        Ok(Self { pool })
     }
 
     /// Begins a transaction scoped to `ctx`'s tenant, user and request.
@@ -172,13 +194,10 @@ fn begin_statement(ctx: &TenantContext, bypass_reason: Option<&str>) -> String {
         user.as_ref().map_or("", |u| u.as_str()),
         ctx.request_id().to_text(),
     );
-    if let Some(reason) = bypass_reason {
-        let _ = write!(
-            sql,
-            "; SET LOCAL {BYPASS_SETTING} = '{}'",
-            reason.replace('\'', "''").replace('\\', "")
-        );
-    }
+    // Always written, so that a session-level `SET nova.bypass_reason` left on a pooled
+    // connection (or set by `ALTER ROLE .. SET`) can never carry into a user's transaction.
+    let reason = bypass_reason.map_or(String::new(), |r| r.replace('\'', "''").replace('\\', ""));
+    let _ = write!(sql, "; SET LOCAL {BYPASS_SETTING} = '{reason}'");
     sql
 }
 
@@ -257,8 +276,8 @@ mod tests {
         assert!(sql.starts_with("BEGIN; SET LOCAL nova.tenant_id = '"));
         assert!(sql.contains(&t.to_string()));
         assert!(sql.contains(&u.to_string()));
-        assert!(!sql.contains(BYPASS_SETTING));
-        assert_eq!(sql.matches(';').count(), 3);
+        assert!(sql.ends_with("SET LOCAL nova.bypass_reason = ''"), "{sql}");
+        assert_eq!(sql.matches(';').count(), 4);
     }
 
     #[test]

@@ -271,11 +271,10 @@ async fn drop_all(
             .filter_map(|c| c.strip_prefix("db:").map(str::to_owned)),
     );
     for db in dbs {
-        let _ = server
-            .execute(AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
-            )))
-            .await;
+        let sql = format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)");
+        if let Err(e) = server.execute(AssertSqlSafe(sql)).await {
+            eprintln!("warning: test database {db} was not dropped: {e}");
+        }
     }
     // Roles are cluster-wide: drop every role this fixture's prefix names, including the
     // group roles a migration created.
@@ -289,9 +288,10 @@ async fn drop_all(
     let (logins, groups): (Vec<_>, Vec<_>) = names.into_iter().partition(|n| created.contains(n));
     for role in logins.into_iter().chain(groups) {
         if Ident::new(&role).is_ok() {
-            let _ = server
-                .execute(AssertSqlSafe(format!("DROP ROLE IF EXISTS \"{role}\"")))
-                .await;
+            let sql = format!("DROP ROLE IF EXISTS \"{role}\"");
+            if let Err(e) = server.execute(AssertSqlSafe(sql)).await {
+                eprintln!("warning: test role {role} was not dropped: {e}");
+            }
         }
     }
     server.close().await;

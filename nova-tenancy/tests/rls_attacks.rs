@@ -22,13 +22,18 @@ impl CredentialVerifier for TestVerifier {
     }
 }
 
+fn identity(tenant: TenantId) -> VerifiedIdentity {
+    VerifiedIdentity::new(tenant)
+        .user(UserId::new_v4())
+        .roles([Role::new("agent").unwrap()])
+}
+
 fn ctx(tenant: TenantId) -> TenantContext {
-    TenantContext::from_verified(
-        &TestVerifier,
-        VerifiedIdentity::new(tenant)
-            .user(UserId::new_v4())
-            .roles([Role::new("agent").unwrap()]),
-    )
+    TenantContext::from_verified(&TestVerifier, identity(tenant))
+}
+
+fn ctx_in(tenant: TenantId, isolation: Isolation) -> TenantContext {
+    TenantContext::from_verified(&TestVerifier, identity(tenant).isolation(isolation))
 }
 
 const TABLE_DDL: &str = "CREATE TABLE items (
@@ -589,16 +594,19 @@ async fn router_refuses_unknown_tenants_and_isolation_or_region_mismatches() {
         Err(Error::UnknownTenant { tenant }) if tenant == b
     ));
     assert!(matches!(
-        router
-            .begin(&ctx(a).with_isolation(Isolation::Schema))
-            .await,
+        router.begin(&ctx_in(a, Isolation::Schema)).await,
         Err(Error::IsolationMismatch {
             placed: Isolation::Logical,
             ..
         })
     ));
     assert!(matches!(
-        router.begin(&ctx(a).with_region(region("us"))).await,
+        router
+            .begin(&TenantContext::from_verified(
+                &TestVerifier,
+                identity(a).region(region("us"))
+            ))
+            .await,
         Err(Error::ResidencyViolation { .. })
     ));
     // A placement without a pool for its region is refused when the router is built.
@@ -665,10 +673,7 @@ async fn schema_per_tenant_routing_refuses_a_schema_not_marked_for_the_tenant() 
         .build()
         .unwrap();
 
-    let mut tx = router
-        .begin(&ctx(a).with_isolation(Isolation::Schema))
-        .await
-        .unwrap();
+    let mut tx = router.begin(&ctx_in(a, Isolation::Schema)).await.unwrap();
     let body: String = sqlx::query_scalar("SELECT body FROM notes")
         .fetch_one(&mut *tx)
         .await
@@ -683,9 +688,7 @@ async fn schema_per_tenant_routing_refuses_a_schema_not_marked_for_the_tenant() 
     tx.commit().await.unwrap();
 
     assert!(matches!(
-        router
-            .begin(&ctx(b).with_isolation(Isolation::Schema))
-            .await,
+        router.begin(&ctx_in(b, Isolation::Schema)).await,
         Err(Error::PlacementMismatch {
             isolation: Isolation::Schema,
             ..
@@ -721,39 +724,34 @@ async fn database_per_tenant_routing_refuses_a_database_not_marked_for_the_tenan
             .await
             .unwrap(),
     );
+    let c = TenantId::new_v4();
+    let placed_in = |db: &str| Placement::Database {
+        region: region("eu"),
+        database: Ident::new(db).unwrap(),
+    };
     let router = TenantRouter::builder()
         .dedicated_pool(a, pool_a.clone())
-        .place(
-            a,
-            Placement::Database {
-                region: region("eu"),
-            },
-        )
-        // Misconfiguration: tenant B's pool reaches tenant A's database.
+        .place(a, placed_in(&db_a))
+        // Misconfiguration 1: tenant B's pool reaches tenant A's database.
         .dedicated_pool(b, pool_a.clone())
-        .place(
-            b,
-            Placement::Database {
-                region: region("eu"),
-            },
-        )
+        .place(b, placed_in(&db_b))
+        // Misconfiguration 2: tenant C's directory entry and pool both name A's database.
+        .dedicated_pool(c, pool_a.clone())
+        .place(c, placed_in(&db_a))
         .build()
         .unwrap();
 
-    let tx = router
-        .begin(&ctx(a).with_isolation(Isolation::Database))
-        .await
-        .unwrap();
+    let tx = router.begin(&ctx_in(a, Isolation::Database)).await.unwrap();
     tx.commit().await.unwrap();
-    assert!(matches!(
-        router
-            .begin(&ctx(b).with_isolation(Isolation::Database))
-            .await,
-        Err(Error::PlacementMismatch {
-            isolation: Isolation::Database,
-            ..
-        })
-    ));
+    for wrong in [b, c] {
+        assert!(matches!(
+            router.begin(&ctx_in(wrong, Isolation::Database)).await,
+            Err(Error::PlacementMismatch {
+                isolation: Isolation::Database,
+                ..
+            })
+        ));
+    }
     // A logical-mode context for a database tenant is refused before any connection.
     assert!(matches!(
         router.begin(&ctx(a)).await,
@@ -763,5 +761,58 @@ async fn database_per_tenant_routing_refuses_a_database_not_marked_for_the_tenan
         })
     ));
     pool_a.close().await;
+    s.fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn leftover_session_bypass_setting_never_reaches_a_user_transaction() {
+    let Some(mut s) = setup("leftoverbypass").await else {
+        return;
+    };
+    let (a, b) = (TenantId::new_v4(), TenantId::new_v4());
+    seed(&s.fx, &[a, b], 2).await;
+    let admin_rw = s.fx.roles().get(AppRole::AdminRw).clone();
+    let admin_login = s.fx.login_role("admin", &[&admin_rw]).await;
+    // Role-level default, as `ALTER ROLE .. SET` would leave it on every new session.
+    s.fx.exec(&format!(
+        "ALTER ROLE \"{admin_login}\" SET nova.bypass_reason = 'left over'"
+    ))
+    .await;
+    let raw = s.fx.pool_as(&admin_login, 1).await;
+    // And a session-level SET on the one pooled connection.
+    sqlx::query("SET nova.bypass_reason = 'also left over'")
+        .execute(&raw)
+        .await
+        .unwrap();
+    let pool = TenantPool::new(raw.clone());
+    assert_eq!(
+        count_visible(&pool, &ctx(a)).await,
+        2,
+        "a user transaction on a bypass-capable login must still see one tenant"
+    );
+    raw.close().await;
+    s.fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn pools_logging_in_as_a_role_that_skips_rls_are_refused() {
+    let Some(s) = setup("checkedpool").await else {
+        return;
+    };
+    // The fixture's admin pool is a superuser: PostgreSQL would show it every row.
+    let err = TenantPool::checked(s.fx.admin().clone()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Config {
+                setting: "role",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let ok = TenantPool::checked(s.fx.pool_as(&s.app, 1).await).await;
+    assert!(ok.is_ok());
+    ok.unwrap().close().await;
     s.fx.cleanup().await;
 }
