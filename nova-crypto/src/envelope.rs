@@ -132,6 +132,10 @@ impl Envelope {
             .unwrap_or_else(|_| unreachable!("key id validated when the envelope was built"))
     }
 
+    pub(crate) fn kek_id_bytes(&self) -> &[u8] {
+        &self.bytes[FIXED_HEADER..FIXED_HEADER + self.key_id_len]
+    }
+
     /// The key-encryption key version.
     #[must_use]
     pub fn kek_version(&self) -> KeyVersion {

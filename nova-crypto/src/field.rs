@@ -3,11 +3,18 @@
 //! fails to open. This module must never let two different locations encode alike.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nova_tenancy::Ident;
 
 use crate::error::CryptoError;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh process-unique id (for cache indexes).
+pub(crate) fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
 
 /// Longest text row id, in bytes.
 pub const ROW_ID_MAX_LEN: usize = 256;
@@ -60,7 +67,8 @@ pub mod normalize {
 pub struct Column {
     pub(crate) table: Ident,
     pub(crate) column: Ident,
-    pub(crate) key: Arc<str>,
+    /// Process-unique id: the key-cache index for this column's derived keys.
+    pub(crate) id: u64,
     pub(crate) normalizer: Normalizer,
     pub(crate) index_len: usize,
 }
@@ -77,11 +85,10 @@ impl Column {
         let bad = |_| CryptoError::InvalidKeyOperation("table and column must be SQL identifiers");
         let table = Ident::new(table).map_err(bad)?;
         let column = Ident::new(column).map_err(bad)?;
-        let key = Arc::from(format!("{}.{}", table.as_str(), column.as_str()));
         Ok(Self {
             table,
             column,
-            key,
+            id: next_id(),
             normalizer: normalize::exact,
             index_len: BLIND_INDEX_DEFAULT_LEN,
         })
@@ -181,27 +188,31 @@ impl From<String> for RowId {
 }
 
 impl RowId {
-    /// Appends a tagged, length-delimited encoding to `out`.
-    pub(crate) fn encode(&self, out: &mut Vec<u8>) -> Result<(), CryptoError> {
+    /// Writes a tagged, length-delimited encoding into `out` (at least
+    /// `3 + ROW_ID_MAX_LEN` bytes); returns its length.
+    pub(crate) fn encode_into(&self, out: &mut [u8]) -> Result<usize, CryptoError> {
         match self {
             Self::Uuid(u) => {
-                out.push(1);
-                out.extend_from_slice(u.as_bytes());
+                out[0] = 1;
+                out[1..17].copy_from_slice(u.as_bytes());
+                Ok(17)
             }
             Self::Int(i) => {
-                out.push(2);
-                out.extend_from_slice(&i.to_be_bytes());
+                out[0] = 2;
+                out[1..9].copy_from_slice(&i.to_be_bytes());
+                Ok(9)
             }
             Self::Text(s) => {
                 if s.len() > ROW_ID_MAX_LEN {
                     return Err(CryptoError::TooLarge("row id longer than 256 bytes"));
                 }
-                out.push(3);
-                out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-                out.extend_from_slice(s.as_bytes());
+                out[0] = 3;
+                // At most 256, so it fits in two bytes.
+                out[1..3].copy_from_slice(&(s.len() as u16).to_be_bytes());
+                out[3..3 + s.len()].copy_from_slice(s.as_bytes());
+                Ok(3 + s.len())
             }
         }
-        Ok(())
     }
 }
 

@@ -15,7 +15,6 @@ use hmac::{Hmac, Mac};
 use nova_tenancy::{AUDIT_TARGET, TenantContext, TenantId};
 use secrecy::{SecretBox, SecretString};
 use sha2::Sha256;
-use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::derive::{self, Purpose};
@@ -46,62 +45,113 @@ pub(crate) enum CachedKey {
     Stream(Zeroizing<[u8; KEY_LEN]>),
 }
 
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct CacheKey {
-    tenant: TenantId,
-    version: KeyVersion,
-    purpose: Purpose,
-    name: Arc<str>,
+/// A derived key and the key versions it came from.
+pub(crate) struct Derived {
+    pub(crate) kek_id: KeyId,
+    pub(crate) kek_version: KeyVersion,
+    pub(crate) version: KeyVersion,
+    pub(crate) key: CachedKey,
 }
 
-/// A bounded map of derived keys. Evicted entries are dropped, and every cached key type
-/// zeroizes on drop (`Aes256Gcm` and `Hmac` through the `zeroize` feature of the
-/// RustCrypto crates, stream keys through `Zeroizing`).
+/// What the store last said about a tenant's key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TenantState {
+    Live(KeyVersion),
+    Destroyed,
+}
+
+struct TenantEntry {
+    /// The store generation at which `state` was read; `None` when it must be re-read.
+    seen: Option<(u64, TenantState)>,
+    /// Derived keys: (tenant key version, purpose, column or label id, key).
+    keys: Vec<(KeyVersion, Purpose, u64, Arc<Derived>)>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    // foldhash with a per-process random seed: tenant ids come from verified credentials,
+    // not from an attacker choosing hash collisions, and SipHash cost a measurable share
+    // of a 64-byte seal.
+    tenants: HashMap<TenantId, TenantEntry, foldhash::fast::RandomState>,
+    order: VecDeque<TenantId>,
+    keys: usize,
+}
+
+/// Derived keys per tenant, bounded in total. Evicted and purged entries are dropped, and
+/// every cached key type zeroizes on drop (`Aes256Gcm` and `Hmac` through the `zeroize`
+/// feature of the RustCrypto crates, stream keys through `Zeroizing`).
 struct KeyCache {
-    map: RwLock<HashMap<CacheKey, Arc<CachedKey>>>,
-    order: Mutex<VecDeque<CacheKey>>,
+    inner: RwLock<CacheInner>,
     capacity: usize,
 }
 
 impl KeyCache {
-    fn get(&self, k: &CacheKey) -> Option<Arc<CachedKey>> {
-        self.map
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(k)
-            .cloned()
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, CacheInner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn insert(&self, k: CacheKey, v: Arc<CachedKey>) {
-        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        let mut order = self.order.lock().unwrap_or_else(|p| p.into_inner());
-        if map.insert(k.clone(), v).is_none() {
-            order.push_back(k);
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, CacheInner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn entry(inner: &mut CacheInner, tenant: TenantId) -> &mut TenantEntry {
+        if !inner.tenants.contains_key(&tenant) {
+            inner.order.push_back(tenant);
         }
-        while map.len() > self.capacity {
-            match order.pop_front() {
-                Some(old) => {
-                    map.remove(&old);
-                }
-                None => break,
+        inner.tenants.entry(tenant).or_insert_with(|| TenantEntry {
+            seen: None,
+            keys: Vec::new(),
+        })
+    }
+
+    fn remember_state(&self, tenant: TenantId, generation: Option<u64>, state: TenantState) {
+        let mut inner = self.write();
+        let entry = Self::entry(&mut inner, tenant);
+        entry.seen = generation.map(|g| (g, state));
+        if state == TenantState::Destroyed {
+            let dropped = entry.keys.len();
+            entry.keys.clear();
+            inner.keys -= dropped;
+        }
+    }
+
+    fn insert(&self, tenant: TenantId, purpose: Purpose, id: u64, value: Arc<Derived>) {
+        let mut inner = self.write();
+        let entry = Self::entry(&mut inner, tenant);
+        let version = value.version;
+        if entry
+            .keys
+            .iter()
+            .any(|(v, p, i, _)| *v == version && *p == purpose && *i == id)
+        {
+            return;
+        }
+        entry.keys.push((version, purpose, id, value));
+        inner.keys += 1;
+        while inner.keys > self.capacity {
+            let Some(oldest) = inner.order.pop_front() else {
+                break;
+            };
+            if let Some(e) = inner.tenants.remove(&oldest) {
+                inner.keys -= e.keys.len();
             }
         }
     }
 
     fn purge_tenant(&self, tenant: TenantId) {
-        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        let mut order = self.order.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|k, _| k.tenant != tenant);
-        order.retain(|k| k.tenant != tenant);
+        let mut inner = self.write();
+        if let Some(e) = inner.tenants.remove(&tenant) {
+            inner.keys -= e.keys.len();
+        }
+        inner.order.retain(|t| *t != tenant);
     }
 
     fn clear(&self) {
-        self.map.write().unwrap_or_else(|p| p.into_inner()).clear();
-        self.order.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        *self.write() = CacheInner::default();
     }
 
     fn len(&self) -> usize {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.read().keys
     }
 }
 
@@ -201,8 +251,7 @@ impl Keyring {
             store,
             kek_id,
             cache: KeyCache {
-                map: RwLock::new(HashMap::new()),
-                order: Mutex::new(VecDeque::new()),
+                inner: RwLock::new(CacheInner::default()),
                 capacity: DEFAULT_CACHE_CAPACITY,
             },
         })
@@ -221,26 +270,48 @@ impl Keyring {
         self.cache.len()
     }
 
-    /// The tenant's current key version, creating version 1 on first use.
-    fn current_record(&self, tenant: TenantId) -> Result<TenantKeyRecord, CryptoError> {
-        match self.store.current(tenant)? {
-            TenantKeyLookup::Found(r) => Ok(r),
-            TenantKeyLookup::Destroyed => Err(CryptoError::KeyDestroyed),
-            TenantKeyLookup::Missing => {
-                let record = self.new_record(tenant, KeyVersion::FIRST)?;
-                match self.store.insert(record.clone()) {
-                    Ok(()) => Ok(record),
-                    // Another writer created it first: use theirs.
-                    Err(CryptoError::InvalidKeyOperation(_)) => match self.store.current(tenant)? {
-                        TenantKeyLookup::Found(r) => Ok(r),
-                        TenantKeyLookup::Destroyed => Err(CryptoError::KeyDestroyed),
-                        TenantKeyLookup::Missing => Err(CryptoError::InvalidKeyOperation(
-                            "tenant key store lost a record",
-                        )),
-                    },
-                    Err(e) => Err(e),
-                }
+    /// The tenant's current key version. With `create`, a tenant without a key gets
+    /// version 1. Answers from the cache while the store's generation is unchanged.
+    fn current_version(&self, tenant: TenantId, create: bool) -> Result<KeyVersion, CryptoError> {
+        let generation = self.store.generation();
+        if let Some(g) = generation {
+            let inner = self.cache.read();
+            if let Some((seen, state)) = inner.tenants.get(&tenant).and_then(|e| e.seen)
+                && seen == g
+            {
+                return match state {
+                    TenantState::Live(v) => Ok(v),
+                    TenantState::Destroyed => Err(CryptoError::KeyDestroyed),
+                };
             }
+        }
+        let state = match self.store.current(tenant)? {
+            TenantKeyLookup::Found(r) => TenantState::Live(r.version),
+            TenantKeyLookup::Destroyed => TenantState::Destroyed,
+            TenantKeyLookup::Missing if create => {
+                let record = self.new_record(tenant, KeyVersion::FIRST)?;
+                match self.store.insert(record) {
+                    // Inserted, or another writer created it first: read back either way.
+                    Ok(()) | Err(CryptoError::InvalidKeyOperation(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                // The insert changed the generation; do not cache under the old one.
+                return match self.store.current(tenant)? {
+                    TenantKeyLookup::Found(r) => Ok(r.version),
+                    TenantKeyLookup::Destroyed => Err(CryptoError::KeyDestroyed),
+                    TenantKeyLookup::Missing => Err(CryptoError::InvalidKeyOperation(
+                        "tenant key store lost a record",
+                    )),
+                };
+            }
+            TenantKeyLookup::Missing => {
+                return Err(CryptoError::UnknownTenantKey(KeyVersion::FIRST));
+            }
+        };
+        self.cache.remember_state(tenant, generation, state);
+        match state {
+            TenantState::Live(v) => Ok(v),
+            TenantState::Destroyed => Err(CryptoError::KeyDestroyed),
         }
     }
 
@@ -259,39 +330,92 @@ impl Keyring {
         })
     }
 
-    fn record(
+    /// The hot path: one read lock and one lookup. Returns the cached key when the store's
+    /// generation is unchanged since the tenant's state was read, the tenant is live, and
+    /// the key (for the current version, or `version`) is cached; `None` otherwise.
+    fn cached_live_key(
+        &self,
+        tenant: TenantId,
+        version: Option<KeyVersion>,
+        purpose: Purpose,
+        id: u64,
+    ) -> Option<Arc<Derived>> {
+        let generation = self.store.generation()?;
+        let inner = self.cache.read();
+        let entry = inner.tenants.get(&tenant)?;
+        let (seen, TenantState::Live(current)) = entry.seen? else {
+            return None;
+        };
+        if seen != generation {
+            return None;
+        }
+        let want = version.unwrap_or(current);
+        entry
+            .keys
+            .iter()
+            .find(|(v, p, i, _)| *v == want && *p == purpose && *i == id)
+            .map(|k| Arc::clone(&k.3))
+    }
+
+    /// The key for the tenant's current version (creating the tenant's key on first use),
+    /// or for `version` after checking the tenant is live.
+    fn live_key(
+        &self,
+        tenant: TenantId,
+        version: Option<KeyVersion>,
+        purpose: Purpose,
+        id: u64,
+        table: &str,
+        column: &str,
+    ) -> Result<Arc<Derived>, CryptoError> {
+        if let Some(hit) = self.cached_live_key(tenant, version, purpose, id) {
+            return Ok(hit);
+        }
+        let current = self
+            .current_version(tenant, version.is_none())
+            .map_err(|e| match (e, version) {
+                (CryptoError::UnknownTenantKey(_), Some(v)) => CryptoError::UnknownTenantKey(v),
+                (e, _) => e,
+            })?;
+        self.derived(
+            tenant,
+            version.unwrap_or(current),
+            purpose,
+            id,
+            table,
+            column,
+        )
+    }
+
+    /// The derived key for (tenant, version, purpose, id), from the cache or derived now.
+    /// Callers must have checked the tenant is live ([`Keyring::current_version`]).
+    pub(crate) fn derived(
         &self,
         tenant: TenantId,
         version: KeyVersion,
-    ) -> Result<TenantKeyRecord, CryptoError> {
-        match self.store.get(tenant, version)? {
-            TenantKeyLookup::Found(r) => Ok(r),
-            TenantKeyLookup::Destroyed => Err(CryptoError::KeyDestroyed),
-            TenantKeyLookup::Missing => Err(CryptoError::UnknownTenantKey(version)),
-        }
-    }
-
-    /// The cached key for (tenant, version, purpose, name), derived on a miss.
-    pub(crate) fn derived(
-        &self,
-        record: &TenantKeyRecord,
         purpose: Purpose,
-        name: &Arc<str>,
+        id: u64,
         table: &str,
         column: &str,
-    ) -> Result<Arc<CachedKey>, CryptoError> {
-        let key = CacheKey {
-            tenant: record.tenant,
-            version: record.version,
-            purpose,
-            name: Arc::clone(name),
-        };
-        if let Some(hit) = self.cache.get(&key) {
-            return Ok(hit);
+    ) -> Result<Arc<Derived>, CryptoError> {
+        {
+            let inner = self.cache.read();
+            if let Some(hit) = inner.tenants.get(&tenant).and_then(|e| {
+                e.keys
+                    .iter()
+                    .find(|(v, p, i, _)| *v == version && *p == purpose && *i == id)
+            }) {
+                return Ok(Arc::clone(&hit.3));
+            }
         }
+        let record = match self.store.get(tenant, version)? {
+            TenantKeyLookup::Found(r) => r,
+            TenantKeyLookup::Destroyed => return Err(CryptoError::KeyDestroyed),
+            TenantKeyLookup::Missing => return Err(CryptoError::UnknownTenantKey(version)),
+        };
         let kek = self.provider.key(&record.kek_id, record.kek_version)?;
-        let info = derive::info(purpose, record.tenant, table, column);
-        let value = match purpose {
+        let info = derive::info(purpose, tenant, table, column);
+        let key = match purpose {
             Purpose::Field => {
                 let mut okm = Zeroizing::new([0u8; KEY_LEN + COMMITMENT_LEN]);
                 derive::derive(&kek, &record.salt, &info, okm.as_mut())?;
@@ -314,20 +438,27 @@ impl Keyring {
                 CachedKey::Stream(okm)
             }
         };
-        let value = Arc::new(value);
-        self.cache.insert(key, Arc::clone(&value));
+        let value = Arc::new(Derived {
+            kek_id: record.kek_id.clone(),
+            kek_version: record.kek_version,
+            version,
+            key,
+        });
+        self.cache.insert(tenant, purpose, id, Arc::clone(&value));
         Ok(value)
     }
 
     fn field_keys(
         &self,
-        record: &TenantKeyRecord,
+        tenant: TenantId,
+        version: KeyVersion,
         column: &Column,
-    ) -> Result<Arc<CachedKey>, CryptoError> {
+    ) -> Result<Arc<Derived>, CryptoError> {
         self.derived(
-            record,
+            tenant,
+            version,
             Purpose::Field,
-            &column.key,
+            column.id,
             column.table.as_str(),
             column.column.as_str(),
         )
@@ -345,42 +476,17 @@ impl Keyring {
         field: &FieldRef<'_>,
         plaintext: &[u8],
     ) -> Result<Envelope, CryptoError> {
-        let record = self.current_record(ctx.tenant())?;
-        self.seal_with(&record, ctx.tenant(), field, plaintext)
-    }
-
-    fn seal_with(
-        &self,
-        record: &TenantKeyRecord,
-        tenant: TenantId,
-        field: &FieldRef<'_>,
-        plaintext: &[u8],
-    ) -> Result<Envelope, CryptoError> {
-        let overhead = Envelope::overhead(record.kek_id.as_str().len());
-        if plaintext.len() > MAX_ENVELOPE_LEN - overhead {
-            return Err(CryptoError::TooLarge(
-                "field larger than 16 MiB; use a stream",
-            ));
-        }
-        let keys = self.field_keys(record, field.column)?;
-        let CachedKey::Field(keys) = &*keys else {
-            return Err(CryptoError::InvalidKeyOperation(
-                "cache returned a key of another purpose",
-            ));
-        };
-        let mut out = Vec::with_capacity(overhead + plaintext.len());
-        let header_len =
-            Envelope::write_header(&mut out, &record.kek_id, record.kek_version, record.version);
-        let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).map_err(|_| CryptoError::Rng)?;
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(keys.commitment.as_ref());
-        let ad = associated_data(&out[..header_len], tenant, field)?;
-        let body = out.len();
-        out.extend_from_slice(plaintext);
-        let tag = primitives::seal_in_place(&keys.cipher, &nonce, &ad, &mut out[body..])?;
-        out.extend_from_slice(&tag);
-        Ok(Envelope::from_sealed(out, record.kek_id.as_str().len()))
+        let tenant = ctx.tenant();
+        let c = field.column;
+        let keys = self.live_key(
+            tenant,
+            None,
+            Purpose::Field,
+            c.id,
+            c.table.as_str(),
+            c.column.as_str(),
+        )?;
+        seal_with(&keys, tenant, field, plaintext)
     }
 
     /// Opens an envelope sealed for this tenant, table, column and row.
@@ -397,29 +503,54 @@ impl Keyring {
         envelope: &Envelope,
     ) -> Result<SecretBox<[u8]>, CryptoError> {
         let tenant = ctx.tenant();
-        let record = self.record(tenant, envelope.key_version())?;
-        if record.kek_id != envelope.kek_id() || record.kek_version != envelope.kek_version() {
-            return Err(CryptoError::Authentication);
-        }
-        let keys = self.field_keys(&record, field.column)?;
-        let CachedKey::Field(keys) = &*keys else {
-            return Err(CryptoError::InvalidKeyOperation(
-                "cache returned a key of another purpose",
-            ));
-        };
-        // Key commitment: the envelope names exactly one key; checked before any decryption.
-        if !bool::from(envelope.commitment().ct_eq(keys.commitment.as_ref())) {
-            return Err(CryptoError::Authentication);
-        }
-        let ad = associated_data(envelope.header(), tenant, field)?;
-        let mut buf = primitives::open(
-            &keys.cipher,
-            envelope.nonce(),
-            &ad,
-            envelope.ciphertext_and_tag(),
+        // Consult the store (or its unchanged generation) first: a shredded tenant's data
+        // must not open from a cached key.
+        let c = field.column;
+        let keys = self.live_key(
+            tenant,
+            Some(envelope.key_version()),
+            Purpose::Field,
+            c.id,
+            c.table.as_str(),
+            c.column.as_str(),
         )?;
-        let plain = std::mem::take(&mut *buf);
-        Ok(SecretBox::from(plain.into_boxed_slice()))
+        open_with(&keys, tenant, field, envelope)
+    }
+
+    /// Resolves the context's tenant once, for a request or batch that works on many fields
+    /// of one tenant: each operation on the handle then costs a generation check, a short
+    /// scan of the keys it already holds, and the cryptography. The handle holds derived
+    /// keys until dropped; keep it for one request, not for the life of the process.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use nova_crypto::{Column, InMemoryTenantKeyStore, Keyring, LocalKeyProvider};
+    /// # use nova_tenancy::{TenantContext, TenantId};
+    /// # let keyring = Keyring::new(Arc::new(LocalKeyProvider::generated("root")?),
+    /// #     Arc::new(InMemoryTenantKeyStore::new()), "root")?;
+    /// # let ctx = TenantContext::system(TenantId::new_v4(), "doc")?;
+    /// let email = Column::new("users", "email")?;
+    /// let mut keys = keyring.tenant_keys(&ctx)?;
+    /// let sealed: Vec<_> = (0..100_i64)
+    ///     .map(|id| keys.seal(&email.row(id), format!("user{id}@example.com").as_bytes()))
+    ///     .collect::<Result<_, _>>()?;
+    /// # let _ = sealed;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`CryptoError::KeyDestroyed`] for a shredded tenant; provider and store errors.
+    pub fn tenant_keys(&self, ctx: &TenantContext) -> Result<TenantKeys<'_>, CryptoError> {
+        let tenant = ctx.tenant();
+        let generation = self.store.generation();
+        let current = self.current_version(tenant, true)?;
+        Ok(TenantKeys {
+            keyring: self,
+            tenant,
+            generation,
+            current,
+            keys: Vec::new(),
+        })
     }
 
     /// [`Keyring::open`] for text fields.
@@ -503,7 +634,7 @@ impl Keyring {
     ///
     /// # Errors
     /// [`CryptoError::KeyDestroyed`] for a shredded tenant; store errors.
-    pub fn current_version(&self, tenant: TenantId) -> Result<Option<KeyVersion>, CryptoError> {
+    pub fn tenant_key_version(&self, tenant: TenantId) -> Result<Option<KeyVersion>, CryptoError> {
         match self.store.current(tenant)? {
             TenantKeyLookup::Found(r) => Ok(Some(r.version)),
             TenantKeyLookup::Destroyed => Err(CryptoError::KeyDestroyed),
@@ -522,13 +653,14 @@ impl Keyring {
         envelope: &Envelope,
     ) -> Result<Option<Envelope>, CryptoError> {
         use secrecy::ExposeSecret as _;
-        let current = self.current_record(ctx.tenant())?;
-        if envelope.key_version() == current.version {
+        let tenant = ctx.tenant();
+        let current = self.current_version(tenant, true)?;
+        if envelope.key_version() == current {
             return Ok(None);
         }
         let plain = self.open(ctx, field, envelope)?;
-        self.seal_with(&current, ctx.tenant(), field, plain.expose_secret())
-            .map(Some)
+        let keys = self.field_keys(tenant, current, field.column)?;
+        seal_with(&keys, tenant, field, plain.expose_secret()).map(Some)
     }
 
     /// Re-seals a batch of stored envelopes, updating `progress` and calling `report` once
@@ -641,8 +773,15 @@ impl Keyring {
         column: &Column,
         value: &str,
     ) -> Result<BlindIndex, CryptoError> {
-        let record = self.current_record(ctx.tenant())?;
-        self.blind_index_with(&record, column, value)
+        let key = self.live_key(
+            ctx.tenant(),
+            None,
+            Purpose::BlindIndex,
+            column.id,
+            column.table.as_str(),
+            column.column.as_str(),
+        )?;
+        blind_index_with(&key, column, value)
     }
 
     /// Blind indexes of `value` under every live version of the tenant's key, newest
@@ -657,104 +796,356 @@ impl Keyring {
         column: &Column,
         value: &str,
     ) -> Result<Vec<BlindIndex>, CryptoError> {
-        let current = self.current_record(ctx.tenant())?;
+        let tenant = ctx.tenant();
+        let current = self.current_version(tenant, true)?;
         let mut out = Vec::new();
-        let mut v = current.version.get();
-        while v >= 1 {
-            let version = KeyVersion::new(v)?;
-            match self.store.get(ctx.tenant(), version)? {
-                TenantKeyLookup::Found(r) => out.push(self.blind_index_with(&r, column, value)?),
-                TenantKeyLookup::Destroyed => return Err(CryptoError::KeyDestroyed),
-                TenantKeyLookup::Missing => {}
+        for v in (1..=current.get()).rev() {
+            match self.blind_index_with(tenant, KeyVersion::new(v)?, column, value) {
+                Ok(index) => out.push(index),
+                // Versions are created in order, but a store may have pruned old ones.
+                Err(CryptoError::UnknownTenantKey(_)) => {}
+                Err(e) => return Err(e),
             }
-            v -= 1;
         }
         Ok(out)
     }
 
     fn blind_index_with(
         &self,
-        record: &TenantKeyRecord,
+        tenant: TenantId,
+        version: KeyVersion,
         column: &Column,
         value: &str,
     ) -> Result<BlindIndex, CryptoError> {
         let key = self.derived(
-            record,
+            tenant,
+            version,
             Purpose::BlindIndex,
-            &column.key,
+            column.id,
             column.table.as_str(),
             column.column.as_str(),
         )?;
-        let CachedKey::BlindIndex(mac) = &*key else {
-            return Err(CryptoError::InvalidKeyOperation(
-                "cache returned a key of another purpose",
-            ));
-        };
-        let normalised = (column.normalizer)(value);
-        let digest = mac
-            .clone()
-            .chain_update(normalised.as_bytes())
-            .finalize()
-            .into_bytes();
-        let mut bytes = [0u8; 32];
-        bytes.copy_from_slice(&digest);
-        // index_len is validated to 8..=32.
-        Ok(BlindIndex {
-            bytes,
-            len: column.index_len as u8,
-        })
+        blind_index_with(&key, column, value)
     }
 
     // ----- streams (used by stream.rs) -----
 
+    /// The stream root key under the tenant's current key version.
     pub(crate) fn stream_root_current(
         &self,
         tenant: TenantId,
-        label: &Arc<str>,
-    ) -> Result<(TenantKeyRecord, Arc<CachedKey>), CryptoError> {
-        let record = self.current_record(tenant)?;
-        let key = self.derived(&record, Purpose::Stream, label, label, "")?;
-        Ok((record, key))
+        label: &str,
+    ) -> Result<Arc<Derived>, CryptoError> {
+        let version = self.current_version(tenant, true)?;
+        self.derived(tenant, version, Purpose::Stream, label_id(label), label, "")
     }
 
+    /// The stream root key a stream header names, checking the header's KEK matches.
     pub(crate) fn stream_root_for(
         &self,
         tenant: TenantId,
         kek_id: &KeyId,
         kek_version: KeyVersion,
         version: KeyVersion,
-        label: &Arc<str>,
-    ) -> Result<Arc<CachedKey>, CryptoError> {
-        let record = self.record(tenant, version)?;
-        if &record.kek_id != kek_id || record.kek_version != kek_version {
+        label: &str,
+    ) -> Result<Arc<Derived>, CryptoError> {
+        self.current_version(tenant, false).map_err(|e| match e {
+            CryptoError::UnknownTenantKey(_) => CryptoError::UnknownTenantKey(version),
+            other => other,
+        })?;
+        let root = self.derived(tenant, version, Purpose::Stream, label_id(label), label, "")?;
+        if &root.kek_id != kek_id || root.kek_version != kek_version {
             return Err(CryptoError::Authentication);
         }
-        self.derived(&record, Purpose::Stream, label, label, "")
+        Ok(root)
     }
 }
 
-/// Associated data for a field: label, envelope header, tenant, table, column and row, each
-/// length-delimited so that no two locations share an encoding.
-fn associated_data(
-    header: &[u8],
+/// A process-unique id per stream label, so cached stream keys are found without hashing
+/// strings and never confused between labels.
+fn label_id(label: &str) -> u64 {
+    static LABELS: Mutex<Option<HashMap<String, u64>>> = Mutex::new(None);
+    let mut labels = LABELS.lock().unwrap_or_else(|p| p.into_inner());
+    let map = labels.get_or_insert_with(HashMap::new);
+    if let Some(id) = map.get(label) {
+        return *id;
+    }
+    let id = crate::field::next_id();
+    map.insert(label.to_owned(), id);
+    id
+}
+
+/// A tenant's keys, resolved once by [`Keyring::tenant_keys`].
+///
+/// Shredding still takes effect at once: every operation first compares the store's
+/// generation with the one the handle was resolved at (or asks the store, for stores
+/// without a generation) and drops its keys if the tenant was destroyed.
+pub struct TenantKeys<'k> {
+    keyring: &'k Keyring,
+    tenant: TenantId,
+    generation: Option<u64>,
+    current: KeyVersion,
+    keys: Vec<(KeyVersion, Purpose, u64, Arc<Derived>)>,
+}
+
+impl TenantKeys<'_> {
+    fn refresh(&mut self) -> Result<(), CryptoError> {
+        let generation = self.keyring.store.generation();
+        if generation.is_some() && generation == self.generation {
+            return Ok(());
+        }
+        self.generation = generation;
+        match self.keyring.current_version(self.tenant, true) {
+            Ok(v) => {
+                self.current = v;
+                Ok(())
+            }
+            Err(e) => {
+                self.keys.clear();
+                Err(e)
+            }
+        }
+    }
+
+    fn key(
+        &mut self,
+        version: KeyVersion,
+        purpose: Purpose,
+        id: u64,
+        table: &str,
+        column: &str,
+    ) -> Result<&Derived, CryptoError> {
+        let found = self
+            .keys
+            .iter()
+            .position(|(v, p, i, _)| *v == version && *p == purpose && *i == id);
+        let at = match found {
+            Some(at) => at,
+            None => {
+                let d = self
+                    .keyring
+                    .derived(self.tenant, version, purpose, id, table, column)?;
+                self.keys.push((version, purpose, id, d));
+                self.keys.len() - 1
+            }
+        };
+        Ok(&self.keys[at].3)
+    }
+
+    /// The tenant these keys belong to.
+    #[must_use]
+    pub fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    /// As [`Keyring::seal`], for this handle's tenant.
+    ///
+    /// # Errors
+    /// As [`Keyring::seal`].
+    pub fn seal(
+        &mut self,
+        field: &FieldRef<'_>,
+        plaintext: &[u8],
+    ) -> Result<Envelope, CryptoError> {
+        self.refresh()?;
+        let tenant = self.tenant;
+        let version = self.current;
+        let c = field.column;
+        let keys = self.key(
+            version,
+            Purpose::Field,
+            c.id,
+            c.table.as_str(),
+            c.column.as_str(),
+        )?;
+        seal_with(keys, tenant, field, plaintext)
+    }
+
+    /// As [`Keyring::open`], for this handle's tenant.
+    ///
+    /// # Errors
+    /// As [`Keyring::open`].
+    pub fn open(
+        &mut self,
+        field: &FieldRef<'_>,
+        envelope: &Envelope,
+    ) -> Result<SecretBox<[u8]>, CryptoError> {
+        self.refresh()?;
+        let tenant = self.tenant;
+        let c = field.column;
+        let keys = self.key(
+            envelope.key_version(),
+            Purpose::Field,
+            c.id,
+            c.table.as_str(),
+            c.column.as_str(),
+        )?;
+        open_with(keys, tenant, field, envelope)
+    }
+
+    /// As [`Keyring::blind_index`], for this handle's tenant.
+    ///
+    /// # Errors
+    /// As [`Keyring::blind_index`].
+    pub fn blind_index(&mut self, column: &Column, value: &str) -> Result<BlindIndex, CryptoError> {
+        self.refresh()?;
+        let version = self.current;
+        let key = self.key(
+            version,
+            Purpose::BlindIndex,
+            column.id,
+            column.table.as_str(),
+            column.column.as_str(),
+        )?;
+        blind_index_with(key, column, value)
+    }
+}
+
+impl fmt::Debug for TenantKeys<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantKeys")
+            .field("tenant", &self.tenant)
+            .field("current", &self.current)
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens under already-derived field keys.
+fn open_with(
+    keys: &Derived,
     tenant: TenantId,
     field: &FieldRef<'_>,
-) -> Result<Vec<u8>, CryptoError> {
-    let table = field.column.table.as_str();
-    let column = field.column.column.as_str();
-    let mut ad = Vec::with_capacity(
-        FIELD_AD_LABEL.len() + header.len() + 16 + 4 + table.len() + column.len() + 24,
-    );
-    ad.extend_from_slice(FIELD_AD_LABEL);
-    ad.extend_from_slice(header);
-    ad.extend_from_slice(tenant.as_uuid().as_bytes());
-    for part in [table, column] {
-        // Identifiers are at most 63 bytes.
-        ad.push(part.len() as u8);
-        ad.extend_from_slice(part.as_bytes());
+    envelope: &Envelope,
+) -> Result<SecretBox<[u8]>, CryptoError> {
+    let CachedKey::Field(fk) = &keys.key else {
+        return Err(CryptoError::InvalidKeyOperation(
+            "cache returned a key of another purpose",
+        ));
+    };
+    if envelope.kek_id_bytes() != keys.kek_id.as_str().as_bytes()
+        || envelope.kek_version() != keys.kek_version
+    {
+        return Err(CryptoError::Authentication);
     }
-    field.row.encode(&mut ad)?;
-    Ok(ad)
+    // Key commitment: the envelope names exactly one key; checked before any decryption.
+    if !primitives::ct_eq_32(envelope.commitment(), &fk.commitment) {
+        return Err(CryptoError::Authentication);
+    }
+    let ad = AssociatedData::new(envelope.header(), tenant, field)?;
+    let mut buf = primitives::open(
+        &fk.cipher,
+        envelope.nonce(),
+        ad.as_slice(),
+        envelope.ciphertext_and_tag(),
+    )?;
+    let plain = std::mem::take(&mut *buf);
+    Ok(SecretBox::from(plain.into_boxed_slice()))
+}
+
+/// `HMAC-SHA256(k, normalise(value))`, truncated to the column's index length.
+fn blind_index_with(
+    key: &Derived,
+    column: &Column,
+    value: &str,
+) -> Result<BlindIndex, CryptoError> {
+    let CachedKey::BlindIndex(mac) = &key.key else {
+        return Err(CryptoError::InvalidKeyOperation(
+            "cache returned a key of another purpose",
+        ));
+    };
+    let normalised = (column.normalizer)(value);
+    let digest = mac
+        .clone()
+        .chain_update(normalised.as_bytes())
+        .finalize()
+        .into_bytes();
+    let mut bytes = [0u8; 32];
+    bytes.copy_from_slice(&digest);
+    // index_len is validated to 8..=32.
+    Ok(BlindIndex {
+        bytes,
+        len: column.index_len as u8,
+    })
+}
+
+/// Seals under already-derived field keys.
+fn seal_with(
+    keys: &Derived,
+    tenant: TenantId,
+    field: &FieldRef<'_>,
+    plaintext: &[u8],
+) -> Result<Envelope, CryptoError> {
+    let CachedKey::Field(fk) = &keys.key else {
+        return Err(CryptoError::InvalidKeyOperation(
+            "cache returned a key of another purpose",
+        ));
+    };
+    let kid_len = keys.kek_id.as_str().len();
+    let overhead = Envelope::overhead(kid_len);
+    if plaintext.len() > MAX_ENVELOPE_LEN - overhead {
+        return Err(CryptoError::TooLarge(
+            "field larger than 16 MiB; use a stream",
+        ));
+    }
+    let mut out = Vec::with_capacity(overhead + plaintext.len());
+    let header_len = Envelope::write_header(&mut out, &keys.kek_id, keys.kek_version, keys.version);
+    let mut nonce = [0u8; NONCE_LEN];
+    getrandom::fill(&mut nonce).map_err(|_| CryptoError::Rng)?;
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(fk.commitment.as_ref());
+    let ad = AssociatedData::new(&out[..header_len], tenant, field)?;
+    let body = out.len();
+    out.extend_from_slice(plaintext);
+    let tag = primitives::seal_in_place(&fk.cipher, &nonce, ad.as_slice(), &mut out[body..])?;
+    out.extend_from_slice(&tag);
+    Ok(Envelope::from_sealed(out, kid_len))
+}
+
+/// Largest associated data: label (20) + header (≤ 77) + tenant (16) + two names
+/// (≤ 2 × 64) + row id (≤ 259).
+const AD_MAX: usize = 512;
+
+/// Associated data for a field, built on the stack: label, envelope header, tenant, table,
+/// column and row, each length-delimited so that no two locations share an encoding.
+struct AssociatedData {
+    buf: [u8; AD_MAX],
+    len: usize,
+}
+
+impl AssociatedData {
+    fn new(header: &[u8], tenant: TenantId, field: &FieldRef<'_>) -> Result<Self, CryptoError> {
+        let mut ad = Self {
+            buf: [0u8; AD_MAX],
+            len: 0,
+        };
+        ad.push(FIELD_AD_LABEL)?;
+        ad.push(header)?;
+        ad.push(tenant.as_uuid().as_bytes())?;
+        for part in [field.column.table.as_str(), field.column.column.as_str()] {
+            // Identifiers are at most 63 bytes.
+            ad.push(&[part.len() as u8])?;
+            ad.push(part.as_bytes())?;
+        }
+        let mut row = [0u8; 3 + crate::field::ROW_ID_MAX_LEN];
+        let n = field.row.encode_into(&mut row)?;
+        ad.push(&row[..n])?;
+        Ok(ad)
+    }
+
+    fn push(&mut self, bytes: &[u8]) -> Result<(), CryptoError> {
+        let end = self.len + bytes.len();
+        if end > AD_MAX {
+            return Err(CryptoError::TooLarge("associated data"));
+        }
+        self.buf[self.len..end].copy_from_slice(bytes);
+        self.len = end;
+        Ok(())
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 impl fmt::Debug for Keyring {

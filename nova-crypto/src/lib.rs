@@ -122,7 +122,9 @@ pub use error::{CryptoError, DecodeError};
 pub use field::{
     BLIND_INDEX_DEFAULT_LEN, Column, FieldRef, Normalizer, ROW_ID_MAX_LEN, RowId, normalize,
 };
-pub use keyring::{BlindIndex, DEFAULT_CACHE_CAPACITY, Keyring, ReencryptProgress, ShredReport};
+pub use keyring::{
+    BlindIndex, DEFAULT_CACHE_CAPACITY, Keyring, ReencryptProgress, ShredReport, TenantKeys,
+};
 pub use keys::{
     KEY_ID_MAX_LEN, KEY_LEN, KeyId, KeyInfo, KeyProvider, KeyState, KeyVersion, Kms,
     LocalKeyProvider, SecretKey, WrappedKeyProvider,

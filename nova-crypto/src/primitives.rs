@@ -77,6 +77,25 @@ pub fn aes256gcm_open(
     open(&cipher, nonce, ad, ct_and_tag)
 }
 
+/// Constant-time equality of a 32-byte secret with a slice (false unless the slice is 32
+/// bytes). Folds the XOR of four 64-bit words, then compares once through `subtle`, so the
+/// time does not depend on where the values differ.
+pub(crate) fn ct_eq_32(a: &[u8], b: &[u8; 32]) -> bool {
+    use subtle::ConstantTimeEq as _;
+    let Ok(a) = <&[u8; 32]>::try_from(a) else {
+        return false;
+    };
+    let mut acc = 0u64;
+    for i in 0..4 {
+        let mut x = [0u8; 8];
+        let mut y = [0u8; 8];
+        x.copy_from_slice(&a[i * 8..i * 8 + 8]);
+        y.copy_from_slice(&b[i * 8..i * 8 + 8]);
+        acc |= u64::from_ne_bytes(x) ^ u64::from_ne_bytes(y);
+    }
+    bool::from(acc.ct_eq(&0))
+}
+
 pub(crate) fn seal_in_place(
     cipher: &Aes256Gcm,
     nonce: &[u8; NONCE_LEN],
@@ -109,4 +128,21 @@ pub(crate) fn open(
         .decrypt_inout_detached(&nonce, ad, buf.as_mut_slice().into(), &tag)
         .map_err(|_| CryptoError::Authentication)?;
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ct_eq_32_compares_every_byte() {
+        let a = [7u8; 32];
+        assert!(ct_eq_32(&a, &a));
+        for i in 0..32 {
+            let mut b = a;
+            b[i] ^= 0x80;
+            assert!(!ct_eq_32(&b, &a), "byte {i}");
+        }
+        assert!(!ct_eq_32(&a[..31], &a));
+    }
 }

@@ -40,7 +40,7 @@ use zeroize::Zeroizing;
 
 use crate::envelope::{COMMITMENT_LEN, TAG_LEN};
 use crate::error::{CryptoError, DecodeError};
-use crate::keyring::{CachedKey, Keyring};
+use crate::keyring::{CachedKey, Derived, Keyring};
 use crate::keys::{KEY_ID_MAX_LEN, KeyId, KeyVersion};
 
 /// Magic bytes at the start of a stream.
@@ -206,12 +206,8 @@ struct ChunkCipher {
     commitment: Zeroizing<[u8; COMMITMENT_LEN]>,
 }
 
-fn chunk_cipher(
-    root: &CachedKey,
-    tenant: TenantId,
-    salt: &[u8],
-) -> Result<ChunkCipher, CryptoError> {
-    let CachedKey::Stream(root) = root else {
+fn chunk_cipher(root: &Derived, tenant: TenantId, salt: &[u8]) -> Result<ChunkCipher, CryptoError> {
+    let CachedKey::Stream(root) = &root.key else {
         return Err(CryptoError::InvalidKeyOperation(
             "cache returned a key of another purpose",
         ));
@@ -275,7 +271,7 @@ impl Keyring {
         }
         let label = validate_label(label)?;
         let tenant = ctx.tenant();
-        let (record, root) = self.stream_root_current(tenant, &label)?;
+        let root = self.stream_root_current(tenant, &label)?;
         let mut salt = [0u8; SALT_LEN];
         let mut prefix = [0u8; PREFIX_LEN];
         getrandom::fill(&mut salt).map_err(|_| CryptoError::Rng)?;
@@ -286,10 +282,10 @@ impl Keyring {
         header.extend_from_slice(&STREAM_MAGIC);
         header.extend_from_slice(&[1, 1]);
         // Key ids are at most 64 bytes, labels at most 63, chunk sizes at most 1 MiB.
-        header.push(record.kek_id.as_str().len() as u8);
-        header.extend_from_slice(record.kek_id.as_str().as_bytes());
-        header.extend_from_slice(&record.kek_version.get().to_be_bytes());
-        header.extend_from_slice(&record.version.get().to_be_bytes());
+        header.push(root.kek_id.as_str().len() as u8);
+        header.extend_from_slice(root.kek_id.as_str().as_bytes());
+        header.extend_from_slice(&root.kek_version.get().to_be_bytes());
+        header.extend_from_slice(&root.version.get().to_be_bytes());
         header.push(label.len() as u8);
         header.extend_from_slice(label.as_bytes());
         header.extend_from_slice(&(chunk_size as u32).to_be_bytes());

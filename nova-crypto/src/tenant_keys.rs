@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
 use nova_tenancy::TenantId;
@@ -76,6 +77,16 @@ pub struct TenantKeyInfo {
 /// from [`TenantKeyStore::insert`], and [`TenantKeyStore::destroy_tenant`] must erase the
 /// salts (not merely mark them).
 pub trait TenantKeyStore: Send + Sync {
+    /// A number that changes whenever any tenant's keys change (a version inserted, a
+    /// tenant destroyed). While it stays the same, the keyring answers from its cache
+    /// without asking the store. Return `None` (the default) when changes made elsewhere —
+    /// another process sharing the store — cannot be seen this cheaply: the keyring then
+    /// asks [`TenantKeyStore::current`] on every operation, so shredding takes effect
+    /// everywhere at once.
+    fn generation(&self) -> Option<u64> {
+        None
+    }
+
     /// The newest version for a tenant: `Found`, `Destroyed` (shredded) or `Missing` (none yet).
     ///
     /// # Errors
@@ -119,6 +130,7 @@ struct TenantEntry {
 #[derive(Default)]
 pub struct InMemoryTenantKeyStore {
     tenants: RwLock<HashMap<TenantId, TenantEntry>>,
+    generation: AtomicU64,
 }
 
 impl InMemoryTenantKeyStore {
@@ -130,6 +142,10 @@ impl InMemoryTenantKeyStore {
 }
 
 impl TenantKeyStore for InMemoryTenantKeyStore {
+    fn generation(&self) -> Option<u64> {
+        Some(self.generation.load(Ordering::Acquire))
+    }
+
     fn current(&self, tenant: TenantId) -> Result<TenantKeyLookup, CryptoError> {
         let map = self.tenants.read().unwrap_or_else(|p| p.into_inner());
         Ok(match map.get(&tenant) {
@@ -169,6 +185,7 @@ impl TenantKeyStore for InMemoryTenantKeyStore {
             ));
         }
         entry.versions.push(record);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
 
@@ -180,6 +197,7 @@ impl TenantKeyStore for InMemoryTenantKeyStore {
         entry.versions.clear();
         entry.versions.shrink_to_fit();
         entry.shredded = true;
+        self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(n)
     }
 

@@ -439,3 +439,45 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn tenant_handle_matches_the_keyring_and_stops_at_once_when_the_tenant_is_shredded() {
+    let (kr, _) = keyring();
+    let a = ctx(TenantId::new_v4());
+    let col = Column::new("t", "c").unwrap();
+    let mut keys = kr.tenant_keys(&a).unwrap();
+    let via_handle = keys.seal(&col.row(1_i64), b"one").unwrap();
+    let via_keyring = kr.seal(&a, &col.row(2_i64), b"two").unwrap();
+    assert_eq!(
+        kr.open(&a, &col.row(1_i64), &via_handle)
+            .unwrap()
+            .expose_secret(),
+        b"one"
+    );
+    assert_eq!(
+        keys.open(&col.row(2_i64), &via_keyring)
+            .unwrap()
+            .expose_secret(),
+        b"two"
+    );
+    assert_eq!(
+        keys.blind_index(&col, "x").unwrap(),
+        kr.blind_index(&a, &col, "x").unwrap()
+    );
+    // A rotation seen through the store's generation: the handle seals under the new key.
+    let v2 = kr.rotate_tenant(a.tenant()).unwrap();
+    assert_eq!(
+        keys.seal(&col.row(3_i64), b"three").unwrap().key_version(),
+        v2
+    );
+    kr.shred_tenant(a.tenant()).unwrap();
+    assert!(matches!(
+        keys.open(&col.row(1_i64), &via_handle),
+        Err(CryptoError::KeyDestroyed)
+    ));
+    assert!(matches!(
+        keys.seal(&col.row(4_i64), b"x"),
+        Err(CryptoError::KeyDestroyed)
+    ));
+    assert!(format!("{keys:?}").contains("keys: 0"));
+}

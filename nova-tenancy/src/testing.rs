@@ -320,3 +320,38 @@ impl Drop for PgFixture {
         .join();
     }
 }
+
+/// Times two operations in alternating batches (the order swapped every round) and returns
+/// the median time per operation of each, in nanoseconds. Used by Nova's benchmarks to
+/// report a ratio against a peer that drift on a shared machine cannot skew.
+pub fn paired_medians(
+    rounds: usize,
+    batch: usize,
+    mut a: impl FnMut(),
+    mut b: impl FnMut(),
+) -> (f64, f64) {
+    let (mut ta, mut tb) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    for round in 0..rounds {
+        for side in [round % 2, 1 - round % 2] {
+            let start = std::time::Instant::now();
+            for _ in 0..batch {
+                if side == 0 {
+                    a();
+                } else {
+                    b();
+                }
+            }
+            let per_op = start.elapsed().as_secs_f64() * 1e9 / batch as f64;
+            if side == 0 {
+                ta.push(per_op);
+            } else {
+                tb.push(per_op);
+            }
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(ta), median(tb))
+}
