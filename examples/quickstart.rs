@@ -1,4 +1,5 @@
-//! Nova quickstart: typed tenant identity, and PostgreSQL row-level security enforcing it.
+//! Nova quickstart: typed tenant identity, PostgreSQL row-level security enforcing it, and
+//! per-tenant field encryption.
 //!
 //! ```text
 //! cargo run --example quickstart                      # no server needed
@@ -8,10 +9,14 @@
 //! With `DATABASE_URL` (a role that may create roles and schemas), the program creates a
 //! throwaway schema and roles, shows RLS refusing a cross-tenant read, and removes them.
 
+use std::sync::Arc;
+
+use nova_crypto::{Column, InMemoryTenantKeyStore, Keyring, LocalKeyProvider, normalize};
 use nova_tenancy::{
     AppRole, AppRoles, CredentialVerifier, Ident, RlsMigration, Role, TenantContext, TenantId,
     TenantPool, TenantTable, UserId, VerifiedIdentity,
 };
+use secrecy::ExposeSecret;
 use sqlx::{AssertSqlSafe, Executor};
 
 /// Stands in for `nova-auth`'s JWT verifier, which will be the real source of contexts.
@@ -65,6 +70,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("  {line}");
     }
 
+    // 4. PII encrypted per tenant: one line per field, bound to tenant, table, column and row.
+    encryption_demo(&alice, globex)?;
+
     match std::env::var("DATABASE_URL") {
         Ok(url) => rls_demo(&url, acme, globex, &alice).await?,
         Err(_) => println!(
@@ -72,6 +80,59 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
              PostgreSQL refuse a cross-tenant read."
         ),
     }
+    Ok(())
+}
+
+fn encryption_demo(
+    alice: &TenantContext,
+    globex: TenantId,
+) -> Result<(), Box<dyn std::error::Error>> {
+    println!("\n== per-tenant field encryption ==");
+    // Development key from the environment when set (base64 of 32 bytes), else a fresh one.
+    let provider = match LocalKeyProvider::from_env("root", "NOVA_KEK") {
+        Ok(p) => p,
+        Err(nova_crypto::CryptoError::KeyMaterialMissing { .. }) => {
+            LocalKeyProvider::generated("root")?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let keyring = Keyring::new(
+        Arc::new(provider),
+        Arc::new(InMemoryTenantKeyStore::new()),
+        "root",
+    )?;
+    let email = Column::new("customers", "email")?.with_normalizer(normalize::email);
+    let globex_ops = TenantContext::system(globex, "quickstart: globex data")?;
+
+    let acme_env = keyring.seal(alice, &email.row(1_i64), b"wile.e@acme.example")?;
+    let globex_env = keyring.seal(&globex_ops, &email.row(1_i64), b"hank@globex.example")?;
+    let text = acme_env.to_text();
+    println!(
+        "acme's customer #1 email, stored as TEXT: {}…",
+        &text[..48.min(text.len())]
+    );
+    let opened = keyring.open(alice, &email.row(1_i64), &acme_env)?;
+    println!(
+        "acme opens it: {}",
+        String::from_utf8_lossy(opened.expose_secret())
+    );
+    match keyring.open(&globex_ops, &email.row(1_i64), &acme_env) {
+        Ok(_) => return Err("globex opened acme's ciphertext".into()),
+        Err(e) => println!("globex's context opening acme's ciphertext: refused ({e})"),
+    }
+    match keyring.open(alice, &email.row(2_i64), &acme_env) {
+        Ok(_) => return Err("a ciphertext opened at another row".into()),
+        Err(e) => println!("acme opening it as row #2: refused ({e})"),
+    }
+    let lookup = keyring.blind_index(alice, &email, "Wile.E@ACME.example")?;
+    println!("blind index for an equality lookup (case-insensitive): {lookup:?}");
+    let report = keyring.shred_tenant(globex)?;
+    let after = keyring.open(&globex_ops, &email.row(1_i64), &globex_env);
+    println!(
+        "globex crypto-shredded ({} key version destroyed): its data now gives {:?}",
+        report.versions_destroyed,
+        after.err().map(|e| e.to_string())
+    );
     Ok(())
 }
 
