@@ -1,8 +1,22 @@
 //! # nova-auth
 //!
-//! **Status: not yet implemented.** This crate reserves its place in the Nova workspace and
-//! exposes no API yet. When built it will provide verified credentials for Nova: JWT/JWKS verification, API keys, refresh tokens, sessions, TOTP, passwords, rate limits, IP rules and a tower layer that turns a request into a `nova_tenancy::TenantContext`.
-//!
-//! See the workspace `README.md` for what is available today.
+//! Verified credentials into a [`nova_tenancy::TenantContext`]. (Manual below.)
 
 #![forbid(unsafe_code)]
+
+mod error;
+mod issuer;
+mod jwks;
+mod jws;
+mod jwt;
+
+pub use error::AuthError;
+pub use issuer::{AccessClaims, DEFAULT_ACCESS_TTL, SigningKey, TokenIssuer};
+pub use jwks::{
+    JwksFetcher, KeySet, KeySource, MAX_JWKS_KEYS, MAX_JWKS_LEN, MIN_HMAC_SECRET_LEN,
+    MIN_RSA_MODULUS_LEN, RemoteKeySet, StaticKeys, verifying_key_from_jwk,
+};
+pub use jws::{
+    Alg, Compact, DEFAULT_MAX_TOKEN_LEN, Header, VerifyingKey, parse_compact, verify_compact,
+};
+pub use jwt::{JwtConfig, JwtVerifier, MAX_ROLES};

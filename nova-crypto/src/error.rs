@@ -108,7 +108,4 @@ pub enum CryptoError {
     /// A stream ended before its final chunk.
     #[error("stream truncated: the final chunk is missing")]
     StreamTruncated,
-    /// Data follows a stream's final chunk.
-    #[error("stream has data after its final chunk")]
-    StreamTrailingData,
 }

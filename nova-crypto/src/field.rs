@@ -16,6 +16,21 @@ pub(crate) fn next_id() -> u64 {
     NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
+/// The process-wide id of a name (a `table.column` pair or a stream label), so that every
+/// `Column` value naming the same column shares one cache entry, however often it is built.
+pub(crate) fn interned_id(kind: u8, a: &str, b: &str) -> u64 {
+    type Names = std::collections::HashMap<(u8, String, String), u64>;
+    static NAMES: std::sync::Mutex<Option<Names>> = std::sync::Mutex::new(None);
+    let mut guard = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+    let map = guard.get_or_insert_with(Names::new);
+    if let Some(id) = map.get(&(kind, a.to_owned(), b.to_owned())) {
+        return *id;
+    }
+    let id = next_id();
+    map.insert((kind, a.to_owned(), b.to_owned()), id);
+    id
+}
+
 /// Longest text row id, in bytes.
 pub const ROW_ID_MAX_LEN: usize = 256;
 
@@ -67,7 +82,7 @@ pub mod normalize {
 pub struct Column {
     pub(crate) table: Ident,
     pub(crate) column: Ident,
-    /// Process-unique id: the key-cache index for this column's derived keys.
+    /// Process-wide id of (table, column): the key-cache index for its derived keys.
     pub(crate) id: u64,
     pub(crate) normalizer: Normalizer,
     pub(crate) index_len: usize,
@@ -85,10 +100,11 @@ impl Column {
         let bad = |_| CryptoError::InvalidKeyOperation("table and column must be SQL identifiers");
         let table = Ident::new(table).map_err(bad)?;
         let column = Ident::new(column).map_err(bad)?;
+        let id = interned_id(0, table.as_str(), column.as_str());
         Ok(Self {
             table,
             column,
-            id: next_id(),
+            id,
             normalizer: normalize::exact,
             index_len: BLIND_INDEX_DEFAULT_LEN,
         })

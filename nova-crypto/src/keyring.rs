@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use aes_gcm::Aes256Gcm;
@@ -78,8 +78,9 @@ struct CacheInner {
 }
 
 /// Derived keys per tenant, bounded in total. Evicted and purged entries are dropped, and
-/// every cached key type zeroizes on drop (`Aes256Gcm` and `Hmac` through the `zeroize`
-/// feature of the RustCrypto crates, stream keys through `Zeroizing`).
+/// every cached key type zeroizes on drop (`Aes256Gcm` through the `zeroize` feature of
+/// `aes-gcm`, `Hmac<Sha256>` through the `zeroize` features of `hmac` and `sha2`, stream keys
+/// through `Zeroizing`). Eviction drops the oldest tenant's keys first.
 struct KeyCache {
     inner: RwLock<CacheInner>,
     capacity: usize,
@@ -231,6 +232,8 @@ pub struct Keyring {
     store: Arc<dyn TenantKeyStore>,
     kek_id: KeyId,
     cache: KeyCache,
+    /// Bumped when a KEK version is destroyed, so live [`TenantKeys`] handles drop their keys.
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Keyring {
@@ -254,6 +257,7 @@ impl Keyring {
                 inner: RwLock::new(CacheInner::default()),
                 capacity: DEFAULT_CACHE_CAPACITY,
             },
+            epoch: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -548,6 +552,7 @@ impl Keyring {
             keyring: self,
             tenant,
             generation,
+            epoch: self.epoch.load(std::sync::atomic::Ordering::Acquire),
             current,
             keys: Vec::new(),
         })
@@ -620,6 +625,7 @@ impl Keyring {
     pub fn destroy_kek(&self, version: KeyVersion) -> Result<(), CryptoError> {
         self.provider.destroy(&self.kek_id, version)?;
         self.cache.clear();
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         tracing::warn!(
             target: AUDIT_TARGET,
             event = "kek_destroyed",
@@ -655,10 +661,12 @@ impl Keyring {
         use secrecy::ExposeSecret as _;
         let tenant = ctx.tenant();
         let current = self.current_version(tenant, true)?;
+        // Open first, even when the envelope is already current: a forged or foreign
+        // envelope must count as a failure, not as "already current".
+        let plain = self.open(ctx, field, envelope)?;
         if envelope.key_version() == current {
             return Ok(None);
         }
-        let plain = self.open(ctx, field, envelope)?;
         let keys = self.field_keys(tenant, current, field.column)?;
         seal_with(&keys, tenant, field, plain.expose_secret()).map(Some)
     }
@@ -861,18 +869,9 @@ impl Keyring {
     }
 }
 
-/// A process-unique id per stream label, so cached stream keys are found without hashing
-/// strings and never confused between labels.
+/// The cache id of a stream label.
 fn label_id(label: &str) -> u64 {
-    static LABELS: Mutex<Option<HashMap<String, u64>>> = Mutex::new(None);
-    let mut labels = LABELS.lock().unwrap_or_else(|p| p.into_inner());
-    let map = labels.get_or_insert_with(HashMap::new);
-    if let Some(id) = map.get(label) {
-        return *id;
-    }
-    let id = crate::field::next_id();
-    map.insert(label.to_owned(), id);
-    id
+    crate::field::interned_id(1, label, "")
 }
 
 /// A tenant's keys, resolved once by [`Keyring::tenant_keys`].
@@ -884,6 +883,7 @@ pub struct TenantKeys<'k> {
     keyring: &'k Keyring,
     tenant: TenantId,
     generation: Option<u64>,
+    epoch: u64,
     current: KeyVersion,
     keys: Vec<(KeyVersion, Purpose, u64, Arc<Derived>)>,
 }
@@ -891,7 +891,15 @@ pub struct TenantKeys<'k> {
 impl TenantKeys<'_> {
     fn refresh(&mut self) -> Result<(), CryptoError> {
         let generation = self.keyring.store.generation();
-        if generation.is_some() && generation == self.generation {
+        let epoch = self
+            .keyring
+            .epoch
+            .load(std::sync::atomic::Ordering::Acquire);
+        if epoch != self.epoch {
+            // A KEK version was destroyed: keys derived from it must not be used again.
+            self.keys.clear();
+            self.epoch = epoch;
+        } else if generation.is_some() && generation == self.generation {
             return Ok(());
         }
         self.generation = generation;

@@ -296,9 +296,17 @@ impl LocalKeyProvider {
     /// [`CryptoError::KeyMaterialInvalid`] when it is not base64 of 32 bytes.
     pub fn from_file(id: &str, path: impl AsRef<std::path::Path>) -> Result<Self, CryptoError> {
         let source_name = format!("key file {}", path.as_ref().display());
-        let text = Zeroizing::new(std::fs::read_to_string(path.as_ref()).map_err(|_| {
-            CryptoError::KeyMaterialMissing {
-                source_name: source_name.clone(),
+        let text = Zeroizing::new(std::fs::read_to_string(path.as_ref()).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                CryptoError::KeyMaterialMissing {
+                    source_name: source_name.clone(),
+                }
+            } else {
+                // Unreadable or not UTF-8: the file is there but unusable.
+                CryptoError::KeyMaterialInvalid {
+                    source_name: source_name.clone(),
+                    expected: KEY_LEN,
+                }
             }
         })?);
         Self::with_key(id, SecretKey::from_base64(&text, &source_name)?)
@@ -566,6 +574,25 @@ impl<K: Kms> WrappedKeyProvider<K> {
             .insert(id, version, SecretKey::from_bytes(arr), created_at)
     }
 
+    /// Generates the next version of `id` (version 1 for a new id), makes it primary, and
+    /// returns the version with its wrapped bytes, which the caller must store durably.
+    ///
+    /// # Errors
+    /// The KMS's error, or [`CryptoError::Rng`].
+    pub fn create_version(&self, id: &KeyId) -> Result<(KeyVersion, Vec<u8>), CryptoError> {
+        let key = SecretKey::generate()?;
+        let wrapped = self.kms.wrap(&self.kms_key, key.expose())?;
+        let next = match self.inner.versions(id) {
+            Ok(v) => v
+                .last()
+                .map_or(Ok(KeyVersion::FIRST), |i| i.version.next())?,
+            Err(CryptoError::UnknownKek { .. }) => KeyVersion::FIRST,
+            Err(e) => return Err(e),
+        };
+        self.inner.insert(id, next, key, SystemTime::now())?;
+        Ok((next, wrapped))
+    }
+
     /// Generates version 1 of a new key and returns it wrapped, for durable storage.
     ///
     /// # Errors
@@ -592,9 +619,13 @@ impl<K: Kms> KeyProvider for WrappedKeyProvider<K> {
     fn set_primary(&self, id: &KeyId, version: KeyVersion) -> Result<(), CryptoError> {
         self.inner.set_primary(id, version)
     }
-    fn rotate(&self, id: &KeyId) -> Result<KeyVersion, CryptoError> {
-        // A real provider would also persist `self.kms.wrap(..)` of the new version.
-        self.inner.rotate(id)
+    fn rotate(&self, _id: &KeyId) -> Result<KeyVersion, CryptoError> {
+        // A new version must be wrapped and stored durably before it is used, and this
+        // trait method has nowhere to return the wrapped bytes: refuse rather than create a
+        // key that would not survive a restart. Use `WrappedKeyProvider::create_version`.
+        Err(CryptoError::InvalidKeyOperation(
+            "WrappedKeyProvider rotates through create_version, which returns the wrapped key to store",
+        ))
     }
     fn destroy(&self, id: &KeyId, version: KeyVersion) -> Result<(), CryptoError> {
         self.inner.destroy(id, version)

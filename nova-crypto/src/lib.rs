@@ -47,7 +47,8 @@
 //!   [`WrappedKeyProvider`] shows how a KMS or Vault plugs in (keys stored wrapped, unwrapped
 //!   once into memory).
 //! - **Tenant keys** are a random 256-bit salt per tenant and version in a
-//!   [`TenantKeyStore`]. Both the KEK and the salt are needed to derive anything, so
+//!   [`TenantKeyStore`]. The store must be durable: the bundled [`InMemoryTenantKeyStore`]
+//!   is for tests and demos — a process that restarts with it cannot open what it sealed. Both the KEK and the salt are needed to derive anything, so
 //!   erasing a tenant's salts ([`Keyring::shred_tenant`]) makes all of that tenant's data
 //!   unreadable even to someone holding the KEK — crypto-shredding — while other tenants are
 //!   untouched. Treat the store as key material: a backup of the salts undoes shredding.
@@ -60,7 +61,12 @@
 //! [`Envelope`] v1 is a versioned binary layout with a text form (`nv1:` + base64url); the
 //! table of fields is in [`Envelope`]'s module docs. AES-256-GCM with a random 96-bit nonce;
 //! the associated data binds the header, tenant, table, column and row id, so an envelope
-//! copied to another tenant, row or column fails with [`CryptoError::Authentication`].
+//! copied to another tenant, row or column fails — with [`CryptoError::Authentication`], or
+//! [`CryptoError::UnknownTenantKey`] / [`CryptoError::KeyDestroyed`] when the target tenant
+//! has no such key version. The commitment is the same for every envelope of one tenant,
+//! key version and column, so someone who can read the stored envelopes can tell which rows
+//! share a tenant, column and key version (and so how far a rotation has got) — not their
+//! contents.
 //!
 //! **Message bound.** Random 96-bit nonces are safe for at most 2^32 messages per key
 //! (NIST SP 800-38D §8.3). Each (tenant, key version, table, column) has its own key, so the

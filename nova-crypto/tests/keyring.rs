@@ -481,3 +481,27 @@ fn tenant_handle_matches_the_keyring_and_stops_at_once_when_the_tenant_is_shredd
     ));
     assert!(format!("{keys:?}").contains("keys: 0"));
 }
+
+#[test]
+fn a_column_built_per_request_reuses_the_cached_keys() {
+    let (kr, _) = keyring();
+    let a = ctx(TenantId::new_v4());
+    for i in 0..50_i64 {
+        let col = Column::new("users", "email").unwrap();
+        kr.seal(&a, &col.row(i), b"x").unwrap();
+    }
+    assert_eq!(kr.cached_keys(), 1);
+}
+
+#[test]
+fn reencrypt_counts_a_forged_current_envelope_as_a_failure() {
+    let (kr, _) = keyring();
+    let a = ctx(TenantId::new_v4());
+    let col = Column::new("t", "c").unwrap();
+    let env = kr.seal(&a, &col.row(1_i64), b"x").unwrap();
+    let mut progress = ReencryptProgress::default();
+    let out = kr.reencrypt_batch(&a, [(col.row(2_i64), &env)], &mut progress, |_| {});
+    assert!(out[0].is_err());
+    assert_eq!(progress.failed, 1);
+    assert_eq!(progress.already_current, 0);
+}

@@ -1,6 +1,7 @@
-//! Published test vectors, run offline, through the primitives the keyring itself uses:
-//! Project Wycheproof AES-GCM, HMAC-SHA256 and HKDF-SHA256, and RFC 5869's HKDF-SHA256
-//! examples.
+//! Published test vectors, run offline: Project Wycheproof AES-GCM and HKDF-SHA256, and
+//! RFC 5869's HKDF-SHA256 examples, through the functions the keyring calls for sealing,
+//! opening and key derivation; Wycheproof HMAC-SHA256 through `primitives::hmac_sha256`,
+//! which uses the same `hmac` crate and key schedule as the blind-index path.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -94,6 +94,7 @@ pub struct VerifiedIdentity {
     tenant: TenantId,
     user: Option<UserId>,
     roles: Vec<Role>,
+    permissions: Vec<Role>,
     request_id: Option<RequestId>,
     region: Option<Region>,
     isolation: Isolation,
@@ -107,6 +108,7 @@ impl VerifiedIdentity {
             tenant,
             user: None,
             roles: Vec::new(),
+            permissions: Vec::new(),
             request_id: None,
             region: None,
             isolation: Isolation::Logical,
@@ -126,6 +128,16 @@ impl VerifiedIdentity {
         self.roles.extend(roles);
         self.roles.sort_unstable();
         self.roles.dedup();
+        self
+    }
+
+    /// Fine-grained permissions or scopes the credential grants (e.g. `tickets:read`),
+    /// sorted, duplicates dropped.
+    #[must_use]
+    pub fn permissions(mut self, permissions: impl IntoIterator<Item = Role>) -> Self {
+        self.permissions.extend(permissions);
+        self.permissions.sort_unstable();
+        self.permissions.dedup();
         self
     }
 
@@ -186,6 +198,7 @@ pub struct TenantContext {
     tenant: TenantId,
     user: Option<UserId>,
     roles: Arc<[Role]>,
+    permissions: Arc<[Role]>,
     request_id: RequestId,
     region: Option<Region>,
     isolation: Isolation,
@@ -203,6 +216,7 @@ impl TenantContext {
             tenant: identity.tenant,
             user: identity.user,
             roles: identity.roles.into(),
+            permissions: identity.permissions.into(),
             request_id: identity.request_id.unwrap_or_else(RequestId::new_v4),
             region: identity.region,
             isolation: identity.isolation,
@@ -248,6 +262,7 @@ impl TenantContext {
             tenant,
             user: None,
             roles: Arc::from([]),
+            permissions: Arc::from([]),
             request_id,
             region: None,
             isolation: Isolation::Logical,
@@ -310,6 +325,18 @@ impl TenantContext {
         self.roles.iter().any(|r| r.as_str() == role)
     }
 
+    /// The permissions (scopes) granted by the credential.
+    #[must_use]
+    pub fn permissions(&self) -> &[Role] {
+        &self.permissions
+    }
+
+    /// Whether the credential granted `permission`.
+    #[must_use]
+    pub fn has_permission(&self, permission: &str) -> bool {
+        self.permissions.iter().any(|p| p.as_str() == permission)
+    }
+
     /// The request this context belongs to.
     #[must_use]
     pub fn request_id(&self) -> RequestId {
@@ -347,6 +374,7 @@ impl fmt::Debug for TenantContext {
             .field("tenant", &self.tenant)
             .field("user", &self.user)
             .field("roles", &self.roles)
+            .field("permissions", &self.permissions)
             .field("request_id", &self.request_id)
             .field("region", &self.region)
             .field("isolation", &self.isolation)
