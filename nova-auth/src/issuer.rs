@@ -193,6 +193,16 @@ impl SigningKey {
         }
     }
 
+    /// Signs a JWS signing input (`base64url(header) '.' base64url(payload)`) and returns
+    /// the base64url signature — for protocols that build their own header.
+    ///
+    /// # Errors
+    /// [`AuthError::Signing`].
+    pub fn sign_signing_input(&self, input: &[u8]) -> Result<String, AuthError> {
+        jsonwebtoken::crypto::sign(input, &self.encoding, self.alg.jwt())
+            .map_err(|_| AuthError::Signing("sign"))
+    }
+
     /// Signs a compact JWS over `claims` with header `{"alg", "kid", "typ": "JWT"}`.
     ///
     /// # Errors

@@ -232,13 +232,27 @@ pub(crate) fn verify_parsed(c: &Compact<'_>, key: &VerifyingKey) -> Result<(), A
     if c.header.alg != key.alg {
         return Err(AuthError::AlgorithmKeyMismatch);
     }
-    match jsonwebtoken::crypto::verify(
-        c.signature_b64,
-        c.signing_input.as_bytes(),
+    let signature = b64_decode(c.signature_b64, "signature is not base64url")?;
+    verify_signature(key, c.signing_input.as_bytes(), &signature)
+}
+
+/// Verifies a raw signature over `message` with `key` in its one algorithm (ES256
+/// signatures in the 64-byte `r || s` form of RFC 7518 §3.4). Every token verification
+/// ends here; exposed so published signature vectors exercise the same path.
+///
+/// # Errors
+/// [`AuthError::BadSignature`].
+pub fn verify_signature(
+    key: &VerifyingKey,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), AuthError> {
+    let verifier = (jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.verifier_factory)(
+        &key.alg.jwt(),
         &key.key,
-        key.alg.jwt(),
-    ) {
-        Ok(true) => Ok(()),
-        _ => Err(AuthError::BadSignature),
-    }
+    )
+    .map_err(|_| AuthError::BadSignature)?;
+    verifier
+        .verify(message, &signature.to_vec())
+        .map_err(|_| AuthError::BadSignature)
 }

@@ -85,18 +85,34 @@ impl<K: KeySource> CredentialVerifier for JwtVerifier<K> {
     }
 }
 
+/// Claim members as present in the JSON; `Some(Value::Null)` for an explicit `null`, so
+/// that `"tenant_id": null` is an invalid claim, not a missing one.
 #[derive(Deserialize)]
 struct RawClaims {
+    #[serde(default, deserialize_with = "present")]
     iss: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     sub: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     aud: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     exp: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     nbf: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     iat: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     tenant_id: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     roles: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     scope: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
     region: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 impl<K: KeySource> JwtVerifier<K> {

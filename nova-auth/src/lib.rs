@@ -18,5 +18,6 @@ pub use jwks::{
 };
 pub use jws::{
     Alg, Compact, DEFAULT_MAX_TOKEN_LEN, Header, VerifyingKey, parse_compact, verify_compact,
+    verify_signature,
 };
 pub use jwt::{JwtConfig, JwtVerifier, MAX_ROLES};
