@@ -1,2 +1,139 @@
-//! Benchmarks (being written).
-fn main() {}
+//! JWT verification through Nova versus raw `jsonwebtoken::decode` with the same key and
+//! the same checks (algorithm, `iss`, `aud`, `exp`, leeway), for ES256, EdDSA and RS256.
+//! Goal: ratio ≤ 1.10 each.
+//!
+//! Run: `cargo bench -p nova-auth --bench verify`
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use nova_auth::{AccessClaims, JwtConfig, JwtVerifier, SigningKey, StaticKeys, TokenIssuer};
+use nova_tenancy::testing::paired_medians;
+use nova_tenancy::{Role, TenantId, UserId};
+use serde::Deserialize;
+
+const ISS: &str = "https://auth.nova.example";
+const AUD: &str = "nova-api";
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct PeerClaims {
+    sub: String,
+    tenant_id: String,
+    roles: Vec<String>,
+}
+
+struct Case {
+    name: &'static str,
+    token: String,
+    nova: JwtVerifier<StaticKeys>,
+    raw_key: DecodingKey,
+    raw_validation: Validation,
+}
+
+fn case(name: &'static str, key: SigningKey, alg: Algorithm) -> Case {
+    let jwk = key.public_jwk().unwrap().clone();
+    let issuer = TokenIssuer::new(ISS, AUD, key);
+    let token = issuer
+        .issue(
+            &AccessClaims::new(TenantId::new_v4(), UserId::new_v4())
+                .roles([Role::new("agent").unwrap()]),
+        )
+        .unwrap();
+    let nova = JwtVerifier::new(
+        JwtConfig::new(ISS, AUD),
+        StaticKeys::new(issuer.key_set().unwrap()),
+    );
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk).unwrap();
+    let raw_key = DecodingKey::from_jwk(&jwk).unwrap();
+    let mut raw_validation = Validation::new(alg);
+    raw_validation.set_issuer(&[ISS]);
+    raw_validation.set_audience(&[AUD]);
+    raw_validation.leeway = 60;
+    Case {
+        name,
+        token,
+        nova,
+        raw_key,
+        raw_validation,
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let cases = [
+        case(
+            "ES256",
+            SigningKey::generate_es256("es").unwrap(),
+            Algorithm::ES256,
+        ),
+        case(
+            "EdDSA",
+            SigningKey::generate_ed25519("ed").unwrap(),
+            Algorithm::EdDSA,
+        ),
+        case(
+            "RS256",
+            common::rfc7520_rsa_signing_key("rs"),
+            Algorithm::RS256,
+        ),
+    ];
+    for k in &cases {
+        let mut g = c.benchmark_group(format!("jwt_verify_{}", k.name));
+        g.bench_function("nova", |b| {
+            b.iter(|| black_box(k.nova.verify_cached(&k.token).unwrap()))
+        });
+        g.bench_function("raw_jsonwebtoken", |b| {
+            b.iter(|| {
+                black_box(
+                    jsonwebtoken::decode::<PeerClaims>(&k.token, &k.raw_key, &k.raw_validation)
+                        .unwrap(),
+                )
+            })
+        });
+        g.finish();
+    }
+    println!("\npaired medians (alternating batches, order swapped each round):");
+    for k in &cases {
+        let (n, r) = paired_medians(
+            20,
+            200,
+            || {
+                black_box(k.nova.verify_cached(&k.token).unwrap());
+            },
+            || {
+                black_box(
+                    jsonwebtoken::decode::<PeerClaims>(&k.token, &k.raw_key, &k.raw_validation)
+                        .unwrap(),
+                );
+            },
+        );
+        println!(
+            "  {:<6} nova {:9.1} µs  raw jsonwebtoken {:9.1} µs  ratio {:.3}  (goal ≤ 1.10)",
+            k.name,
+            n / 1000.0,
+            r / 1000.0,
+            n / r
+        );
+    }
+}
+
+criterion_group! {
+    name = group;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = benches
+}
+
+fn main() {
+    group();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -4,12 +4,24 @@
 
 #![forbid(unsafe_code)]
 
+mod api_key;
 mod error;
 mod issuer;
 mod jwks;
 mod jws;
 mod jwt;
+mod opaque;
+#[cfg(feature = "postgres")]
+mod pg;
+#[cfg(feature = "redis")]
+mod redis_session;
+mod refresh;
+mod session;
 
+pub use api_key::{
+    API_KEY_LEN, API_KEY_PREFIX, ApiKeyRecord, ApiKeyStore, ApiKeys, InMemoryApiKeyStore,
+    KEY_ID_LEN, LockoutPolicy, NewApiKey, ParsedApiKey, TimeWindow, parse_api_key,
+};
 pub use error::AuthError;
 pub use issuer::{AccessClaims, DEFAULT_ACCESS_TTL, SigningKey, TokenIssuer};
 pub use jwks::{
@@ -21,3 +33,13 @@ pub use jws::{
     verify_signature,
 };
 pub use jwt::{JwtConfig, JwtVerifier, MAX_ROLES};
+pub use opaque::{CHECKSUM_LEN, IssuedSecret, SECRET_LEN, hash_secret};
+#[cfg(feature = "postgres")]
+pub use pg::{PgApiKeyStore, PgRefreshStore, PgSessionStore, schema_sql};
+#[cfg(feature = "redis")]
+pub use redis_session::RedisSessionStore;
+pub use refresh::{
+    DEFAULT_REFRESH_TTL, InMemoryRefreshStore, REFRESH_PREFIX, RefreshRecord, RefreshStore,
+    RefreshTokens, Rotated,
+};
+pub use session::{SESSION_PREFIX, SessionRecord, SessionStore, Sessions};

@@ -1,0 +1,219 @@
+//! Sessions in Redis, with automatic expiry: each session is one key whose TTL is the
+//! smaller of the idle timeout and the time left before the absolute expiry, renewed on
+//! every use; a set per user lists that user's sessions for revoke-all. Keys use a
+//! `{tenant:user}` hash tag so one user's keys live in one Redis Cluster slot.
+//!
+//! This module must never store a session token, only its SHA-256.
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nova_tenancy::{TenantId, UserId};
+use redis::AsyncCommands as _;
+use serde::{Deserialize, Serialize};
+
+use crate::error::AuthError;
+use crate::session::{SessionRecord, SessionStore};
+
+/// Sessions in Redis.
+#[derive(Clone)]
+pub struct RedisSessionStore {
+    conn: redis::aio::MultiplexedConnection,
+    prefix: String,
+}
+
+impl std::fmt::Debug for RedisSessionStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSessionStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    tenant: String,
+    user: String,
+    ip: String,
+    ua: String,
+    created_ms: u64,
+    expires_ms: u64,
+    last_seen_ms: u64,
+    idle_ms: u64,
+}
+
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn hex(hash: &[u8; 32]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn redis_err(e: redis::RedisError) -> AuthError {
+    AuthError::Store(format!("redis: {}", e.kind_name_or_default()))
+}
+
+trait KindName {
+    fn kind_name_or_default(&self) -> String;
+}
+
+impl KindName for redis::RedisError {
+    fn kind_name_or_default(&self) -> String {
+        // The error's Display can include server replies; the category is enough here.
+        format!("{:?}", self.kind())
+    }
+}
+
+impl RedisSessionStore {
+    /// Connects to Redis at `url` (e.g. `redis://127.0.0.1:6379`), storing keys under `prefix`.
+    ///
+    /// # Errors
+    /// [`AuthError::Store`] when Redis cannot be reached.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, AuthError> {
+        let client = redis::Client::open(url).map_err(redis_err)?;
+        let conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(redis_err)?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    // The session key carries no tenant/user (the token hash is all a lookup has), so it is
+    // tagged with the hash itself; the per-user index set is tagged by tenant and user.
+    fn session_key(&self, hash: &[u8; 32]) -> String {
+        format!("{}:sess:{{{}}}", self.prefix, hex(hash))
+    }
+
+    fn user_key(&self, tenant: TenantId, user: UserId) -> String {
+        format!("{}:user:{{{tenant}:{user}}}", self.prefix)
+    }
+
+    fn ttl(s: &Stored, now_ms: u64) -> u64 {
+        s.idle_ms.min(s.expires_ms.saturating_sub(now_ms)).max(1)
+    }
+}
+
+impl SessionStore for RedisSessionStore {
+    async fn create(&self, s: SessionRecord) -> Result<(), AuthError> {
+        let stored = Stored {
+            tenant: s.tenant.to_string(),
+            user: s.user.to_string(),
+            ip: s.ip.to_string(),
+            ua: s.user_agent.clone(),
+            created_ms: ms(s.created_at),
+            expires_ms: ms(s.expires_at),
+            last_seen_ms: ms(s.last_seen_at),
+            idle_ms: u64::try_from(s.idle_timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        let json = serde_json::to_string(&stored)
+            .map_err(|_| AuthError::Store("encode session".into()))?;
+        let ttl = Self::ttl(&stored, ms(SystemTime::now()));
+        let mut conn = self.conn.clone();
+        let user_key = self.user_key(s.tenant, s.user);
+        let _: () = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(self.session_key(&s.token_hash))
+            .arg(json)
+            .arg("PX")
+            .arg(ttl)
+            .ignore()
+            .cmd("SADD")
+            .arg(&user_key)
+            .arg(hex(&s.token_hash))
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&user_key)
+            .arg(
+                stored
+                    .expires_ms
+                    .saturating_sub(ms(SystemTime::now()))
+                    .max(1),
+            )
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        Ok(())
+    }
+
+    async fn get(&self, token_hash: &[u8; 32]) -> Result<Option<SessionRecord>, AuthError> {
+        let mut conn = self.conn.clone();
+        let json: Option<String> = conn
+            .get(self.session_key(token_hash))
+            .await
+            .map_err(redis_err)?;
+        let Some(json) = json else { return Ok(None) };
+        let s: Stored =
+            serde_json::from_str(&json).map_err(|_| AuthError::Store("corrupt session".into()))?;
+        let corrupt = |_| AuthError::Store("corrupt session".into());
+        Ok(Some(SessionRecord {
+            token_hash: *token_hash,
+            tenant: s.tenant.parse().map_err(corrupt)?,
+            user: s.user.parse().map_err(corrupt)?,
+            ip: s
+                .ip
+                .parse::<IpAddr>()
+                .map_err(|_| AuthError::Store("corrupt session".into()))?,
+            user_agent: s.ua,
+            created_at: UNIX_EPOCH + Duration::from_millis(s.created_ms),
+            expires_at: UNIX_EPOCH + Duration::from_millis(s.expires_ms),
+            last_seen_at: UNIX_EPOCH + Duration::from_millis(s.last_seen_ms),
+            idle_timeout: Duration::from_millis(s.idle_ms),
+        }))
+    }
+
+    async fn touch(&self, token_hash: &[u8; 32], at: SystemTime) -> Result<(), AuthError> {
+        let key = self.session_key(token_hash);
+        let mut conn = self.conn.clone();
+        let json: Option<String> = conn.get(&key).await.map_err(redis_err)?;
+        let Some(json) = json else { return Ok(()) };
+        let mut s: Stored =
+            serde_json::from_str(&json).map_err(|_| AuthError::Store("corrupt session".into()))?;
+        s.last_seen_ms = s.last_seen_ms.max(ms(at));
+        let ttl = Self::ttl(&s, ms(at));
+        let json =
+            serde_json::to_string(&s).map_err(|_| AuthError::Store("encode session".into()))?;
+        // XX: never resurrect a session revoked between the GET and this SET.
+        let _: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(json)
+            .arg("PX")
+            .arg(ttl)
+            .arg("XX")
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        Ok(())
+    }
+
+    async fn revoke(&self, token_hash: &[u8; 32]) -> Result<bool, AuthError> {
+        let mut conn = self.conn.clone();
+        let n: u64 = conn
+            .del(self.session_key(token_hash))
+            .await
+            .map_err(redis_err)?;
+        Ok(n == 1)
+    }
+
+    async fn revoke_user(&self, tenant: TenantId, user: UserId) -> Result<u64, AuthError> {
+        let mut conn = self.conn.clone();
+        let user_key = self.user_key(tenant, user);
+        let members: Vec<String> = conn.smembers(&user_key).await.map_err(redis_err)?;
+        let mut n = 0;
+        for m in members {
+            let removed: u64 = conn
+                .del(format!("{}:sess:{{{m}}}", self.prefix))
+                .await
+                .map_err(redis_err)?;
+            n += removed;
+        }
+        let _: u64 = conn.del(&user_key).await.map_err(redis_err)?;
+        Ok(n)
+    }
+}

@@ -1,0 +1,210 @@
+//! Server-side sessions: an opaque token (stored as a hash) tied to tenant, user, client
+//! address and user agent, with an absolute expiry and an idle timeout; revoke one session
+//! or all of a user's. This module must never return a session past either limit.
+
+use std::fmt;
+use std::future::Future;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use nova_tenancy::{
+    AUDIT_TARGET, CredentialVerifier, TenantContext, TenantId, UserId, VerifiedIdentity,
+};
+
+use crate::error::AuthError;
+use crate::opaque::{IssuedSecret, new_bearer, parse_bearer};
+
+/// Prefix of every Nova session token.
+pub const SESSION_PREFIX: &str = "nova_ss_";
+
+/// One stored session (token hash only).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// SHA-256 of the token's secret part.
+    pub token_hash: [u8; 32],
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The user.
+    pub user: UserId,
+    /// The client address at login.
+    pub ip: IpAddr,
+    /// The user agent at login.
+    pub user_agent: String,
+    /// When created.
+    pub created_at: SystemTime,
+    /// Absolute expiry.
+    pub expires_at: SystemTime,
+    /// Last request seen.
+    pub last_seen_at: SystemTime,
+    /// Idle timeout.
+    pub idle_timeout: Duration,
+}
+
+impl fmt::Debug for SessionRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionRecord")
+            .field("tenant", &self.tenant)
+            .field("user", &self.user)
+            .field("ip", &self.ip)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where sessions live.
+pub trait SessionStore: Send + Sync {
+    /// Stores a new session.
+    fn create(&self, session: SessionRecord) -> impl Future<Output = Result<(), AuthError>> + Send;
+    /// The session for a token hash.
+    fn get(
+        &self,
+        token_hash: &[u8; 32],
+    ) -> impl Future<Output = Result<Option<SessionRecord>, AuthError>> + Send;
+    /// Records activity.
+    fn touch(
+        &self,
+        token_hash: &[u8; 32],
+        at: SystemTime,
+    ) -> impl Future<Output = Result<(), AuthError>> + Send;
+    /// Revokes one session; `true` if it existed.
+    fn revoke(&self, token_hash: &[u8; 32])
+    -> impl Future<Output = Result<bool, AuthError>> + Send;
+    /// Revokes all of a user's sessions in a tenant; returns how many.
+    fn revoke_user(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+    ) -> impl Future<Output = Result<u64, AuthError>> + Send;
+}
+
+/// Creates and validates sessions.
+pub struct Sessions<S: SessionStore> {
+    store: S,
+    lifetime: Duration,
+    idle_timeout: Duration,
+}
+
+impl<S: SessionStore> CredentialVerifier for Sessions<S> {
+    fn verifier_name(&self) -> &'static str {
+        "nova-auth/session"
+    }
+}
+
+impl<S: SessionStore> Sessions<S> {
+    /// Sessions in `store` lasting at most `lifetime`, ended after `idle_timeout` without use.
+    pub fn new(store: S, lifetime: Duration, idle_timeout: Duration) -> Self {
+        Self {
+            store,
+            lifetime,
+            idle_timeout,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Starts a session; the token is shown once.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn create(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        ip: IpAddr,
+        user_agent: &str,
+    ) -> Result<IssuedSecret, AuthError> {
+        let now = SystemTime::now();
+        let (token, token_hash) = new_bearer(SESSION_PREFIX)?;
+        let user_agent: String = user_agent
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(256)
+            .collect();
+        self.store
+            .create(SessionRecord {
+                token_hash,
+                tenant,
+                user,
+                ip,
+                user_agent,
+                created_at: now,
+                expires_at: now + self.lifetime,
+                last_seen_at: now,
+                idle_timeout: self.idle_timeout,
+            })
+            .await?;
+        Ok(IssuedSecret::new(token))
+    }
+
+    /// Validates a session token and records the activity.
+    ///
+    /// # Errors
+    /// [`AuthError::MalformedCredential`], [`AuthError::InvalidCredential`] (unknown or
+    /// revoked), [`AuthError::CredentialExpired`], [`AuthError::SessionIdle`].
+    pub async fn validate(&self, presented: &str) -> Result<TenantContext, AuthError> {
+        self.validate_at(presented, SystemTime::now()).await
+    }
+
+    /// [`Sessions::validate`] at a given time.
+    ///
+    /// # Errors
+    /// As [`Sessions::validate`].
+    pub async fn validate_at(
+        &self,
+        presented: &str,
+        now: SystemTime,
+    ) -> Result<TenantContext, AuthError> {
+        let hash = parse_bearer(SESSION_PREFIX, presented)?;
+        let s = self
+            .store
+            .get(&hash)
+            .await?
+            .ok_or(AuthError::InvalidCredential)?;
+        if now >= s.expires_at {
+            self.store.revoke(&hash).await?;
+            return Err(AuthError::CredentialExpired);
+        }
+        if now
+            .duration_since(s.last_seen_at)
+            .is_ok_and(|idle| idle >= s.idle_timeout)
+        {
+            self.store.revoke(&hash).await?;
+            return Err(AuthError::SessionIdle);
+        }
+        self.store.touch(&hash, now).await?;
+        Ok(TenantContext::from_verified(
+            self,
+            VerifiedIdentity::new(s.tenant).user(s.user),
+        ))
+    }
+
+    /// Ends one session.
+    ///
+    /// # Errors
+    /// Malformed token or store errors.
+    pub async fn revoke(&self, presented: &str) -> Result<bool, AuthError> {
+        let hash = parse_bearer(SESSION_PREFIX, presented)?;
+        self.store.revoke(&hash).await
+    }
+
+    /// Ends every session of a user in a tenant (after a password change, or on suspicion).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn revoke_all(&self, tenant: TenantId, user: UserId) -> Result<u64, AuthError> {
+        let n = self.store.revoke_user(tenant, user).await?;
+        tracing::info!(target: AUDIT_TARGET, event = "sessions_revoked", tenant = %tenant, user = %user, count = n, "all sessions of a user revoked");
+        Ok(n)
+    }
+}
+
+impl<S: SessionStore> fmt::Debug for Sessions<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sessions")
+            .field("lifetime", &self.lifetime)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}

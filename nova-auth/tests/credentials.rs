@@ -1,0 +1,503 @@
+//! API keys, refresh tokens and sessions: every attack the issue names, against the
+//! in-memory stores and against the real PostgreSQL and Redis on the machine.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use nova_auth::{
+    API_KEY_LEN, ApiKeyStore, ApiKeys, AuthError, InMemoryApiKeyStore, InMemoryRefreshStore,
+    LockoutPolicy, NewApiKey, PgApiKeyStore, PgRefreshStore, PgSessionStore, RedisSessionStore,
+    RefreshStore, RefreshTokens, SessionStore, Sessions, TimeWindow, parse_api_key, schema_sql,
+};
+use nova_tenancy::testing::{PgFixture, service_unavailable};
+use nova_tenancy::{Ident, Role, TenantId, UserId};
+use proptest::prelude::*;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn spec(tenant: TenantId) -> NewApiKey {
+    let mut s = NewApiKey::new(tenant, UserId::new_v4(), Role::new("service").unwrap());
+    s.scopes = vec![Role::new("tickets:read").unwrap()];
+    s
+}
+
+// ----- API keys (generic over the store, run on memory and PostgreSQL) -----
+
+async fn api_key_suite<S: ApiKeyStore>(keys: ApiKeys<S>) {
+    let (a, b) = (TenantId::new_v4(), TenantId::new_v4());
+    let client = ip("10.1.2.3");
+
+    // Shown once, recognisable, verifies into a service-principal context.
+    let (kid, secret) = keys.create(spec(a)).await.unwrap();
+    assert!(secret.expose().starts_with("nova_sk_"));
+    assert_eq!(secret.expose().len(), API_KEY_LEN);
+    assert!(!format!("{secret:?}").contains(&secret.expose()[20..]));
+    let ctx = keys.verify(secret.expose(), client).await.unwrap();
+    assert_eq!(ctx.tenant(), a);
+    assert!(ctx.has_role("service") && ctx.has_permission("tickets:read"));
+    let stored = keys.store().get(&kid).await.unwrap().unwrap();
+    assert!(stored.last_used_at.is_some(), "last-used time is tracked");
+
+    // A key of tenant A is refused for tenant B's context.
+    assert_eq!(
+        keys.verify_for_tenant(secret.expose(), b, client)
+            .await
+            .unwrap_err(),
+        AuthError::InvalidCredential
+    );
+    assert!(
+        keys.verify_for_tenant(secret.expose(), a, client)
+            .await
+            .is_ok()
+    );
+
+    // Typos and truncation are caught by the checksum, before any lookup.
+    let mut typo = secret.expose().to_owned().into_bytes();
+    typo[30] = if typo[30] == b'a' { b'b' } else { b'a' };
+    let typo = String::from_utf8(typo).unwrap();
+    assert!(matches!(
+        keys.verify(&typo, client).await.unwrap_err(),
+        AuthError::MalformedCredential(_)
+    ));
+    assert!(matches!(
+        keys.verify(&secret.expose()[..60], client)
+            .await
+            .unwrap_err(),
+        AuthError::MalformedCredential(_)
+    ));
+
+    // Outside its CIDR allow-list.
+    let mut limited = spec(a);
+    limited.allowed_cidrs = vec![
+        "192.168.10.0/24".parse().unwrap(),
+        "2001:db8::/32".parse().unwrap(),
+    ];
+    let (_, lim) = keys.create(limited).await.unwrap();
+    assert!(keys.verify(lim.expose(), ip("192.168.10.7")).await.is_ok());
+    assert!(keys.verify(lim.expose(), ip("2001:db8::1")).await.is_ok());
+    assert_eq!(
+        keys.verify(lim.expose(), ip("192.168.11.7"))
+            .await
+            .unwrap_err(),
+        AuthError::AddressNotAllowed
+    );
+
+    // Outside its time window: a window that excludes the current minute.
+    let now_min = ((SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60)
+        % 1440) as u16;
+    let mut windowed = spec(a);
+    windowed.window = Some(TimeWindow {
+        start_minute: (now_min + 60) % 1440,
+        end_minute: (now_min + 120) % 1440,
+    });
+    let (_, win) = keys.create(windowed).await.unwrap();
+    assert_eq!(
+        keys.verify(win.expose(), client).await.unwrap_err(),
+        AuthError::OutsideTimeWindow
+    );
+
+    // Revoked.
+    let (rk, rsecret) = keys.create(spec(a)).await.unwrap();
+    keys.revoke(&rk).await.unwrap();
+    assert_eq!(
+        keys.verify(rsecret.expose(), client).await.unwrap_err(),
+        AuthError::Revoked
+    );
+
+    // Expired.
+    let mut short = spec(a);
+    short.ttl = Some(Duration::from_millis(1));
+    let (_, ssecret) = keys.create(short).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(
+        keys.verify(ssecret.expose(), client).await.unwrap_err(),
+        AuthError::CredentialExpired
+    );
+
+    // Rotation with a grace period: both work during it, the old one fails after.
+    let (okid, old) = keys.create(spec(a)).await.unwrap();
+    let (_, new) = keys
+        .rotate(&okid, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert!(keys.verify(old.expose(), client).await.is_ok());
+    assert!(keys.verify(new.expose(), client).await.is_ok());
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        keys.verify(old.expose(), client).await.unwrap_err(),
+        AuthError::CredentialExpired
+    );
+    assert!(keys.verify(new.expose(), client).await.is_ok());
+
+    // Lockout: wrong secrets for a real key id, five times, then even the right one fails.
+    let (lkid, good) = keys.create(spec(a)).await.unwrap();
+    for i in 0..5 {
+        let wrong = forge_secret(&lkid);
+        let err = keys.verify(&wrong, client).await.unwrap_err();
+        let expected = if i < 4 {
+            AuthError::InvalidCredential
+        } else {
+            AuthError::Locked
+        };
+        assert_eq!(err, expected, "attempt {i}");
+    }
+    assert_eq!(
+        keys.verify(good.expose(), client).await.unwrap_err(),
+        AuthError::Locked
+    );
+
+    // Unknown key id (well-formed): invalid, not a panic, not a lookup error.
+    assert_eq!(
+        keys.verify(&forge_secret("aaaaaaaaaaaaaaaa"), client)
+            .await
+            .unwrap_err(),
+        AuthError::InvalidCredential
+    );
+}
+
+/// A well-formed key (valid checksum) for `kid` with a random secret.
+fn forge_secret(kid: &str) -> String {
+    let secret: String = (0..43)
+        .map(|i| char::from(b'A' + (i % 26) as u8))
+        .collect::<String>();
+    let secret = format!(
+        "{}{}",
+        &secret[..40],
+        &uuid::Uuid::new_v4().simple().to_string()[..3]
+    );
+    let body = format!("nova_sk_{kid}_{secret}");
+    let sum = {
+        // Same checksum as the crate: CRC32 in 6 base62 digits.
+        const B: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        let mut v = u64::from(crc32fast::hash(body.as_bytes()));
+        let mut d = [b'0'; 6];
+        for x in d.iter_mut().rev() {
+            *x = B[(v % 62) as usize];
+            v /= 62;
+        }
+        String::from_utf8(d.to_vec()).unwrap()
+    };
+    let key = format!("{body}_{sum}");
+    assert!(
+        parse_api_key(&key).is_ok(),
+        "forged key must be well-formed"
+    );
+    key
+}
+
+#[tokio::test]
+async fn api_keys_in_memory_refuse_every_attack() {
+    api_key_suite(ApiKeys::new(InMemoryApiKeyStore::new())).await;
+}
+
+#[tokio::test]
+async fn api_keys_in_postgres_refuse_every_attack() {
+    let Some(fx) = PgFixture::new("authkeys").await else {
+        return;
+    };
+    let schema = Ident::new("auth").unwrap();
+    fx.exec(&schema_sql(&schema)).await;
+    api_key_suite(ApiKeys::new(PgApiKeyStore::new(
+        fx.admin().clone(),
+        &schema,
+    )))
+    .await;
+    // Only hashes are stored.
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM auth.nova_api_keys WHERE length(secret_hash) = 32",
+    )
+    .fetch_one(fx.admin())
+    .await
+    .unwrap();
+    assert!(n >= 8);
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn lockout_window_expires_and_success_resets_the_count() {
+    let keys = ApiKeys::new(InMemoryApiKeyStore::new()).with_lockout(LockoutPolicy {
+        max_failures: 3,
+        window: Duration::from_millis(100),
+        lock_for: Duration::from_millis(100),
+    });
+    let (kid, good) = keys.create(spec(TenantId::new_v4())).await.unwrap();
+    let c = ip("127.0.0.1");
+    for _ in 0..2 {
+        keys.verify(&forge_secret(&kid), c).await.unwrap_err();
+    }
+    assert!(
+        keys.verify(good.expose(), c).await.is_ok(),
+        "success resets the count"
+    );
+    for _ in 0..2 {
+        keys.verify(&forge_secret(&kid), c).await.unwrap_err();
+    }
+    assert!(keys.verify(good.expose(), c).await.is_ok());
+    for _ in 0..3 {
+        keys.verify(&forge_secret(&kid), c).await.unwrap_err();
+    }
+    assert_eq!(
+        keys.verify(good.expose(), c).await.unwrap_err(),
+        AuthError::Locked
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        keys.verify(good.expose(), c).await.is_ok(),
+        "the lock lifts"
+    );
+}
+
+// ----- refresh tokens -----
+
+async fn refresh_suite<S: RefreshStore>(tokens: RefreshTokens<S>) {
+    let (t, u) = (TenantId::new_v4(), UserId::new_v4());
+    let first = tokens.issue(t, u).await.unwrap();
+    assert!(first.expose().starts_with("nova_rt_"));
+    let second = tokens.rotate(first.expose()).await.unwrap();
+    assert_eq!((second.tenant, second.user), (t, u));
+    let third = tokens.rotate(second.token.expose()).await.unwrap();
+    // Reusing a spent token revokes the whole family, including the newest token.
+    assert_eq!(
+        tokens.rotate(first.expose()).await.unwrap_err(),
+        AuthError::RefreshReuse
+    );
+    assert_eq!(
+        tokens.rotate(third.token.expose()).await.unwrap_err(),
+        AuthError::Revoked
+    );
+    // Malformed and unknown.
+    assert!(matches!(
+        tokens.rotate("nova_rt_short").await.unwrap_err(),
+        AuthError::MalformedCredential(_)
+    ));
+    let other = tokens.issue(t, u).await.unwrap();
+    let mut bytes = other.expose().to_owned().into_bytes();
+    let i = 20;
+    bytes[i] = if bytes[i] == b'x' { b'y' } else { b'x' };
+    assert!(matches!(
+        tokens
+            .rotate(&String::from_utf8(bytes).unwrap())
+            .await
+            .unwrap_err(),
+        AuthError::MalformedCredential(_)
+    ));
+    // Another family is unaffected by the reuse above.
+    assert!(tokens.rotate(other.expose()).await.is_ok());
+}
+
+#[tokio::test]
+async fn refresh_tokens_in_memory_rotate_and_detect_reuse() {
+    refresh_suite(RefreshTokens::new(InMemoryRefreshStore::new())).await;
+    let short = RefreshTokens::new(InMemoryRefreshStore::new()).with_ttl(Duration::from_millis(1));
+    let tok = short
+        .issue(TenantId::new_v4(), UserId::new_v4())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(
+        short.rotate(tok.expose()).await.unwrap_err(),
+        AuthError::CredentialExpired
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_tokens_in_postgres_rotate_detect_reuse_and_survive_a_race() {
+    let Some(fx) = PgFixture::new("authrefresh").await else {
+        return;
+    };
+    let schema = Ident::new("auth").unwrap();
+    fx.exec(&schema_sql(&schema)).await;
+    let tokens = std::sync::Arc::new(RefreshTokens::new(PgRefreshStore::new(
+        fx.admin().clone(),
+        &schema,
+    )));
+    refresh_suite(RefreshTokens::new(PgRefreshStore::new(
+        fx.admin().clone(),
+        &schema,
+    )))
+    .await;
+    // Two concurrent rotations of one token are a reuse: at most one gets a successor, and
+    // whatever it got is dead too, because the family is revoked either way.
+    for _ in 0..10 {
+        let tok = tokens
+            .issue(TenantId::new_v4(), UserId::new_v4())
+            .await
+            .unwrap();
+        let s = tok.expose().to_owned();
+        let (t1, t2) = (tokens.clone(), tokens.clone());
+        let (s1, s2) = (s.clone(), s.clone());
+        let (r1, r2) = tokio::join!(
+            tokio::spawn(async move { t1.rotate(&s1).await }),
+            tokio::spawn(async move { t2.rotate(&s2).await })
+        );
+        let results = [r1.unwrap(), r2.unwrap()];
+        assert!(
+            results.iter().filter(|r| r.is_ok()).count() <= 1,
+            "at most one rotation wins"
+        );
+        assert!(
+            results
+                .iter()
+                .any(|r| matches!(r, Err(AuthError::RefreshReuse | AuthError::Revoked)))
+        );
+        if let Some(winner) = results.iter().find_map(|r| r.as_ref().ok()) {
+            assert_eq!(
+                tokens.rotate(winner.token.expose()).await.unwrap_err(),
+                AuthError::Revoked
+            );
+        }
+        assert!(tokens.rotate(&s).await.is_err());
+    }
+    let hashes: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM auth.nova_refresh_tokens WHERE length(token_hash) = 32",
+    )
+    .fetch_one(fx.admin())
+    .await
+    .unwrap();
+    assert!(hashes > 20);
+    fx.cleanup().await;
+}
+
+// ----- sessions -----
+
+async fn session_suite<S: SessionStore>(sessions: Sessions<S>, idle: Duration) {
+    let (t, u) = (TenantId::new_v4(), UserId::new_v4());
+    let s1 = sessions
+        .create(t, u, ip("10.0.0.1"), "Mozilla/5.0\n\u{7}")
+        .await
+        .unwrap();
+    let ctx = sessions.validate(s1.expose()).await.unwrap();
+    assert_eq!((ctx.tenant(), ctx.user()), (t, Some(u)));
+    // Revoke one.
+    assert!(sessions.revoke(s1.expose()).await.unwrap());
+    assert_eq!(
+        sessions.validate(s1.expose()).await.unwrap_err(),
+        AuthError::InvalidCredential
+    );
+    // Idle timeout: activity keeps it alive, silence ends it.
+    let s3 = sessions.create(t, u, ip("10.0.0.4"), "x").await.unwrap();
+    tokio::time::sleep(idle / 2).await;
+    assert!(sessions.validate(s3.expose()).await.is_ok());
+    tokio::time::sleep(idle / 2).await;
+    assert!(
+        sessions.validate(s3.expose()).await.is_ok(),
+        "touched, so not idle"
+    );
+    tokio::time::sleep(idle + Duration::from_millis(50)).await;
+    let err = sessions.validate(s3.expose()).await.unwrap_err();
+    assert!(
+        matches!(err, AuthError::SessionIdle | AuthError::InvalidCredential),
+        "{err:?}"
+    );
+    // Revoke all of a user's sessions; another user's stays.
+    let s2 = sessions
+        .create(t, u, ip("10.0.0.2"), "curl/8")
+        .await
+        .unwrap();
+    let s4 = sessions.create(t, u, ip("10.0.0.5"), "x").await.unwrap();
+    let other_user = sessions
+        .create(t, UserId::new_v4(), ip("10.0.0.3"), "x")
+        .await
+        .unwrap();
+    assert!(sessions.revoke_all(t, u).await.unwrap() >= 2);
+    assert!(sessions.validate(s2.expose()).await.is_err());
+    assert!(sessions.validate(s4.expose()).await.is_err());
+    assert!(sessions.validate(other_user.expose()).await.is_ok());
+    assert!(matches!(
+        sessions.validate("nova_ss_garbage").await.unwrap_err(),
+        AuthError::MalformedCredential(_)
+    ));
+}
+
+#[tokio::test]
+async fn sessions_in_postgres_expire_idle_and_revoke() {
+    let Some(fx) = PgFixture::new("authsess").await else {
+        return;
+    };
+    let schema = Ident::new("auth").unwrap();
+    fx.exec(&schema_sql(&schema)).await;
+    let idle = Duration::from_millis(400);
+    let store = PgSessionStore::new(fx.admin().clone(), &schema);
+    session_suite(
+        Sessions::new(store.clone(), Duration::from_secs(60), idle),
+        idle,
+    )
+    .await;
+    // Absolute expiry.
+    let short = Sessions::new(store, Duration::from_millis(50), Duration::from_secs(60));
+    let s = short
+        .create(TenantId::new_v4(), UserId::new_v4(), ip("::1"), "x")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert_eq!(
+        short.validate(s.expose()).await.unwrap_err(),
+        AuthError::CredentialExpired
+    );
+    fx.cleanup().await;
+}
+
+#[tokio::test]
+async fn sessions_in_redis_expire_idle_and_revoke() {
+    let url =
+        std::env::var("NOVA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("nova-test-{}", uuid::Uuid::new_v4().simple());
+    let store = match RedisSessionStore::connect(&url, &prefix).await {
+        Ok(s) => s,
+        Err(e) => {
+            service_unavailable(
+                "Redis",
+                &e.to_string(),
+                "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no",
+            );
+            return;
+        }
+    };
+    let idle = Duration::from_millis(400);
+    session_suite(
+        Sessions::new(store.clone(), Duration::from_secs(60), idle),
+        idle,
+    )
+    .await;
+    // Redis expires the key by itself: no validate call needed for it to disappear.
+    let sessions = Sessions::new(store, Duration::from_millis(150), Duration::from_secs(60));
+    let s = sessions
+        .create(TenantId::new_v4(), UserId::new_v4(), ip("::1"), "x")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        sessions.validate(s.expose()).await.unwrap_err(),
+        AuthError::InvalidCredential
+    );
+}
+
+proptest! {
+    #[test]
+    fn api_key_parser_never_panics_and_accepts_only_checksummed_keys(s in "\\PC{0,100}") {
+        if let Ok(p) = parse_api_key(&s) {
+            prop_assert_eq!(s.len(), API_KEY_LEN);
+            prop_assert!(s.starts_with("nova_sk_"));
+            prop_assert_eq!(p.key_id.len(), 16);
+        }
+    }
+
+    #[test]
+    fn every_single_character_change_to_an_api_key_is_caught(pos in 8usize..API_KEY_LEN, c in "[a-zA-Z0-9_]") {
+        let key = forge_secret("abcdefgh12345678");
+        let mut bytes = key.clone().into_bytes();
+        let c = c.as_bytes()[0];
+        prop_assume!(bytes[pos] != c);
+        bytes[pos] = c;
+        let changed = String::from_utf8(bytes).unwrap();
+        prop_assert!(parse_api_key(&changed).is_err());
+    }
+}
