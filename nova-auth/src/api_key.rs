@@ -53,6 +53,12 @@ impl fmt::Debug for ParsedApiKey {
 /// # Errors
 /// [`AuthError::MalformedCredential`] naming what is wrong.
 pub fn parse_api_key(key: &str) -> Result<ParsedApiKey, AuthError> {
+    // ASCII first: the splits below are by byte offset and must fall on char boundaries.
+    if !key.is_ascii() {
+        return Err(AuthError::MalformedCredential(
+            "API key has unexpected characters",
+        ));
+    }
     if key.len() != API_KEY_LEN {
         return Err(AuthError::MalformedCredential(
             "API key has the wrong length",
@@ -552,5 +558,32 @@ impl ApiKeyStore for InMemoryApiKeyStore {
                 .map(|r| r.grace_until = Some(until))
                 .is_some()
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_ascii_input_of_the_right_length_is_refused_not_a_panic() {
+        // Found by the auth_opaque_credentials fuzz target: a multi-byte character across
+        // a separator's offset made `split_at` panic.
+        for at in 8..API_KEY_LEN - 1 {
+            let mut s = "a".repeat(API_KEY_LEN - 1);
+            s.replace_range(0..8, API_KEY_PREFIX);
+            s.insert(at, 'é');
+            s.truncate(API_KEY_LEN);
+            if s.len() == API_KEY_LEN {
+                assert!(parse_api_key(&s).is_err());
+            }
+        }
+        let multibyte = format!(
+            "nova_sk_{}é{}",
+            "a".repeat(15),
+            "b".repeat(API_KEY_LEN - 8 - 15 - 2)
+        );
+        assert_eq!(multibyte.len(), API_KEY_LEN);
+        assert!(parse_api_key(&multibyte).is_err());
     }
 }

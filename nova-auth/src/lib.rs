@@ -40,6 +40,6 @@ pub use pg::{PgApiKeyStore, PgRefreshStore, PgSessionStore, schema_sql};
 pub use redis_session::RedisSessionStore;
 pub use refresh::{
     DEFAULT_REFRESH_TTL, InMemoryRefreshStore, REFRESH_PREFIX, RefreshRecord, RefreshStore,
-    RefreshTokens, Rotated,
+    RefreshTokens, Rotated, parse_refresh_token,
 };
-pub use session::{SESSION_PREFIX, SessionRecord, SessionStore, Sessions};
+pub use session::{SESSION_PREFIX, SessionRecord, SessionStore, Sessions, parse_session_token};

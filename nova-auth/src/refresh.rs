@@ -21,6 +21,15 @@ pub const REFRESH_PREFIX: &str = "nova_rt_";
 /// Default refresh-token lifetime: 7 days.
 pub const DEFAULT_REFRESH_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// Checks a refresh token's format and checksum (no lookup); returns the SHA-256 of its
+/// secret part, the store key.
+///
+/// # Errors
+/// [`AuthError::MalformedCredential`].
+pub fn parse_refresh_token(token: &str) -> Result<[u8; 32], AuthError> {
+    parse_bearer(REFRESH_PREFIX, token)
+}
+
 /// One stored refresh token (hash only).
 #[derive(Clone, PartialEq, Eq)]
 pub struct RefreshRecord {
@@ -156,7 +165,7 @@ impl<S: RefreshStore> RefreshTokens<S> {
     /// # Errors
     /// As [`RefreshTokens::rotate`].
     pub async fn rotate_at(&self, presented: &str, now: SystemTime) -> Result<Rotated, AuthError> {
-        let hash = parse_bearer(REFRESH_PREFIX, presented)?;
+        let hash = parse_refresh_token(presented)?;
         let record = self
             .store
             .get(&hash)

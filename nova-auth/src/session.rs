@@ -17,6 +17,15 @@ use crate::opaque::{IssuedSecret, new_bearer, parse_bearer};
 /// Prefix of every Nova session token.
 pub const SESSION_PREFIX: &str = "nova_ss_";
 
+/// Checks a session token's format and checksum (no lookup); returns the SHA-256 of its
+/// secret part, the store key.
+///
+/// # Errors
+/// [`AuthError::MalformedCredential`].
+pub fn parse_session_token(token: &str) -> Result<[u8; 32], AuthError> {
+    parse_bearer(SESSION_PREFIX, token)
+}
+
 /// One stored session (token hash only).
 #[derive(Clone, PartialEq, Eq)]
 pub struct SessionRecord {
@@ -156,7 +165,7 @@ impl<S: SessionStore> Sessions<S> {
         presented: &str,
         now: SystemTime,
     ) -> Result<TenantContext, AuthError> {
-        let hash = parse_bearer(SESSION_PREFIX, presented)?;
+        let hash = parse_session_token(presented)?;
         let s = self
             .store
             .get(&hash)
@@ -185,7 +194,7 @@ impl<S: SessionStore> Sessions<S> {
     /// # Errors
     /// Malformed token or store errors.
     pub async fn revoke(&self, presented: &str) -> Result<bool, AuthError> {
-        let hash = parse_bearer(SESSION_PREFIX, presented)?;
+        let hash = parse_session_token(presented)?;
         self.store.revoke(&hash).await
     }
 
