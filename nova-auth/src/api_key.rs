@@ -11,6 +11,7 @@
 use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
@@ -20,9 +21,12 @@ use nova_tenancy::{
 
 use crate::error::AuthError;
 use crate::opaque::{
-    CHECKSUM_LEN, IssuedSecret, SECRET_LEN, checksum, hash_secret, hashes_equal, is_base62,
-    random_base62,
+    CHECKSUM_LEN, IssuedSecret, SECRET_LEN, checksum, checksum_digits, hash_secret, hashes_equal,
+    is_base62, random_base62,
 };
+
+/// How precisely the last-used time of an API key is tracked.
+pub const LAST_USED_RESOLUTION: Duration = Duration::from_secs(60);
 
 /// Prefix of every Nova API key.
 pub const API_KEY_PREFIX: &str = "nova_sk_";
@@ -34,13 +38,13 @@ pub const API_KEY_LEN: usize =
 
 /// The parts of a well-formed API key.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ParsedApiKey {
+pub struct ParsedApiKey<'k> {
     /// The key id (not secret).
-    pub key_id: String,
+    pub key_id: &'k str,
     secret_hash: [u8; 32],
 }
 
-impl fmt::Debug for ParsedApiKey {
+impl fmt::Debug for ParsedApiKey<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ParsedApiKey")
             .field("key_id", &self.key_id)
@@ -52,7 +56,7 @@ impl fmt::Debug for ParsedApiKey {
 ///
 /// # Errors
 /// [`AuthError::MalformedCredential`] naming what is wrong.
-pub fn parse_api_key(key: &str) -> Result<ParsedApiKey, AuthError> {
+pub fn parse_api_key(key: &str) -> Result<ParsedApiKey<'_>, AuthError> {
     // ASCII first: the splits below are by byte offset and must fall on char boundaries.
     if !key.is_ascii() {
         return Err(AuthError::MalformedCredential(
@@ -81,13 +85,13 @@ pub fn parse_api_key(key: &str) -> Result<ParsedApiKey, AuthError> {
             "API key has unexpected characters",
         ));
     }
-    if checksum(&key[..key.len() - CHECKSUM_LEN - 1]) != sum {
+    if checksum_digits(&key[..key.len() - CHECKSUM_LEN - 1]) != sum.as_bytes() {
         return Err(AuthError::MalformedCredential(
             "API key checksum mismatch (typo or truncated copy)",
         ));
     }
     Ok(ParsedApiKey {
-        key_id: kid.to_owned(),
+        key_id: kid,
         secret_hash: hash_secret(secret),
     })
 }
@@ -124,10 +128,10 @@ pub struct ApiKeyRecord {
     pub tenant: TenantId,
     /// The service principal the key acts as.
     pub principal: UserId,
-    /// The role it grants.
-    pub role: Role,
-    /// The scopes it grants.
-    pub scopes: Vec<Role>,
+    /// The role it grants (a one-element list, shared by every context the key produces).
+    pub roles: Arc<[Role]>,
+    /// The scopes it grants (sorted, shared by every context the key produces).
+    pub scopes: Arc<[Role]>,
     /// SHA-256 of the secret part.
     pub secret_hash: [u8; 32],
     /// When it was created.
@@ -139,7 +143,7 @@ pub struct ApiKeyRecord {
     /// For a rotated key: the end of its grace period.
     pub grace_until: Option<SystemTime>,
     /// If non-empty, the only client networks allowed.
-    pub allowed_cidrs: Vec<IpNet>,
+    pub allowed_cidrs: Arc<[IpNet]>,
     /// If set, the only time of day allowed.
     pub window: Option<TimeWindow>,
     /// Last successful use.
@@ -157,7 +161,7 @@ impl fmt::Debug for ApiKeyRecord {
         f.debug_struct("ApiKeyRecord")
             .field("key_id", &self.key_id)
             .field("tenant", &self.tenant)
-            .field("role", &self.role)
+            .field("roles", &self.roles)
             .field("revoked", &self.revoked_at.is_some())
             .finish_non_exhaustive()
     }
@@ -192,7 +196,7 @@ pub trait ApiKeyStore: Send + Sync {
     fn get(
         &self,
         key_id: &str,
-    ) -> impl Future<Output = Result<Option<ApiKeyRecord>, AuthError>> + Send;
+    ) -> impl Future<Output = Result<Option<Arc<ApiKeyRecord>>, AuthError>> + Send;
     /// Records a failed attempt atomically; returns the lock expiry if the key is now locked.
     fn record_failure(
         &self,
@@ -310,14 +314,19 @@ impl<S: ApiKeyStore> ApiKeys<S> {
                 key_id: key_id.clone(),
                 tenant: spec.tenant,
                 principal: spec.principal,
-                role: spec.role,
-                scopes: spec.scopes,
+                roles: Arc::from([spec.role]),
+                scopes: {
+                    let mut scopes = spec.scopes;
+                    scopes.sort_unstable();
+                    scopes.dedup();
+                    scopes.into()
+                },
                 secret_hash: hash_secret(&secret),
                 created_at: now,
                 expires_at: spec.ttl.map(|t| now + t),
                 revoked_at: None,
                 grace_until: None,
-                allowed_cidrs: spec.allowed_cidrs,
+                allowed_cidrs: spec.allowed_cidrs.into(),
                 window: spec.window,
                 last_used_at: None,
                 failures: 0,
@@ -373,7 +382,7 @@ impl<S: ApiKeyStore> ApiKeys<S> {
         now: SystemTime,
     ) -> Result<TenantContext, AuthError> {
         let parsed = parse_api_key(presented)?;
-        let Some(record) = self.store.get(&parsed.key_id).await? else {
+        let Some(record) = self.store.get(parsed.key_id).await? else {
             // Compare against a dummy so an unknown id costs about what a known one does.
             let _ = hashes_equal(&parsed.secret_hash, &[0u8; 32]);
             return Err(AuthError::InvalidCredential);
@@ -409,11 +418,19 @@ impl<S: ApiKeyStore> ApiKeys<S> {
         if record.window.is_some_and(|w| !w.contains(now)) {
             return Err(AuthError::OutsideTimeWindow);
         }
-        self.store.record_success(&record.key_id, now).await?;
+        // Last-used is kept to the minute: a write per request would cost more than the
+        // whole verification. Failures are always cleared at once.
+        let stale = record.last_used_at.is_none_or(|t| {
+            now.duration_since(t)
+                .is_ok_and(|d| d >= LAST_USED_RESOLUTION)
+        });
+        if stale || record.failures > 0 {
+            self.store.record_success(&record.key_id, now).await?;
+        }
         let identity = VerifiedIdentity::new(record.tenant)
             .user(record.principal)
-            .roles([record.role])
-            .permissions(record.scopes);
+            .shared_roles(Arc::clone(&record.roles))
+            .shared_permissions(Arc::clone(&record.scopes));
         Ok(TenantContext::from_verified(self, identity))
     }
 
@@ -448,10 +465,14 @@ impl<S: ApiKeyStore> ApiKeys<S> {
         let spec = NewApiKey {
             tenant: old.tenant,
             principal: old.principal,
-            role: old.role,
-            scopes: old.scopes,
+            role: old
+                .roles
+                .first()
+                .cloned()
+                .ok_or(AuthError::Store("API key record without a role".into()))?,
+            scopes: old.scopes.to_vec(),
             ttl: old.expires_at.and_then(|t| t.duration_since(now).ok()),
-            allowed_cidrs: old.allowed_cidrs,
+            allowed_cidrs: old.allowed_cidrs.to_vec(),
             window: old.window,
         };
         let created = self.create_at(spec, now).await?;
@@ -495,8 +516,12 @@ pub(crate) fn apply_failure(
 /// An [`ApiKeyStore`] in memory, for tests and single-process tools.
 #[derive(Debug, Default)]
 pub struct InMemoryApiKeyStore {
-    keys: std::sync::Mutex<std::collections::HashMap<String, ApiKeyRecord>>,
+    // foldhash: lookups use the presented key id, but collisions can only lengthen chains of
+    // keys the service itself created, so an attacker cannot degrade them.
+    keys: std::sync::RwLock<KeyMap>,
 }
+
+type KeyMap = std::collections::HashMap<String, Arc<ApiKeyRecord>, foldhash::fast::RandomState>;
 
 impl InMemoryApiKeyStore {
     /// An empty store.
@@ -505,11 +530,8 @@ impl InMemoryApiKeyStore {
         Self::default()
     }
 
-    fn with<T>(
-        &self,
-        f: impl FnOnce(&mut std::collections::HashMap<String, ApiKeyRecord>) -> T,
-    ) -> T {
-        f(&mut self.keys.lock().unwrap_or_else(|p| p.into_inner()))
+    fn with<T>(&self, f: impl FnOnce(&mut KeyMap) -> T) -> T {
+        f(&mut self.keys.write().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -519,13 +541,18 @@ impl ApiKeyStore for InMemoryApiKeyStore {
             if m.contains_key(&record.key_id) {
                 return Err(AuthError::Store("duplicate key id".into()));
             }
-            m.insert(record.key_id.clone(), record);
+            m.insert(record.key_id.clone(), Arc::new(record));
             Ok(())
         })
     }
 
-    async fn get(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, AuthError> {
-        Ok(self.with(|m| m.get(key_id).cloned()))
+    async fn get(&self, key_id: &str) -> Result<Option<Arc<ApiKeyRecord>>, AuthError> {
+        Ok(self
+            .keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key_id)
+            .cloned())
     }
 
     async fn record_failure(
@@ -534,12 +561,16 @@ impl ApiKeyStore for InMemoryApiKeyStore {
         at: SystemTime,
         policy: LockoutPolicy,
     ) -> Result<Option<SystemTime>, AuthError> {
-        Ok(self.with(|m| m.get_mut(key_id).and_then(|r| apply_failure(r, at, policy))))
+        Ok(self.with(|m| {
+            m.get_mut(key_id)
+                .and_then(|r| apply_failure(Arc::make_mut(r), at, policy))
+        }))
     }
 
     async fn record_success(&self, key_id: &str, at: SystemTime) -> Result<(), AuthError> {
         self.with(|m| {
             if let Some(r) = m.get_mut(key_id) {
+                let r = Arc::make_mut(r);
                 r.last_used_at = Some(at);
                 r.failures = 0;
                 r.failure_window_start = None;
@@ -549,13 +580,17 @@ impl ApiKeyStore for InMemoryApiKeyStore {
     }
 
     async fn revoke(&self, key_id: &str, at: SystemTime) -> Result<bool, AuthError> {
-        Ok(self.with(|m| m.get_mut(key_id).map(|r| r.revoked_at = Some(at)).is_some()))
+        Ok(self.with(|m| {
+            m.get_mut(key_id)
+                .map(|r| Arc::make_mut(r).revoked_at = Some(at))
+                .is_some()
+        }))
     }
 
     async fn set_grace(&self, key_id: &str, until: SystemTime) -> Result<bool, AuthError> {
         Ok(self.with(|m| {
             m.get_mut(key_id)
-                .map(|r| r.grace_until = Some(until))
+                .map(|r| Arc::make_mut(r).grace_until = Some(until))
                 .is_some()
         }))
     }

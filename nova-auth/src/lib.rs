@@ -20,7 +20,8 @@ mod session;
 
 pub use api_key::{
     API_KEY_LEN, API_KEY_PREFIX, ApiKeyRecord, ApiKeyStore, ApiKeys, InMemoryApiKeyStore,
-    KEY_ID_LEN, LockoutPolicy, NewApiKey, ParsedApiKey, TimeWindow, parse_api_key,
+    KEY_ID_LEN, LAST_USED_RESOLUTION, LockoutPolicy, NewApiKey, ParsedApiKey, TimeWindow,
+    parse_api_key,
 };
 pub use error::AuthError;
 pub use issuer::{AccessClaims, DEFAULT_ACCESS_TTL, SigningKey, TokenIssuer};

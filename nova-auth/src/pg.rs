@@ -124,12 +124,13 @@ fn api_key_from_row(row: &sqlx::postgres::PgRow) -> Result<ApiKeyRecord, AuthErr
             .map_err(|_| corrupt("api key"))?,
         principal: UserId::from_uuid(row.try_get("principal").map_err(get)?)
             .map_err(|_| corrupt("api key"))?,
-        role: Role::new(&row.try_get::<String, _>("role").map_err(get)?)
-            .map_err(|_| corrupt("api key"))?,
+        roles: std::sync::Arc::from([Role::new(&row.try_get::<String, _>("role").map_err(get)?)
+            .map_err(|_| corrupt("api key"))?]),
         scopes: scopes
             .iter()
             .map(|s| Role::new(s).map_err(|_| corrupt("api key")))
-            .collect::<Result<_, _>>()?,
+            .collect::<Result<Vec<_>, _>>()?
+            .into(),
         secret_hash: hash.try_into().map_err(|_| corrupt("api key"))?,
         created_at: from_ms(row.try_get("created_ms").map_err(get)?),
         expires_at: opt("expires_ms")?,
@@ -138,7 +139,8 @@ fn api_key_from_row(row: &sqlx::postgres::PgRow) -> Result<ApiKeyRecord, AuthErr
         allowed_cidrs: cidrs
             .iter()
             .map(|c| c.parse::<IpNet>().map_err(|_| corrupt("api key")))
-            .collect::<Result<_, _>>()?,
+            .collect::<Result<Vec<_>, _>>()?
+            .into(),
         window: match (ws, we) {
             (Some(s), Some(e)) => Some(TimeWindow {
                 start_minute: u16::try_from(s).map_err(|_| corrupt("api key"))?,
@@ -165,7 +167,7 @@ impl ApiKeyStore for PgApiKeyStore {
             .bind(&r.key_id)
             .bind(r.tenant.as_uuid())
             .bind(r.principal.as_uuid())
-            .bind(r.role.as_str())
+            .bind(r.roles.first().map(Role::as_str).unwrap_or_default())
             .bind(
                 r.scopes
                     .iter()
@@ -191,14 +193,18 @@ impl ApiKeyStore for PgApiKeyStore {
         Ok(())
     }
 
-    async fn get(&self, key_id: &str) -> Result<Option<ApiKeyRecord>, AuthError> {
+    async fn get(&self, key_id: &str) -> Result<Option<std::sync::Arc<ApiKeyRecord>>, AuthError> {
         let sql = format!("SELECT * FROM {} WHERE key_id = $1", self.table);
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(key_id)
             .fetch_optional(&self.pool)
             .await
             .map_err(store_err)?;
-        row.as_ref().map(api_key_from_row).transpose()
+        Ok(row
+            .as_ref()
+            .map(api_key_from_row)
+            .transpose()?
+            .map(std::sync::Arc::new))
     }
 
     async fn record_failure(
@@ -374,6 +380,18 @@ impl RefreshStore for PgRefreshStore {
             .map_err(store_err)?
             .rows_affected();
         Ok(n == 1)
+    }
+
+    async fn family_revoked(&self, family: Uuid) -> Result<bool, AuthError> {
+        let sql = format!(
+            "SELECT coalesce(bool_or(revoked), false) FROM {} WHERE family = $1",
+            self.table
+        );
+        sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(family)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_err)
     }
 
     async fn revoke_family(&self, family: Uuid) -> Result<u64, AuthError> {

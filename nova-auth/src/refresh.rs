@@ -79,6 +79,10 @@ pub trait RefreshStore: Send + Sync {
     ) -> impl Future<Output = Result<bool, AuthError>> + Send;
     /// Revokes every token of a family; returns how many.
     fn revoke_family(&self, family: Uuid) -> impl Future<Output = Result<u64, AuthError>> + Send;
+    /// Whether any token of the family is revoked. A family is revoked as a whole, and its
+    /// oldest tokens always exist when it is, so this stays true even for a successor that
+    /// a concurrent rotation inserted while the revocation ran.
+    fn family_revoked(&self, family: Uuid) -> impl Future<Output = Result<bool, AuthError>> + Send;
 }
 
 /// The result of a successful rotation.
@@ -276,5 +280,14 @@ impl RefreshStore for InMemoryRefreshStore {
             n += 1;
         }
         Ok(n)
+    }
+
+    async fn family_revoked(&self, family: Uuid) -> Result<bool, AuthError> {
+        Ok(self
+            .tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|r| r.family == family && r.revoked))
     }
 }

@@ -95,6 +95,7 @@ pub struct VerifiedIdentity {
     user: Option<UserId>,
     roles: Vec<Role>,
     permissions: Vec<Role>,
+    shared: (Option<Arc<[Role]>>, Option<Arc<[Role]>>),
     request_id: Option<RequestId>,
     region: Option<Region>,
     isolation: Isolation,
@@ -109,6 +110,7 @@ impl VerifiedIdentity {
             user: None,
             roles: Vec::new(),
             permissions: Vec::new(),
+            shared: (None, None),
             request_id: None,
             region: None,
             isolation: Isolation::Logical,
@@ -141,6 +143,21 @@ impl VerifiedIdentity {
         self
     }
 
+    /// Roles as a shared list (sorted and de-duplicated here if needed), for verifiers that
+    /// build many contexts from one stored credential: the list is shared, not copied.
+    #[must_use]
+    pub fn shared_roles(mut self, roles: Arc<[Role]>) -> Self {
+        self.shared = (Some(normalise(roles)), self.shared.1);
+        self
+    }
+
+    /// Permissions as a shared list; see [`VerifiedIdentity::shared_roles`].
+    #[must_use]
+    pub fn shared_permissions(mut self, permissions: Arc<[Role]>) -> Self {
+        self.shared = (self.shared.0, Some(normalise(permissions)));
+        self
+    }
+
     /// The request id to correlate with; a fresh one is generated when absent.
     #[must_use]
     pub fn request_id(mut self, request_id: RequestId) -> Self {
@@ -160,6 +177,32 @@ impl VerifiedIdentity {
     pub fn isolation(mut self, isolation: Isolation) -> Self {
         self.isolation = isolation;
         self
+    }
+}
+
+fn normalise(list: Arc<[Role]>) -> Arc<[Role]> {
+    if list.windows(2).all(|w| w[0] < w[1]) {
+        list
+    } else {
+        let mut v = list.to_vec();
+        v.sort_unstable();
+        v.dedup();
+        v.into()
+    }
+}
+
+/// A shared list alone is used as it is; otherwise the lists are merged, sorted, deduplicated.
+fn merge(shared: Option<Arc<[Role]>>, own: Vec<Role>) -> Arc<[Role]> {
+    match shared {
+        Some(s) if own.is_empty() => s,
+        Some(s) => {
+            let mut v = own;
+            v.extend(s.iter().cloned());
+            v.sort_unstable();
+            v.dedup();
+            v.into()
+        }
+        None => own.into(),
     }
 }
 
@@ -215,9 +258,9 @@ impl TenantContext {
         Self {
             tenant: identity.tenant,
             user: identity.user,
-            roles: identity.roles.into(),
-            permissions: identity.permissions.into(),
-            request_id: identity.request_id.unwrap_or_else(RequestId::new_v4),
+            roles: merge(identity.shared.0, identity.roles),
+            permissions: merge(identity.shared.1, identity.permissions),
+            request_id: identity.request_id.unwrap_or_else(RequestId::generate),
             region: identity.region,
             isolation: identity.isolation,
             origin: Origin::Verified {
@@ -248,7 +291,7 @@ impl TenantContext {
         if reason.trim().is_empty() {
             return Err(ContextError::MissingReason);
         }
-        let request_id = RequestId::new_v4();
+        let request_id = RequestId::generate();
         SYSTEM_CONTEXTS.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             target: AUDIT_TARGET,

@@ -194,6 +194,30 @@ uuid_id!(
     "request id"
 );
 
+impl RequestId {
+    /// A process-unique request id without a system call: a UUIDv8 (RFC 9562 §5.8) made of
+    /// a random per-process prefix (drawn once) and an atomic counter. Request ids need to
+    /// be unique, not secret; drawing a v4 from the OS for each request cost about 0.3 µs
+    /// on the benchmark machine.
+    #[must_use]
+    pub fn generate() -> Self {
+        use std::sync::OnceLock;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static PREFIX: OnceLock<u64> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let prefix = *PREFIX.get_or_init(|| {
+            let b = *Uuid::new_v4().as_bytes();
+            u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+        });
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&prefix.to_be_bytes());
+        bytes[8..].copy_from_slice(&n.to_be_bytes());
+        // new_v8 sets the version and variant bits; the result is never nil.
+        Self(Uuid::new_v8(bytes))
+    }
+}
+
 /// The fixed-size text form of an id, so that hot paths (SQL settings, log fields) format
 /// an id without a heap allocation.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -330,6 +354,12 @@ mod tests {
                     }
                 }
             }
+        }
+
+        #[test]
+        fn generated_request_ids_are_distinct(n in 1usize..200) {
+            let ids: std::collections::HashSet<_> = (0..n).map(|_| RequestId::generate()).collect();
+            prop_assert_eq!(ids.len(), n);
         }
 
         #[test]
