@@ -95,7 +95,8 @@ pub struct VerifiedIdentity {
     user: Option<UserId>,
     roles: Vec<Role>,
     permissions: Vec<Role>,
-    shared: (Option<Arc<[Role]>>, Option<Arc<[Role]>>),
+    shared_roles: Option<Arc<[Role]>>,
+    shared_permissions: Option<Arc<[Role]>>,
     request_id: Option<RequestId>,
     region: Option<Region>,
     isolation: Isolation,
@@ -110,7 +111,8 @@ impl VerifiedIdentity {
             user: None,
             roles: Vec::new(),
             permissions: Vec::new(),
-            shared: (None, None),
+            shared_roles: None,
+            shared_permissions: None,
             request_id: None,
             region: None,
             isolation: Isolation::Logical,
@@ -147,14 +149,14 @@ impl VerifiedIdentity {
     /// build many contexts from one stored credential: the list is shared, not copied.
     #[must_use]
     pub fn shared_roles(mut self, roles: Arc<[Role]>) -> Self {
-        self.shared = (Some(normalise(roles)), self.shared.1);
+        self.shared_roles = Some(normalise(roles));
         self
     }
 
     /// Permissions as a shared list; see [`VerifiedIdentity::shared_roles`].
     #[must_use]
     pub fn shared_permissions(mut self, permissions: Arc<[Role]>) -> Self {
-        self.shared = (self.shared.0, Some(normalise(permissions)));
+        self.shared_permissions = Some(normalise(permissions));
         self
     }
 
@@ -258,8 +260,8 @@ impl TenantContext {
         Self {
             tenant: identity.tenant,
             user: identity.user,
-            roles: merge(identity.shared.0, identity.roles),
-            permissions: merge(identity.shared.1, identity.permissions),
+            roles: merge(identity.shared_roles, identity.roles),
+            permissions: merge(identity.shared_permissions, identity.permissions),
             request_id: identity.request_id.unwrap_or_else(RequestId::generate),
             region: identity.region,
             isolation: identity.isolation,
