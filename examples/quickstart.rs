@@ -1,5 +1,5 @@
-//! Nova quickstart: typed tenant identity, PostgreSQL row-level security enforcing it, and
-//! per-tenant field encryption.
+//! Nova quickstart: verified credentials into a tenant context, PostgreSQL row-level
+//! security enforcing it, and per-tenant field encryption.
 //!
 //! ```text
 //! cargo run --example quickstart                      # no server needed
@@ -11,6 +11,10 @@
 
 use std::sync::Arc;
 
+use nova_auth::{
+    AccessClaims, ApiKeys, InMemoryApiKeyStore, JwtConfig, JwtVerifier, NewApiKey, SigningKey,
+    StaticKeys, TokenIssuer,
+};
 use nova_crypto::{Column, InMemoryTenantKeyStore, Keyring, LocalKeyProvider, normalize};
 use nova_tenancy::{
     AppRole, AppRoles, CredentialVerifier, Ident, RlsMigration, Role, TenantContext, TenantId,
@@ -19,7 +23,8 @@ use nova_tenancy::{
 use secrecy::ExposeSecret;
 use sqlx::{AssertSqlSafe, Executor};
 
-/// Stands in for `nova-auth`'s JWT verifier, which will be the real source of contexts.
+/// A stand-in verifier: every context names the component that vouched for it, so a
+/// context made this way is visibly not from `nova-auth`.
 struct DemoVerifier;
 
 impl CredentialVerifier for DemoVerifier {
@@ -46,14 +51,53 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
-    // 2. A context comes from a verified credential (or the reported system path).
-    let alice = TenantContext::from_verified(
+    // 2. A context comes from a verified credential: here a JWT access token...
+    let issuer = TokenIssuer::new(
+        "https://auth.acme.example",
+        "tickets-api",
+        SigningKey::generate_ed25519("2026-11")?,
+    );
+    let token =
+        issuer.issue(&AccessClaims::new(acme, UserId::new_v4()).roles([Role::new("agent")?]))?;
+    let verifier = JwtVerifier::new(
+        JwtConfig::new("https://auth.acme.example", "tickets-api"),
+        StaticKeys::new(issuer.key_set()?),
+    );
+    let alice = verifier.verify_cached(&token)?;
+    println!(
+        "\naccess token ({} bytes) verified into: {alice:?}",
+        token.len()
+    );
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    if let Err(e) = verifier.verify_cached(&forged) {
+        println!("  a token with one changed character: refused ({e})");
+    }
+    //    ...or a scoped API key for a service account (shown once, stored as a hash).
+    let api_keys = ApiKeys::new(InMemoryApiKeyStore::new());
+    let (key_id, secret) = api_keys
+        .create(NewApiKey::new(
+            acme,
+            UserId::new_v4(),
+            Role::new("service")?,
+        ))
+        .await?;
+    let service = api_keys
+        .verify(secret.expose(), "10.0.0.7".parse()?)
+        .await?;
+    println!(
+        "API key {key_id} ({}…) verified into a context for tenant {} with roles {:?}",
+        &secret.expose()[..12],
+        service.tenant(),
+        service.roles()
+    );
+    //    A context that no credential backs is possible only through a demo verifier or
+    //    the reported system path:
+    let _demo = TenantContext::from_verified(
         &DemoVerifier,
         VerifiedIdentity::new(acme)
             .user(UserId::new_v4())
             .roles([Role::new("agent")?]),
     );
-    println!("\ncontext: {alice:?}");
     let job = TenantContext::system(globex, "quickstart: demonstration")?;
     println!("system context (reported on the nova::audit target): {job:?}");
 

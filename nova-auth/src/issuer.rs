@@ -188,6 +188,7 @@ impl SigningKey {
                 kid: self.kid.clone(),
                 alg: Alg::HS256,
                 key: DecodingKey::from_secret(secret),
+                prepared: crate::jws::Prepared::Generic,
             }),
             (None, None) => Err(AuthError::KeySet("public key")),
         }

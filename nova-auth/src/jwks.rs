@@ -14,7 +14,7 @@ use jsonwebtoken::DecodingKey;
 use serde_json::Value;
 
 use crate::error::AuthError;
-use crate::jws::{Alg, VerifyingKey, b64_decode};
+use crate::jws::{Alg, Prepared, VerifyingKey, b64_decode};
 
 /// Largest JWKS document accepted.
 pub const MAX_JWKS_LEN: usize = 64 * 1024;
@@ -95,6 +95,7 @@ impl KeySet {
             kid: check_kid(kid)?,
             alg: Alg::HS256,
             key: DecodingKey::from_secret(secret),
+            prepared: Prepared::Generic,
         })
     }
 
@@ -185,7 +186,7 @@ pub fn verifying_key_from_jwk(jwk: &Value) -> Result<Option<VerifyingKey>, AuthE
     }
     let kty = required(jwk, "kty")?;
     let declared = str_member(jwk, "alg")?;
-    let (alg, key) = match kty {
+    let (alg, key, prepared) = match kty {
         "RSA" => {
             let n = required(jwk, "n")?;
             let e = required(jwk, "e")?;
@@ -205,7 +206,7 @@ pub fn verifying_key_from_jwk(jwk: &Value) -> Result<Option<VerifyingKey>, AuthE
             }
             let key = DecodingKey::from_rsa_components(n, e)
                 .map_err(|_| AuthError::KeySet("RSA key is invalid"))?;
-            (Alg::RS256, key)
+            (Alg::RS256, key, Prepared::Generic)
         }
         "EC" => {
             if required(jwk, "crv")? != "P-256" {
@@ -224,11 +225,11 @@ pub fn verifying_key_from_jwk(jwk: &Value) -> Result<Option<VerifyingKey>, AuthE
             sec1.push(4);
             sec1.extend_from_slice(&xb);
             sec1.extend_from_slice(&yb);
-            p256::PublicKey::from_sec1_bytes(&sec1)
+            let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
                 .map_err(|_| AuthError::KeySet("P-256 point is not on the curve"))?;
             let key = DecodingKey::from_ec_components(x, y)
                 .map_err(|_| AuthError::KeySet("EC key is invalid"))?;
-            (Alg::ES256, key)
+            (Alg::ES256, key, Prepared::Es(vk))
         }
         "OKP" => {
             if required(jwk, "crv")? != "Ed25519" {
@@ -241,11 +242,11 @@ pub fn verifying_key_from_jwk(jwk: &Value) -> Result<Option<VerifyingKey>, AuthE
                 .as_slice()
                 .try_into()
                 .map_err(|_| AuthError::KeySet("Ed25519 key must be 32 bytes"))?;
-            ed25519_dalek::VerifyingKey::from_bytes(&arr)
+            let vk = ed25519_dalek::VerifyingKey::from_bytes(&arr)
                 .map_err(|_| AuthError::KeySet("Ed25519 key is invalid"))?;
             let key = DecodingKey::from_ed_components(x)
                 .map_err(|_| AuthError::KeySet("Ed25519 key is invalid"))?;
-            (Alg::EdDSA, key)
+            (Alg::EdDSA, key, Prepared::Ed(vk))
         }
         "oct" => return Err(AuthError::KeySet("symmetric keys do not belong in a JWKS")),
         _ => return Ok(None),
@@ -262,7 +263,12 @@ pub fn verifying_key_from_jwk(jwk: &Value) -> Result<Option<VerifyingKey>, AuthE
         return Err(AuthError::KeySet("JWK alg does not match its key type"));
     }
     let kid = check_kid(required(jwk, "kid")?)?;
-    Ok(Some(VerifyingKey { kid, alg, key }))
+    Ok(Some(VerifyingKey {
+        kid,
+        alg,
+        key,
+        prepared,
+    }))
 }
 
 /// Fetches a JWKS document (over HTTPS in production; from memory in tests).

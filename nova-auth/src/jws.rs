@@ -76,6 +76,17 @@ pub struct VerifyingKey {
     pub(crate) kid: String,
     pub(crate) alg: Alg,
     pub(crate) key: DecodingKey,
+    pub(crate) prepared: Prepared,
+}
+
+/// Keys parsed once when the key set is loaded, so a verification does not decompress an
+/// Ed25519 point or decode a P-256 point per token (`jsonwebtoken` does both per call).
+/// Verification semantics are those of the same crates `jsonwebtoken` uses.
+#[derive(Clone)]
+pub(crate) enum Prepared {
+    Ed(ed25519_dalek::VerifyingKey),
+    Es(p256::ecdsa::VerifyingKey),
+    Generic,
 }
 
 impl VerifyingKey {
@@ -247,6 +258,25 @@ pub fn verify_signature(
     message: &[u8],
     signature: &[u8],
 ) -> Result<(), AuthError> {
+    match &key.prepared {
+        Prepared::Ed(vk) => {
+            use ed25519_dalek::Verifier as _;
+            let sig = ed25519_dalek::Signature::from_slice(signature)
+                .map_err(|_| AuthError::BadSignature)?;
+            return vk
+                .verify(message, &sig)
+                .map_err(|_| AuthError::BadSignature);
+        }
+        Prepared::Es(vk) => {
+            use p256::ecdsa::signature::Verifier as _;
+            let sig = p256::ecdsa::Signature::from_slice(signature)
+                .map_err(|_| AuthError::BadSignature)?;
+            return vk
+                .verify(message, &sig)
+                .map_err(|_| AuthError::BadSignature);
+        }
+        Prepared::Generic => {}
+    }
     let verifier = (jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.verifier_factory)(
         &key.alg.jwt(),
         &key.key,

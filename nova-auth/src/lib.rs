@@ -1,6 +1,61 @@
 //! # nova-auth
 //!
-//! Verified credentials into a [`nova_tenancy::TenantContext`]. (Manual below.)
+//! Every request arrives as a verified [`nova_tenancy::TenantContext`] or is refused. This
+//! crate turns credentials into contexts:
+//!
+//! - **JWT access tokens** — [`JwtVerifier`]: an explicit algorithm allow-list (RS256,
+//!   ES256, EdDSA; HS256 only when configured, with secrets of at least 32 bytes), `kid`
+//!   lookup in a [`KeySet`] with several keys live for rotation, a [`RemoteKeySet`] that
+//!   refreshes on an unknown `kid` at most once per interval through a [`JwksFetcher`],
+//!   `iss`/`aud`/`exp`/`nbf`/`iat` checks with leeway, required `sub` and `tenant_id` as
+//!   typed ids, `roles` and `scope`.
+//! - **Issuing** — [`TokenIssuer`]: 15-minute access tokens, key rotation (new key signs,
+//!   old keys keep verifying until retired), and the public JWKS to serve.
+//! - **Refresh tokens** — [`RefreshTokens`]: opaque, stored as hashes, rotated on every use;
+//!   reuse of a spent token revokes the whole family (RFC 9700 §4.14).
+//! - **Sessions** — [`Sessions`]: hashed tokens, absolute expiry and idle timeout, revoke
+//!   one or all; PostgreSQL ([`PgSessionStore`]) and Redis ([`RedisSessionStore`]) stores.
+//! - **Scoped API keys** — [`ApiKeys`]: `nova_sk_…` with a checksum that scanners and typo
+//!   checks use before any lookup, stored as hashes, tied to tenant, role and scopes, with
+//!   expiry, revocation, rotation with a grace period, CIDR allow-lists, time windows,
+//!   last-used time and lockout after repeated failures.
+//!
+//! ```
+//! use nova_auth::{AccessClaims, JwtConfig, JwtVerifier, SigningKey, StaticKeys, TokenIssuer};
+//! use nova_tenancy::{Role, TenantId, UserId};
+//!
+//! // The identity provider side (or a test):
+//! let issuer = TokenIssuer::new("https://auth.example", "tickets-api", SigningKey::generate_ed25519("2026-11")?);
+//! let tenant = TenantId::new_v4();
+//! let token = issuer.issue(&AccessClaims::new(tenant, UserId::new_v4()).roles([Role::new("agent").unwrap()]))?;
+//!
+//! // The service side: keys from the issuer's JWKS (`RemoteKeySet` in production).
+//! let verifier = JwtVerifier::new(
+//!     JwtConfig::new("https://auth.example", "tickets-api"),
+//!     StaticKeys::new(issuer.key_set()?),
+//! );
+//! let ctx = verifier.verify_cached(&token)?;
+//! assert_eq!(ctx.tenant(), tenant);
+//! assert!(ctx.has_role("agent"));
+//! # Ok::<(), nova_auth::AuthError>(())
+//! ```
+//!
+//! ## Security notes
+//!
+//! - Verification order is fixed: size limit, structure, header (`crit`, `jku`, `jwk`,
+//!   `x5u`, `x5c` and unknown `typ` refused), algorithm allow-list, key by `kid`, the key's
+//!   own algorithm must equal the token's (no RSA key ever used as an HMAC secret), then the
+//!   signature, and only then the claims (RFC 8725).
+//! - Errors name the check that failed and never echo token, key or secret content.
+//! - Opaque secrets are stored as SHA-256 hashes and compared in constant time; the
+//!   secret appears once, in an [`IssuedSecret`] whose `Debug` is redacted.
+//! - Credential tables are read before any tenant is known, so they are not under tenant
+//!   row-level security: keep them in a schema only the auth role can read.
+//!
+//! ## Performance notes
+//!
+//! Verification costs what `jsonwebtoken::decode` costs with the same key (ratios 0.9–1.06
+//! in `BENCHMARKS.md`); an API key check is about three SHA-256 computations.
 
 #![forbid(unsafe_code)]
 
