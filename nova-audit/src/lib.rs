@@ -1,8 +1,20 @@
 //! # nova-audit
 //!
-//! **Status: not yet implemented.** This crate reserves its place in the Nova workspace and
-//! exposes no API yet. When built it will provide a tamper-evident audit log for Nova: typed events, redaction, an RFC 6962 Merkle tree with signed checkpoints, sinks and an offline verifier.
-//!
-//! See the workspace `README.md` for what is available today.
+//! **Status: in development.** Today this crate provides the tamper-evidence core: RFC 6962
+//! Merkle tree hashing with inclusion and consistency proofs (verified against the
+//! Certificate Transparency reference vectors) and C2SP signed-note checkpoints signed with
+//! Ed25519. Audit events, redaction, sinks, the verifier command and retention are not
+//! built yet.
 
 #![forbid(unsafe_code)]
+
+mod checkpoint;
+mod merkle;
+
+pub use checkpoint::{
+    Checkpoint, CheckpointError, CheckpointSigner, MAX_CHECKPOINT_LEN, MAX_SIGNATURES, VerifierKey,
+};
+pub use merkle::{
+    Hash, MAX_PROOF_LEN, MerkleTree, ProofError, empty_root, leaf_hash, mth, node_hash,
+    verify_consistency, verify_inclusion,
+};
