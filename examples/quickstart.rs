@@ -68,9 +68,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "\naccess token ({} bytes) verified into: {alice:?}",
         token.len()
     );
-    let forged = format!("{}x", &token[..token.len() - 1]);
-    if let Err(e) = verifier.verify_cached(&forged) {
-        println!("  a token with one changed character: refused ({e})");
+    // Change one character of the payload (the tenant claim's segment).
+    let mid = token.find('.').map_or(0, |i| i + 10);
+    let mut forged = token.clone().into_bytes();
+    forged[mid] = if forged[mid] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged)?;
+    match verifier.verify_cached(&forged) {
+        Ok(_) => return Err("a modified token was accepted".into()),
+        Err(e) => println!("  the same token with one payload character changed: refused ({e})"),
     }
     //    ...or a scoped API key for a service account (shown once, stored as a hash).
     let api_keys = ApiKeys::new(InMemoryApiKeyStore::new());

@@ -36,8 +36,9 @@ pub const KEY_ID_LEN: usize = 16;
 pub const API_KEY_LEN: usize =
     API_KEY_PREFIX.len() + KEY_ID_LEN + 1 + SECRET_LEN + 1 + CHECKSUM_LEN;
 
-/// The parts of a well-formed API key.
-#[derive(Clone, PartialEq, Eq)]
+/// The parts of a well-formed API key. (No `PartialEq`: the secret hash is compared only in
+/// constant time, inside verification.)
+#[derive(Clone)]
 pub struct ParsedApiKey<'k> {
     /// The key id (not secret).
     pub key_id: &'k str,
@@ -97,7 +98,8 @@ pub fn parse_api_key(key: &str) -> Result<ParsedApiKey<'_>, AuthError> {
 }
 
 /// A daily window (UTC, minutes since midnight) in which a key may be used. A window whose
-/// end is before its start wraps past midnight.
+/// end is before its start wraps past midnight; a window whose start equals its end is
+/// empty (the key is never usable). Minutes above 1440 are refused at creation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeWindow {
     /// First minute allowed (0–1439).
@@ -120,7 +122,7 @@ impl TimeWindow {
 }
 
 /// Everything stored about one API key. The secret is present only as its hash.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct ApiKeyRecord {
     /// The key id.
     pub key_id: String,
@@ -305,6 +307,14 @@ impl<S: ApiKeyStore> ApiKeys<S> {
         spec: NewApiKey,
         now: SystemTime,
     ) -> Result<(String, IssuedSecret), AuthError> {
+        if spec
+            .window
+            .is_some_and(|w| w.start_minute >= 1440 || w.end_minute > 1440)
+        {
+            return Err(AuthError::Store(
+                "time window minutes must be within a day".into(),
+            ));
+        }
         let key_id = random_base62(KEY_ID_LEN)?.to_ascii_lowercase();
         let secret = random_base62(SECRET_LEN)?;
         let body = format!("{API_KEY_PREFIX}{key_id}_{secret}");
@@ -323,7 +333,13 @@ impl<S: ApiKeyStore> ApiKeys<S> {
                 },
                 secret_hash: hash_secret(&secret),
                 created_at: now,
-                expires_at: spec.ttl.map(|t| now + t),
+                expires_at: match spec.ttl {
+                    Some(t) => Some(
+                        now.checked_add(t)
+                            .ok_or(AuthError::Store("key lifetime overflows the clock".into()))?,
+                    ),
+                    None => None,
+                },
                 revoked_at: None,
                 grace_until: None,
                 allowed_cidrs: spec.allowed_cidrs.into(),
@@ -410,6 +426,8 @@ impl<S: ApiKeyStore> ApiKeys<S> {
         {
             return Err(AuthError::CredentialExpired);
         }
+        // An IPv4 client seen through an IPv6 socket (`::ffff:a.b.c.d`) is matched as IPv4.
+        let client = client.to_canonical();
         if !record.allowed_cidrs.is_empty()
             && !record.allowed_cidrs.iter().any(|n| n.contains(&client))
         {
@@ -462,6 +480,14 @@ impl<S: ApiKeyStore> ApiKeys<S> {
             .get(key_id)
             .await?
             .ok_or(AuthError::InvalidCredential)?;
+        // Only a live key can be rotated: rotating a revoked, expired or already-rotated key
+        // must not mint a working successor or extend the old key's life.
+        if old.revoked_at.is_some() {
+            return Err(AuthError::Revoked);
+        }
+        if old.expires_at.is_some_and(|t| now >= t) || old.grace_until.is_some() {
+            return Err(AuthError::CredentialExpired);
+        }
         let spec = NewApiKey {
             tenant: old.tenant,
             principal: old.principal,
@@ -471,12 +497,22 @@ impl<S: ApiKeyStore> ApiKeys<S> {
                 .cloned()
                 .ok_or(AuthError::Store("API key record without a role".into()))?,
             scopes: old.scopes.to_vec(),
-            ttl: old.expires_at.and_then(|t| t.duration_since(now).ok()),
+            // The successor expires when the old key would have (never, if it never would).
+            ttl: match old.expires_at {
+                Some(t) => Some(
+                    t.duration_since(now)
+                        .map_err(|_| AuthError::CredentialExpired)?,
+                ),
+                None => None,
+            },
             allowed_cidrs: old.allowed_cidrs.to_vec(),
             window: old.window,
         };
+        let until = now
+            .checked_add(grace)
+            .ok_or(AuthError::Store("grace period overflows the clock".into()))?;
         let created = self.create_at(spec, now).await?;
-        self.store.set_grace(key_id, now + grace).await?;
+        self.store.set_grace(key_id, until).await?;
         tracing::info!(target: AUDIT_TARGET, event = "api_key_rotated", old_key_id = %key_id, new_key_id = %created.0, "API key rotated");
         Ok(created)
     }

@@ -282,8 +282,13 @@ pub trait KeySource: Send + Sync {
     /// The keys to verify with now.
     fn current(&self) -> Arc<KeySet>;
 
-    /// Called on an unknown `kid`: refresh if allowed; `true` if the set may have changed.
-    fn refresh_on_unknown_kid(&self) -> impl Future<Output = bool> + Send;
+    /// Called before each (asynchronous) verification: refresh if the keys are older than
+    /// the source allows, so a key the issuer withdrew stops verifying within that age.
+    fn refresh_if_stale(&self) -> impl Future<Output = ()> + Send;
+
+    /// Called on an unknown `kid`, with the key set that was used: refresh if allowed, and
+    /// return `true` if a newer key set than `seen` is now available.
+    fn refresh_on_unknown_kid(&self, seen: &Arc<KeySet>) -> impl Future<Output = bool> + Send;
 }
 
 /// A fixed key set (keys configured in code or loaded once).
@@ -303,69 +308,80 @@ impl KeySource for StaticKeys {
         Arc::clone(&self.0)
     }
 
-    async fn refresh_on_unknown_kid(&self) -> bool {
+    async fn refresh_if_stale(&self) {}
+
+    async fn refresh_on_unknown_kid(&self, _seen: &Arc<KeySet>) -> bool {
         false
     }
 }
 
-/// A key set fetched from a JWKS endpoint, refreshed when a token names an unknown `kid`
-/// — at most once per `min_interval`, and by one caller at a time, so a flood of tokens
-/// with random `kid`s cannot turn into a flood of fetches.
+/// Default longest a fetched key set is trusted before it is fetched again: 10 minutes.
+pub const DEFAULT_JWKS_MAX_AGE: Duration = Duration::from_secs(600);
+/// Longest a JWKS fetch may take before it counts as failed.
+pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A key set fetched from a JWKS endpoint. It is fetched again when it is older than
+/// `max_age` (so withdrawn keys stop verifying) and when a token names an unknown `kid` —
+/// at most once per `min_interval`, by one caller at a time, each fetch bounded by
+/// [`JWKS_FETCH_TIMEOUT`], so a flood of tokens with random `kid`s cannot become a flood of
+/// fetches or a queue of stalled requests. A failed fetch keeps the current keys.
 pub struct RemoteKeySet<F: JwksFetcher> {
     fetcher: F,
-    current: RwLock<Arc<KeySet>>,
+    current: RwLock<(Arc<KeySet>, Instant)>,
     last_attempt: tokio::sync::Mutex<Option<Instant>>,
     min_interval: Duration,
+    max_age: Duration,
 }
 
 impl<F: JwksFetcher> RemoteKeySet<F> {
     /// Fetches the initial key set.
     ///
     /// # Errors
-    /// The fetcher's error, or [`AuthError::KeySet`] for a bad document.
+    /// The fetcher's error (or a timeout), or [`AuthError::KeySet`] for a bad document.
     pub async fn new(fetcher: F, min_interval: Duration) -> Result<Self, AuthError> {
-        let set = KeySet::from_jwks_json(&fetcher.fetch().await?)?;
+        let set = fetch_set(&fetcher).await?;
         Ok(Self {
             fetcher,
-            current: RwLock::new(Arc::new(set)),
+            current: RwLock::new((Arc::new(set), Instant::now())),
             last_attempt: tokio::sync::Mutex::new(Some(Instant::now())),
             min_interval,
+            max_age: DEFAULT_JWKS_MAX_AGE,
         })
+    }
+
+    /// Changes how long a fetched key set is trusted.
+    #[must_use]
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
+    fn install(&self, set: KeySet) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = (Arc::new(set), Instant::now());
     }
 
     /// Fetches now, whatever the interval (for a scheduled refresh). A failed fetch keeps
     /// the current keys.
     ///
     /// # Errors
-    /// The fetcher's error, or [`AuthError::KeySet`] for a bad document.
+    /// The fetcher's error (or a timeout), or [`AuthError::KeySet`] for a bad document.
     pub async fn refresh(&self) -> Result<(), AuthError> {
         let mut last = self.last_attempt.lock().await;
         *last = Some(Instant::now());
-        let set = KeySet::from_jwks_json(&self.fetcher.fetch().await?)?;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+        let set = fetch_set(&self.fetcher).await?;
+        self.install(set);
         Ok(())
     }
-}
 
-impl<F: JwksFetcher> KeySource for RemoteKeySet<F> {
-    fn current(&self) -> Arc<KeySet> {
-        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    async fn refresh_on_unknown_kid(&self) -> bool {
+    async fn rate_limited_fetch(&self) -> bool {
         let mut last = self.last_attempt.lock().await;
         if last.is_some_and(|t| t.elapsed() < self.min_interval) {
             return false;
         }
         *last = Some(Instant::now());
-        match self
-            .fetcher
-            .fetch()
-            .await
-            .and_then(|j| KeySet::from_jwks_json(&j))
-        {
+        match fetch_set(&self.fetcher).await {
             Ok(set) => {
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+                self.install(set);
                 true
             }
             Err(e) => {
@@ -373,6 +389,40 @@ impl<F: JwksFetcher> KeySource for RemoteKeySet<F> {
                 false
             }
         }
+    }
+}
+
+async fn fetch_set<F: JwksFetcher>(fetcher: &F) -> Result<KeySet, AuthError> {
+    let json = tokio::time::timeout(JWKS_FETCH_TIMEOUT, fetcher.fetch())
+        .await
+        .map_err(|_| AuthError::KeyFetch("timed out".into()))??;
+    KeySet::from_jwks_json(&json)
+}
+
+impl<F: JwksFetcher> KeySource for RemoteKeySet<F> {
+    fn current(&self) -> Arc<KeySet> {
+        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()).0)
+    }
+
+    async fn refresh_if_stale(&self) {
+        let age = self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .elapsed();
+        if age > self.max_age {
+            self.rate_limited_fetch().await;
+        }
+    }
+
+    async fn refresh_on_unknown_kid(&self, seen: &Arc<KeySet>) -> bool {
+        // Someone refreshed since this verification read the keys: use theirs.
+        if !Arc::ptr_eq(&self.current(), seen) {
+            return true;
+        }
+        let fetched = self.rate_limited_fetch().await;
+        fetched || !Arc::ptr_eq(&self.current(), seen)
     }
 }
 

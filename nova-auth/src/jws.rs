@@ -121,21 +121,37 @@ pub struct Header {
     pub kid: Option<String>,
 }
 
+/// Header members as present; an explicit `null` counts as present (and invalid).
 #[derive(Deserialize)]
 struct RawHeader {
+    #[serde(default, deserialize_with = "present")]
     alg: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
     kid: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
     typ: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
     crit: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
     jku: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
     jwk: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
     x5u: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
     x5c: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
     b64: Option<serde_json::Value>,
 }
 
-/// The three segments of a compact JWS.
-#[derive(Debug)]
+pub(crate) fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
+}
+
+/// The three segments of a compact JWS. `Debug` shows only the header: the segments
+/// together are a bearer token.
 pub struct Compact<'t> {
     /// The header, parsed.
     pub header: Header,
@@ -145,6 +161,14 @@ pub struct Compact<'t> {
     pub payload_b64: &'t str,
     /// The signature segment (still base64url).
     pub signature_b64: &'t str,
+}
+
+impl std::fmt::Debug for Compact<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compact")
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
 }
 
 fn is_b64url(s: &str) -> bool {

@@ -111,9 +111,7 @@ struct RawClaims {
     region: Option<Value>,
 }
 
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    Value::deserialize(d).map(Some)
-}
+use crate::jws::present;
 
 impl<K: KeySource> JwtVerifier<K> {
     /// A verifier with a configuration and a key source.
@@ -144,10 +142,12 @@ impl<K: KeySource> JwtVerifier<K> {
         token: &str,
         now: SystemTime,
     ) -> Result<TenantContext, AuthError> {
-        match self.verify_cached_at(token, now) {
+        self.keys.refresh_if_stale().await;
+        let keys = self.keys.current();
+        match self.verify_with(token, now, &keys) {
             Err(AuthError::UnknownKid) => {
-                if self.keys.refresh_on_unknown_kid().await {
-                    self.verify_cached_at(token, now)
+                if self.keys.refresh_on_unknown_kid(&keys).await {
+                    self.verify_with(token, now, &self.keys.current())
                 } else {
                     Err(AuthError::UnknownKid)
                 }
@@ -173,12 +173,20 @@ impl<K: KeySource> JwtVerifier<K> {
         token: &str,
         now: SystemTime,
     ) -> Result<TenantContext, AuthError> {
+        self.verify_with(token, now, &self.keys.current())
+    }
+
+    fn verify_with(
+        &self,
+        token: &str,
+        now: SystemTime,
+        keys: &KeySet,
+    ) -> Result<TenantContext, AuthError> {
         let compact = parse_compact(token, self.config.max_token_len)?;
         if !self.config.algorithms.contains(&compact.header.alg) {
             return Err(AuthError::AlgorithmNotAllowed);
         }
-        let keys = self.keys.current();
-        let key = select_key(&keys, &compact)?;
+        let key = select_key(keys, &compact)?;
         verify_parsed(&compact, &key)?;
         let payload = b64_decode(compact.payload_b64, "payload is not base64url")?;
         let claims: RawClaims = serde_json::from_slice(&payload).map_err(|_| {

@@ -1,7 +1,8 @@
 //! Sessions in Redis, with automatic expiry: each session is one key whose TTL is the
 //! smaller of the idle timeout and the time left before the absolute expiry, renewed on
-//! every use; a set per user lists that user's sessions for revoke-all. Keys use a
-//! `{tenant:user}` hash tag so one user's keys live in one Redis Cluster slot.
+//! every use; a set per user lists that user's sessions for revoke-all. Made for a single
+//! Redis (with replicas): session creation writes the session key and the user's index in
+//! one `MULTI`, which Redis Cluster would refuse across slots.
 //!
 //! This module must never store a session token, only its SHA-256.
 
@@ -211,9 +212,11 @@ impl SessionStore for RedisSessionStore {
                 .del(format!("{}:sess:{{{m}}}", self.prefix))
                 .await
                 .map_err(redis_err)?;
+            // Remove exactly what was revoked: a session created meanwhile stays indexed,
+            // so a later revoke-all still finds it.
+            let _: u64 = conn.srem(&user_key, &m).await.map_err(redis_err)?;
             n += removed;
         }
-        let _: u64 = conn.del(&user_key).await.map_err(redis_err)?;
         Ok(n)
     }
 }

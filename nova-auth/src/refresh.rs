@@ -144,7 +144,9 @@ impl<S: RefreshStore> RefreshTokens<S> {
                 tenant,
                 user,
                 issued_at: now,
-                expires_at: now + self.ttl,
+                expires_at: now.checked_add(self.ttl).ok_or(AuthError::Store(
+                    "refresh token lifetime overflows the clock".into(),
+                ))?,
                 used_at: None,
                 revoked: false,
             })
@@ -175,13 +177,19 @@ impl<S: RefreshStore> RefreshTokens<S> {
             .get(&hash)
             .await?
             .ok_or(AuthError::InvalidCredential)?;
-        if record.revoked {
+        // The family flag is checked on every use: a successor inserted while a concurrent
+        // reuse revoked the family (a race the insert cannot see under READ COMMITTED) is
+        // refused here, because the family's older tokens are revoked.
+        if record.revoked || self.store.family_revoked(record.family).await? {
             return Err(AuthError::Revoked);
         }
-        if now >= record.expires_at {
+        // Reuse is checked before expiry, so replaying a spent token revokes the family
+        // even when that token has since expired.
+        let reused = record.used_at.is_some();
+        if !reused && now >= record.expires_at {
             return Err(AuthError::CredentialExpired);
         }
-        if record.used_at.is_some() || !self.store.mark_used(&hash, now).await? {
+        if reused || !self.store.mark_used(&hash, now).await? {
             let revoked = self.store.revoke_family(record.family).await?;
             tracing::warn!(
                 target: AUDIT_TARGET,

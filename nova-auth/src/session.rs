@@ -139,7 +139,9 @@ impl<S: SessionStore> Sessions<S> {
                 ip,
                 user_agent,
                 created_at: now,
-                expires_at: now + self.lifetime,
+                expires_at: now.checked_add(self.lifetime).ok_or(AuthError::Store(
+                    "session lifetime overflows the clock".into(),
+                ))?,
                 last_seen_at: now,
                 idle_timeout: self.idle_timeout,
             })

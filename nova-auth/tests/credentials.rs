@@ -198,6 +198,165 @@ async fn api_keys_in_memory_refuse_every_attack() {
     api_key_suite(ApiKeys::new(InMemoryApiKeyStore::new())).await;
 }
 
+fn memory_keys() -> ApiKeys<InMemoryApiKeyStore> {
+    ApiKeys::new(InMemoryApiKeyStore::new())
+}
+
+#[tokio::test]
+async fn api_key_from_tenant_a_is_refused_for_tenant_b() {
+    let keys = memory_keys();
+    let (a, b) = (TenantId::new_v4(), TenantId::new_v4());
+    let (_, secret) = keys.create(spec(a)).await.unwrap();
+    assert_eq!(
+        keys.verify_for_tenant(secret.expose(), b, ip("10.0.0.1"))
+            .await
+            .unwrap_err(),
+        AuthError::InvalidCredential
+    );
+    assert_eq!(
+        keys.verify(secret.expose(), ip("10.0.0.1"))
+            .await
+            .unwrap()
+            .tenant(),
+        a
+    );
+}
+
+#[tokio::test]
+async fn api_key_outside_its_cidr_is_refused_including_ipv4_mapped_addresses() {
+    let keys = memory_keys();
+    let mut s = spec(TenantId::new_v4());
+    s.allowed_cidrs = vec!["192.168.10.0/24".parse().unwrap()];
+    let (_, k) = keys.create(s).await.unwrap();
+    assert!(keys.verify(k.expose(), ip("192.168.10.9")).await.is_ok());
+    assert!(
+        keys.verify(k.expose(), ip("::ffff:192.168.10.9"))
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        keys.verify(k.expose(), ip("192.168.11.9"))
+            .await
+            .unwrap_err(),
+        AuthError::AddressNotAllowed
+    );
+    assert_eq!(
+        keys.verify(k.expose(), ip("::ffff:192.168.11.9"))
+            .await
+            .unwrap_err(),
+        AuthError::AddressNotAllowed
+    );
+}
+
+#[tokio::test]
+async fn api_key_outside_its_time_window_is_refused() {
+    let keys = memory_keys();
+    let now_min = ((SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 60)
+        % 1440) as u16;
+    let mut s = spec(TenantId::new_v4());
+    s.window = Some(TimeWindow {
+        start_minute: (now_min + 60) % 1440,
+        end_minute: (now_min + 120) % 1440,
+    });
+    let (_, k) = keys.create(s).await.unwrap();
+    assert_eq!(
+        keys.verify(k.expose(), ip("10.0.0.1")).await.unwrap_err(),
+        AuthError::OutsideTimeWindow
+    );
+    let mut s = spec(TenantId::new_v4());
+    s.window = Some(TimeWindow {
+        start_minute: 0,
+        end_minute: 2000,
+    });
+    assert!(
+        keys.create(s).await.is_err(),
+        "minutes beyond a day are refused"
+    );
+}
+
+#[tokio::test]
+async fn revoked_api_key_is_refused_and_cannot_be_rotated_back_to_life() {
+    let keys = memory_keys();
+    let (kid, k) = keys.create(spec(TenantId::new_v4())).await.unwrap();
+    keys.revoke(&kid).await.unwrap();
+    assert_eq!(
+        keys.verify(k.expose(), ip("10.0.0.1")).await.unwrap_err(),
+        AuthError::Revoked
+    );
+    assert_eq!(
+        keys.rotate(&kid, Duration::from_secs(60))
+            .await
+            .unwrap_err(),
+        AuthError::Revoked
+    );
+}
+
+#[tokio::test]
+async fn rotated_api_key_after_its_grace_period_is_refused_and_grace_cannot_be_renewed() {
+    let keys = memory_keys();
+    let (kid, old) = keys.create(spec(TenantId::new_v4())).await.unwrap();
+    let (_, new) = keys.rotate(&kid, Duration::from_millis(100)).await.unwrap();
+    assert!(
+        keys.verify(old.expose(), ip("10.0.0.1")).await.is_ok(),
+        "within grace"
+    );
+    assert_eq!(
+        keys.rotate(&kid, Duration::from_secs(3600))
+            .await
+            .unwrap_err(),
+        AuthError::CredentialExpired,
+        "a rotated key cannot be rotated again to extend its grace"
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        keys.verify(old.expose(), ip("10.0.0.1")).await.unwrap_err(),
+        AuthError::CredentialExpired
+    );
+    assert!(keys.verify(new.expose(), ip("10.0.0.1")).await.is_ok());
+    // An expiring key's successor expires when the old one would have.
+    let mut s = spec(TenantId::new_v4());
+    s.ttl = Some(Duration::from_secs(3600));
+    let (kid2, _) = keys.create(s).await.unwrap();
+    let (new_id, _) = keys.rotate(&kid2, Duration::from_secs(1)).await.unwrap();
+    let rec = keys.store().get(&new_id).await.unwrap().unwrap();
+    let left = rec
+        .expires_at
+        .unwrap()
+        .duration_since(SystemTime::now())
+        .unwrap();
+    assert!(left <= Duration::from_secs(3600) && left > Duration::from_secs(3500));
+}
+
+#[tokio::test]
+async fn api_key_lockout_after_five_failures() {
+    let keys = memory_keys();
+    let (kid, good) = keys.create(spec(TenantId::new_v4())).await.unwrap();
+    for i in 0..5 {
+        let err = keys
+            .verify(&forge_secret(&kid), ip("10.0.0.1"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            if i < 4 {
+                AuthError::InvalidCredential
+            } else {
+                AuthError::Locked
+            }
+        );
+    }
+    assert_eq!(
+        keys.verify(good.expose(), ip("10.0.0.1"))
+            .await
+            .unwrap_err(),
+        AuthError::Locked
+    );
+}
+
 #[tokio::test]
 async fn api_keys_in_postgres_refuse_every_attack() {
     let Some(fx) = PgFixture::new("authkeys").await else {
@@ -481,6 +640,17 @@ async fn sessions_in_redis_expire_idle_and_revoke() {
 }
 
 proptest! {
+    #[test]
+    fn created_api_keys_parse_back_to_their_key_id(n in 1usize..20) {
+        let keys = memory_keys();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        for _ in 0..n {
+            let (kid, secret) = rt.block_on(keys.create(spec(TenantId::new_v4()))).unwrap();
+            let parsed = parse_api_key(secret.expose()).unwrap();
+            prop_assert_eq!(parsed.key_id, kid.as_str());
+        }
+    }
+
     #[test]
     fn api_key_parser_never_panics_and_accepts_only_checksummed_keys(s in "\\PC{0,100}") {
         if let Ok(p) = parse_api_key(&s) {
