@@ -12,12 +12,14 @@
 
 mod checkpoint;
 mod event;
+mod file_log;
 mod merkle;
 
 pub use checkpoint::{
     Checkpoint, CheckpointError, CheckpointSigner, MAX_CHECKPOINT_LEN, MAX_SIGNATURES, VerifierKey,
 };
 pub use event::{AuditEvent, AuditEventBuilder, Outcome, ParamValue, SCHEMA_VERSION};
+pub use file_log::{FileLog, FsyncPolicy, LogError, MAX_LINE_LEN, Verdict, verify_file};
 pub use merkle::{
     Hash, MAX_PROOF_LEN, MerkleTree, ProofError, empty_root, leaf_hash, mth, node_hash,
     verify_consistency, verify_inclusion,
