@@ -82,16 +82,19 @@ impl MerkleTree {
     pub fn push(&mut self, leaf: Hash) -> u64 {
         let index = self.leaves.len() as u64;
         self.leaves.push(leaf);
-        let mut node = (1u64, leaf);
-        while let Some(&(size, left)) = self.frontier.last() {
-            if size != node.0 {
-                break;
-            }
-            self.frontier.pop();
-            node = (size * 2, node_hash(&left, &node.1));
-        }
-        self.frontier.push(node);
+        push_frontier(&mut self.frontier, leaf);
         index
+    }
+
+    /// The root the tree would have after appending `more`, without changing it (for
+    /// signing a checkpoint before the batch is durable). Costs O(batch + log n).
+    #[must_use]
+    pub fn root_with(&self, more: &[Hash]) -> Hash {
+        let mut frontier = self.frontier.clone();
+        for leaf in more {
+            push_frontier(&mut frontier, *leaf);
+        }
+        fold_frontier(&frontier)
     }
 
     /// Number of leaves.
@@ -109,11 +112,7 @@ impl MerkleTree {
     /// The root of the whole tree, from the compact range.
     #[must_use]
     pub fn root(&self) -> Hash {
-        let mut iter = self.frontier.iter().rev();
-        match iter.next() {
-            None => empty_root(),
-            Some(&(_, first)) => iter.fold(first, |acc, (_, left)| node_hash(left, &acc)),
-        }
+        fold_frontier(&self.frontier)
     }
 
     /// The root of the first `size` leaves (`None` if `size` exceeds the tree).
@@ -149,6 +148,26 @@ impl MerkleTree {
         let leaves = &self.leaves[..usize::try_from(new).ok()?];
         subproof(usize::try_from(old).ok()?, leaves, true, &mut proof);
         Some(proof)
+    }
+}
+
+fn push_frontier(frontier: &mut Vec<(u64, Hash)>, leaf: Hash) {
+    let mut node = (1u64, leaf);
+    while let Some(&(size, left)) = frontier.last() {
+        if size != node.0 {
+            break;
+        }
+        frontier.pop();
+        node = (size * 2, node_hash(&left, &node.1));
+    }
+    frontier.push(node);
+}
+
+fn fold_frontier(frontier: &[(u64, Hash)]) -> Hash {
+    let mut iter = frontier.iter().rev();
+    match iter.next() {
+        None => empty_root(),
+        Some(&(_, first)) => iter.fold(first, |acc, (_, left)| node_hash(left, &acc)),
     }
 }
 

@@ -254,3 +254,16 @@ fn signed_checkpoint_round_trips_and_any_change_is_refused() {
     }
     assert!(VerifierKey::parse("name+00000000+AQ==").is_err());
 }
+
+proptest! {
+    #[test]
+    fn root_with_predicts_the_root_after_appending(n in 0u64..40, m in 0u64..40) {
+        let mut t = MerkleTree::from_leaf_hashes((0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect());
+        let more: Vec<Hash> = (0..m).map(|i| leaf_hash(&(1000 + i).to_be_bytes())).collect();
+        let predicted = t.root_with(&more);
+        for l in more {
+            t.push(l);
+        }
+        prop_assert_eq!(predicted, t.root());
+    }
+}

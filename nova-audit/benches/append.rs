@@ -1,0 +1,156 @@
+//! The price of tamper evidence, side by side in one run:
+//!
+//! - `file_append`: batches of 256 events to the JSON-lines [`FileLog`] (canonical encoding,
+//!   Merkle leaf hashing, a signed checkpoint per batch) versus plain JSON-lines appends of
+//!   the same events (`serde_json` of the same fields, no hashing, no checkpoint), both
+//!   without fsync so the comparison is of CPU, not of the disk. Goal ≤ 1.3.
+//! - `memory_append`: canonical encoding + leaf hash + tree append in memory, in events per
+//!   second on one core. Goal ≥ 500,000/s.
+//! - `verify`: [`verify_file`] throughput in MB/s.
+//!
+//! Run: `cargo bench -p nova-audit --bench append`
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group};
+use nova_audit::{
+    AuditEvent, CheckpointSigner, FileLog, FsyncPolicy, MerkleTree, VerifierKey, leaf_hash,
+    verify_file,
+};
+use nova_tenancy::TenantId;
+use nova_tenancy::testing::paired_medians;
+
+const BATCH: usize = 256;
+
+fn events(tenant: TenantId) -> Vec<AuditEvent> {
+    (0..BATCH as u64)
+        .map(|i| {
+            AuditEvent::builder(tenant, "data.read", "tickets.read")
+                .time_ms(1_700_000_000_000 + i)
+                .actor("user:5f0c2a7e-1111-4c55-9a59-0a4b3c2d1e0f")
+                .ip("10.1.2.3".parse().unwrap())
+                .resource(&format!("ticket/{i}"))
+                .rows(1)
+                .duration_ms(3)
+                .policy("agents-read-queue")
+                .param("queue", "billing")
+                .sensitive_param("email", "alice@example.com")
+                .build()
+        })
+        .collect()
+}
+
+fn plain_line(e: &AuditEvent) -> Vec<u8> {
+    let v = serde_json::json!({
+        "time_ms": e.time_ms, "event_type": e.event_type, "tenant": e.tenant.to_string(),
+        "actor": e.actor, "ip": e.ip.map(|i| i.to_string()), "action": e.action,
+        "resource": e.resource, "rows": e.rows, "duration_ms": e.duration_ms,
+        "policies": e.policies, "params": {"queue": "billing", "email": "[REDACTED]"},
+    });
+    let mut line = serde_json::to_vec(&v).unwrap();
+    line.push(b'\n');
+    line
+}
+
+fn benches(c: &mut Criterion) {
+    let tenant = TenantId::new_v4();
+    let batch = events(tenant);
+    let dir = std::env::temp_dir().join(format!("nova-audit-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let signer = || CheckpointSigner::from_seed("bench", &[1; 32]).unwrap();
+    let mut nova = FileLog::open(
+        dir.join("nova.jsonl"),
+        "bench/t",
+        signer(),
+        FsyncPolicy::Never,
+    )
+    .unwrap();
+    let mut plain = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("plain.jsonl"))
+        .unwrap();
+
+    let mut g = c.benchmark_group("file_append_256");
+    g.bench_function("nova_merkle_checkpointed", |b| {
+        b.iter(|| nova.append_batch(&batch).unwrap())
+    });
+    g.bench_function("plain_jsonl", |b| {
+        b.iter(|| {
+            let mut buf = Vec::with_capacity(BATCH * 320);
+            for e in &batch {
+                buf.extend_from_slice(&plain_line(e));
+            }
+            plain.write_all(&buf).unwrap();
+        })
+    });
+    g.finish();
+
+    let (n, p) = paired_medians(
+        20,
+        20,
+        || {
+            nova.append_batch(&batch).unwrap();
+        },
+        || {
+            let mut buf = Vec::with_capacity(BATCH * 320);
+            for e in &batch {
+                buf.extend_from_slice(&plain_line(e));
+            }
+            plain.write_all(&buf).unwrap();
+        },
+    );
+
+    // In memory: encode, hash, append to the tree.
+    let mut tree = MerkleTree::new();
+    let start = Instant::now();
+    let rounds = 400;
+    for _ in 0..rounds {
+        for e in &batch {
+            black_box(tree.push(leaf_hash(&e.canonical_json())));
+        }
+    }
+    let per_sec = (rounds * BATCH) as f64 / start.elapsed().as_secs_f64();
+
+    // Verification throughput over the file written above.
+    let key = VerifierKey::parse(&signer().verifier_key()).unwrap();
+    let path = dir.join("nova.jsonl");
+    let bytes = std::fs::metadata(&path).unwrap().len() as f64;
+    let start = Instant::now();
+    let verdict = verify_file(&path, &key, None).unwrap();
+    let mb_s = bytes / start.elapsed().as_secs_f64() / 1e6;
+    assert!(verdict.ok(), "{verdict:?}");
+
+    println!("\npaired medians per 256-event batch (alternating, order swapped each round):");
+    println!(
+        "  file append   nova {:8.1} µs  plain JSON lines {:8.1} µs  ratio {:.3}  (goal ≤ 1.3)",
+        n / 1000.0,
+        p / 1000.0,
+        n / p
+    );
+    println!("  memory append {per_sec:.0} events/s on one core (goal ≥ 500,000)");
+    println!(
+        "  verification  {mb_s:.1} MB/s over {:.1} MB ({} entries)",
+        bytes / 1e6,
+        verdict.entries
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group! {
+    name = group;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = benches
+}
+
+fn main() {
+    group();
+    Criterion::default().configure_from_args().final_summary();
+}
