@@ -120,7 +120,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // 4. PII encrypted per tenant: one line per field, bound to tenant, table, column and row.
-    encryption_demo(&alice, globex)?;
+    encryption_demo(&alice, globex).await?;
 
     match std::env::var("DATABASE_URL") {
         Ok(url) => rls_demo(&url, acme, globex, &alice).await?,
@@ -132,7 +132,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn encryption_demo(
+async fn encryption_demo(
     alice: &TenantContext,
     globex: TenantId,
 ) -> Result<(), Box<dyn std::error::Error>> {
@@ -175,7 +175,7 @@ fn encryption_demo(
     }
     let lookup = keyring.blind_index(alice, &email, "Wile.E@ACME.example")?;
     println!("blind index for an equality lookup (case-insensitive): {lookup:?}");
-    let report = keyring.shred_tenant(globex)?;
+    let report = keyring.shred_tenant(globex).await?;
     let after = keyring.open(&globex_ops, &email.row(1_i64), &globex_env);
     println!(
         "globex crypto-shredded ({} key version destroyed): its data now gives {:?}",

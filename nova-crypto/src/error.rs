@@ -73,6 +73,10 @@ pub enum CryptoError {
         /// The version asked for, if one was.
         version: Option<KeyVersion>,
     },
+    /// The tenant has no key yet and the store cannot create one without I/O: call
+    /// [`crate::Keyring::provision_tenant`] when the tenant is created.
+    #[error("tenant has no key yet; provision it first")]
+    TenantNotProvisioned,
     /// The tenant has no key of the version the envelope names.
     #[error("unknown tenant key version {0}")]
     UnknownTenantKey(KeyVersion),
@@ -102,6 +106,9 @@ pub enum CryptoError {
     /// An opened field is not valid UTF-8 (asked for as a string).
     #[error("opened field is not valid UTF-8")]
     NotUtf8,
+    /// A key store failed (database unreachable, malformed row).
+    #[error("key store error: {0}")]
+    Store(String),
     /// Reading or writing a stream failed.
     #[error("stream I/O error: {0}")]
     Io(#[from] std::io::Error),

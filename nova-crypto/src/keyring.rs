@@ -294,10 +294,12 @@ impl Keyring {
             TenantKeyLookup::Destroyed => TenantState::Destroyed,
             TenantKeyLookup::Missing if create => {
                 let record = self.new_record(tenant, KeyVersion::FIRST)?;
-                match self.store.insert(record) {
+                match self.store.insert_now(&record) {
                     // Inserted, or another writer created it first: read back either way.
-                    Ok(()) | Err(CryptoError::InvalidKeyOperation(_)) => {}
-                    Err(e) => return Err(e),
+                    Some(Ok(()) | Err(CryptoError::InvalidKeyOperation(_))) => {}
+                    Some(Err(e)) => return Err(e),
+                    // A store that needs I/O to write: the tenant must be provisioned first.
+                    None => return Err(CryptoError::TenantNotProvisioned),
                 }
                 // The insert changed the generation; do not cache under the old one.
                 return match self.store.current(tenant)? {
@@ -576,18 +578,48 @@ impl Keyring {
 
     // ----- rotation -----
 
-    /// Creates a new version of the tenant's key (under the KEK's primary version); new
-    /// seals use it, older versions still open.
+    /// Gives a tenant its first key, durably, if it has none; returns its current version.
+    /// Needed before the first seal with stores that write through I/O (PostgreSQL); the
+    /// in-memory store creates keys on first use by itself.
     ///
     /// # Errors
     /// [`CryptoError::KeyDestroyed`] for a shredded tenant; provider and store errors.
-    pub fn rotate_tenant(&self, tenant: TenantId) -> Result<KeyVersion, CryptoError> {
+    pub async fn provision_tenant(&self, tenant: TenantId) -> Result<KeyVersion, CryptoError> {
+        match self.store.current(tenant)? {
+            TenantKeyLookup::Found(r) => return Ok(r.version),
+            TenantKeyLookup::Destroyed => return Err(CryptoError::KeyDestroyed),
+            TenantKeyLookup::Missing => {}
+        }
+        match self
+            .store
+            .insert(self.new_record(tenant, KeyVersion::FIRST)?)
+            .await
+        {
+            // Another writer may have provisioned it first.
+            Ok(()) | Err(CryptoError::InvalidKeyOperation(_)) => {}
+            Err(e) => return Err(e),
+        }
+        match self.store.current(tenant)? {
+            TenantKeyLookup::Found(r) => Ok(r.version),
+            TenantKeyLookup::Destroyed => Err(CryptoError::KeyDestroyed),
+            TenantKeyLookup::Missing => Err(CryptoError::InvalidKeyOperation(
+                "tenant key store lost a record",
+            )),
+        }
+    }
+
+    /// Creates a new version of the tenant's key (under the KEK's primary version), durably;
+    /// new seals use it, older versions still open.
+    ///
+    /// # Errors
+    /// [`CryptoError::KeyDestroyed`] for a shredded tenant; provider and store errors.
+    pub async fn rotate_tenant(&self, tenant: TenantId) -> Result<KeyVersion, CryptoError> {
         let next = match self.store.current(tenant)? {
             TenantKeyLookup::Found(r) => r.version.next()?,
             TenantKeyLookup::Destroyed => return Err(CryptoError::KeyDestroyed),
             TenantKeyLookup::Missing => KeyVersion::FIRST,
         };
-        self.store.insert(self.new_record(tenant, next)?)?;
+        self.store.insert(self.new_record(tenant, next)?).await?;
         tracing::info!(
             target: AUDIT_TARGET,
             event = "tenant_key_rotated",
@@ -751,8 +783,8 @@ impl Keyring {
     ///
     /// # Errors
     /// Store errors.
-    pub fn shred_tenant(&self, tenant: TenantId) -> Result<ShredReport, CryptoError> {
-        let versions_destroyed = self.store.destroy_tenant(tenant)?;
+    pub async fn shred_tenant(&self, tenant: TenantId) -> Result<ShredReport, CryptoError> {
+        let versions_destroyed = self.store.destroy_tenant(tenant).await?;
         self.cache.purge_tenant(tenant);
         tracing::warn!(
             target: AUDIT_TARGET,

@@ -47,8 +47,9 @@
 //!   [`WrappedKeyProvider`] shows how a KMS or Vault plugs in (keys stored wrapped, unwrapped
 //!   once into memory).
 //! - **Tenant keys** are a random 256-bit salt per tenant and version in a
-//!   [`TenantKeyStore`]. The store must be durable: the bundled [`InMemoryTenantKeyStore`]
-//!   is for tests and demos — a process that restarts with it cannot open what it sealed. Both the KEK and the salt are needed to derive anything, so
+//!   [`TenantKeyStore`]. The store must be durable: `PgTenantKeyStore` (feature `sqlx`)
+//!   keeps them in PostgreSQL, mirrored in memory; the [`InMemoryTenantKeyStore`] is for
+//!   tests and demos — a process that restarts with it cannot open what it sealed. Both the KEK and the salt are needed to derive anything, so
 //!   erasing a tenant's salts ([`Keyring::shred_tenant`]) makes all of that tenant's data
 //!   unreadable even to someone holding the KEK — crypto-shredding — while other tenants are
 //!   untouched. Treat the store as key material: a backup of the salts undoes shredding.
@@ -111,6 +112,8 @@ mod error;
 mod field;
 mod keyring;
 mod keys;
+#[cfg(feature = "sqlx")]
+mod pg_keys;
 #[doc(hidden)]
 pub mod primitives;
 mod rotation;
@@ -135,10 +138,13 @@ pub use keys::{
     KEY_ID_MAX_LEN, KEY_LEN, KeyId, KeyInfo, KeyProvider, KeyState, KeyVersion, Kms,
     LocalKeyProvider, SecretKey, WrappedKeyProvider,
 };
+#[cfg(feature = "sqlx")]
+pub use pg_keys::PgTenantKeyStore;
 pub use rotation::{KeyDue, RotationPolicy, RotationStatus, RotationSubject};
 pub use stream::{
     DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, STREAM_MAGIC, StreamHeader, StreamSummary,
 };
 pub use tenant_keys::{
-    InMemoryTenantKeyStore, TenantKeyInfo, TenantKeyLookup, TenantKeyRecord, TenantKeyStore,
+    InMemoryTenantKeyStore, StoreFuture, TenantKeyInfo, TenantKeyLookup, TenantKeyRecord,
+    TenantKeyStore,
 };

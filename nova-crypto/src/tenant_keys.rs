@@ -9,6 +9,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -73,9 +75,12 @@ pub struct TenantKeyInfo {
     pub created_at: SystemTime,
 }
 
-/// Where tenant key records live. Implementations must be durable before they return
-/// from [`TenantKeyStore::insert`], and [`TenantKeyStore::destroy_tenant`] must erase the
-/// salts (not merely mark them).
+/// A boxed future returned by the writing methods of [`TenantKeyStore`].
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, CryptoError>> + Send + 'a>>;
+
+/// Where tenant key records live. Reads are synchronous (stores keep what they serve in
+/// memory); writes are asynchronous and must be durable before their future resolves, and
+/// [`TenantKeyStore::destroy_tenant`] must erase the salts (not merely mark them).
 pub trait TenantKeyStore: Send + Sync {
     /// A number that changes whenever any tenant's keys change (a version inserted, a
     /// tenant destroyed). While it stays the same, the keyring answers from its cache
@@ -99,18 +104,25 @@ pub trait TenantKeyStore: Send + Sync {
     /// Store-specific failures.
     fn get(&self, tenant: TenantId, version: KeyVersion) -> Result<TenantKeyLookup, CryptoError>;
 
-    /// Adds a version. Fails if the version exists or the tenant was shredded.
+    /// Adds a version durably. Fails if the version exists or the tenant was shredded.
     ///
     /// # Errors
     /// [`CryptoError::InvalidKeyOperation`] or [`CryptoError::KeyDestroyed`].
-    fn insert(&self, record: TenantKeyRecord) -> Result<(), CryptoError>;
+    fn insert(&self, record: TenantKeyRecord) -> StoreFuture<'_, ()>;
+
+    /// Adds a version at once, for stores that can without waiting (in memory). `None` for
+    /// stores that need I/O: their tenants are provisioned with
+    /// [`crate::Keyring::provision_tenant`] before the first seal.
+    fn insert_now(&self, _record: &TenantKeyRecord) -> Option<Result<(), CryptoError>> {
+        None
+    }
 
     /// Erases every version of a tenant's key and remembers that the tenant was shredded.
     /// Returns how many versions were erased.
     ///
     /// # Errors
     /// Store-specific failures.
-    fn destroy_tenant(&self, tenant: TenantId) -> Result<usize, CryptoError>;
+    fn destroy_tenant(&self, tenant: TenantId) -> StoreFuture<'_, usize>;
 
     /// Every live tenant's current key, for rotation reports.
     ///
@@ -138,6 +150,41 @@ impl InMemoryTenantKeyStore {
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Adds a version (the synchronous core of [`TenantKeyStore::insert`]).
+    ///
+    /// # Errors
+    /// [`CryptoError::InvalidKeyOperation`] for a version that is not newer than the
+    /// existing ones; [`CryptoError::KeyDestroyed`] for a shredded tenant.
+    pub fn insert_record(&self, record: TenantKeyRecord) -> Result<(), CryptoError> {
+        let mut map = self.tenants.write().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(record.tenant).or_default();
+        if entry.shredded {
+            return Err(CryptoError::KeyDestroyed);
+        }
+        if entry.versions.iter().any(|r| r.version >= record.version) {
+            return Err(CryptoError::InvalidKeyOperation(
+                "tenant key versions must increase",
+            ));
+        }
+        entry.versions.push(record);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Erases a tenant's versions (the synchronous core of
+    /// [`TenantKeyStore::destroy_tenant`]); returns how many were erased.
+    pub fn destroy_records(&self, tenant: TenantId) -> usize {
+        let mut map = self.tenants.write().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(tenant).or_default();
+        let n = entry.versions.len();
+        // Dropping each record drops its SecretKey, which zeroizes the salt.
+        entry.versions.clear();
+        entry.versions.shrink_to_fit();
+        entry.shredded = true;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        n
     }
 }
 
@@ -173,32 +220,16 @@ impl TenantKeyStore for InMemoryTenantKeyStore {
         })
     }
 
-    fn insert(&self, record: TenantKeyRecord) -> Result<(), CryptoError> {
-        let mut map = self.tenants.write().unwrap_or_else(|p| p.into_inner());
-        let entry = map.entry(record.tenant).or_default();
-        if entry.shredded {
-            return Err(CryptoError::KeyDestroyed);
-        }
-        if entry.versions.iter().any(|r| r.version >= record.version) {
-            return Err(CryptoError::InvalidKeyOperation(
-                "tenant key versions must increase",
-            ));
-        }
-        entry.versions.push(record);
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        Ok(())
+    fn insert(&self, record: TenantKeyRecord) -> StoreFuture<'_, ()> {
+        Box::pin(std::future::ready(self.insert_record(record)))
     }
 
-    fn destroy_tenant(&self, tenant: TenantId) -> Result<usize, CryptoError> {
-        let mut map = self.tenants.write().unwrap_or_else(|p| p.into_inner());
-        let entry = map.entry(tenant).or_default();
-        let n = entry.versions.len();
-        // Dropping each record drops its SecretKey, which zeroizes the salt.
-        entry.versions.clear();
-        entry.versions.shrink_to_fit();
-        entry.shredded = true;
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        Ok(n)
+    fn insert_now(&self, record: &TenantKeyRecord) -> Option<Result<(), CryptoError>> {
+        Some(self.insert_record(record.clone()))
+    }
+
+    fn destroy_tenant(&self, tenant: TenantId) -> StoreFuture<'_, usize> {
+        Box::pin(std::future::ready(Ok(self.destroy_records(tenant))))
     }
 
     fn list_current(&self) -> Result<Vec<TenantKeyInfo>, CryptoError> {

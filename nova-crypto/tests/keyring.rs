@@ -14,6 +14,15 @@ use nova_tenancy::{TenantContext, TenantId};
 use proptest::prelude::*;
 use secrecy::ExposeSecret;
 
+/// Drives an async key-management call from a synchronous test.
+fn run<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
 fn keyring() -> (Keyring, Arc<LocalKeyProvider>) {
     let provider = Arc::new(LocalKeyProvider::generated("root").unwrap());
     let keyring = Keyring::new(
@@ -80,7 +89,7 @@ fn commitment_is_checked_so_one_envelope_cannot_open_under_two_keys() {
     let env = kr.seal(&a, &col.row(1_i64), b"secret").unwrap();
     // Re-point the envelope at the tenant's second key version: header, AD and commitment
     // all name version 1, so version 2 refuses it.
-    kr.rotate_tenant(a.tenant()).unwrap();
+    run(kr.rotate_tenant(a.tenant())).unwrap();
     let mut bytes = env.as_bytes().to_vec();
     let at = 5 + 4 + 4; // magic..key id "root", KEK version; tenant key version follows
     bytes[at..at + 4].copy_from_slice(&2u32.to_be_bytes());
@@ -129,7 +138,7 @@ fn rotation_new_versions_seal_old_versions_open_and_batches_report_progress() {
                 .unwrap()
         })
         .collect();
-    let v2 = kr.rotate_tenant(a.tenant()).unwrap();
+    let v2 = run(kr.rotate_tenant(a.tenant())).unwrap();
     assert_eq!(v2.get(), 2);
     let new = kr.seal(&a, &col.row(99_i64), b"new").unwrap();
     assert_eq!(new.key_version(), v2);
@@ -180,7 +189,7 @@ fn kek_rotation_keeps_old_tenant_keys_and_new_tenant_keys_use_the_new_kek() {
         kr.open(&a, &col.row(1_i64), &e1).is_ok(),
         "old KEK version still decrypts"
     );
-    kr.rotate_tenant(a.tenant()).unwrap();
+    run(kr.rotate_tenant(a.tenant())).unwrap();
     let e2 = kr.seal(&a, &col.row(1_i64), b"y").unwrap();
     assert_eq!(e2.kek_version(), kek2);
     // Re-encrypt, then retire KEK version 1: the old envelope is gone, the new one opens.
@@ -208,14 +217,14 @@ fn shredding_a_tenant_makes_its_data_unreadable_and_leaves_others_alone() {
     let (a, b) = (ctx(TenantId::new_v4()), ctx(TenantId::new_v4()));
     let col = Column::new("t", "c").unwrap();
     let ea = kr.seal(&a, &col.row(1_i64), b"a").unwrap();
-    kr.rotate_tenant(a.tenant()).unwrap();
+    run(kr.rotate_tenant(a.tenant())).unwrap();
     let ea2 = kr.seal(&a, &col.row(2_i64), b"a2").unwrap();
     let eb = kr.seal(&b, &col.row(1_i64), b"b").unwrap();
     let mut backup = Vec::new();
     kr.encrypt_stream(&a, "backup", &b"tenant a backup"[..], &mut backup)
         .unwrap();
 
-    let report = kr.shred_tenant(a.tenant()).unwrap();
+    let report = run(kr.shred_tenant(a.tenant())).unwrap();
     assert_eq!(report.versions_destroyed, 2);
     for (row, e) in [(1_i64, &ea), (2, &ea2)] {
         assert!(matches!(
@@ -261,7 +270,7 @@ fn blind_index_is_per_tenant_and_column_normalised_and_survives_rotation_via_can
             .unwrap()
     );
     assert_ne!(i1, kr.blind_index(&a, &email, "bob@example.com").unwrap());
-    kr.rotate_tenant(a.tenant()).unwrap();
+    run(kr.rotate_tenant(a.tenant())).unwrap();
     let candidates = kr
         .blind_index_candidates(&a, &email, "alice@example.com")
         .unwrap();
@@ -417,7 +426,7 @@ proptest! {
         let col = Column::new("t", "c").unwrap();
         let env = kr.seal(&a, &col.row(5_i64), &pt).unwrap();
         for _ in 0..rotations {
-            kr.rotate_tenant(a.tenant()).unwrap();
+            run(kr.rotate_tenant(a.tenant())).unwrap();
         }
         let opened = kr.open(&a, &col.row(5_i64), &env).unwrap();
         prop_assert_eq!(opened.expose_secret(), &pt[..]);
@@ -433,7 +442,7 @@ proptest! {
         let a = ctx(TenantId::new_v4());
         let col = Column::new("t", "c").unwrap();
         let envs: Vec<_> = (0..n as i64).map(|i| kr.seal(&a, &col.row(i), &pt).unwrap()).collect();
-        kr.shred_tenant(a.tenant()).unwrap();
+        run(kr.shred_tenant(a.tenant())).unwrap();
         for (i, e) in envs.iter().enumerate() {
             prop_assert!(matches!(kr.open(&a, &col.row(i as i64), e), Err(CryptoError::KeyDestroyed)));
         }
@@ -465,12 +474,12 @@ fn tenant_handle_matches_the_keyring_and_stops_at_once_when_the_tenant_is_shredd
         kr.blind_index(&a, &col, "x").unwrap()
     );
     // A rotation seen through the store's generation: the handle seals under the new key.
-    let v2 = kr.rotate_tenant(a.tenant()).unwrap();
+    let v2 = run(kr.rotate_tenant(a.tenant())).unwrap();
     assert_eq!(
         keys.seal(&col.row(3_i64), b"three").unwrap().key_version(),
         v2
     );
-    kr.shred_tenant(a.tenant()).unwrap();
+    run(kr.shred_tenant(a.tenant())).unwrap();
     assert!(matches!(
         keys.open(&col.row(1_i64), &via_handle),
         Err(CryptoError::KeyDestroyed)

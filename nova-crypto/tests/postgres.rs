@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use nova_crypto::{
     Column, CryptoError, Envelope, InMemoryTenantKeyStore, Keyring, LocalKeyProvider,
-    ReencryptProgress, normalize,
+    PgTenantKeyStore, ReencryptProgress, normalize,
 };
 use nova_tenancy::testing::PgFixture;
 use nova_tenancy::{TenantContext, TenantId};
@@ -90,7 +90,7 @@ async fn envelopes_survive_storage_rotation_batched_reencryption_and_shredding()
     );
 
     // Rotate tenant A's key and re-encrypt its rows in batches, reporting progress.
-    let v2 = keyring.rotate_tenant(a.tenant()).unwrap();
+    let v2 = keyring.rotate_tenant(a.tenant()).await.unwrap();
     let mut progress = ReencryptProgress::default();
     let mut reports = Vec::new();
     let mut after = -1_i64;
@@ -160,7 +160,7 @@ async fn envelopes_survive_storage_rotation_batched_reencryption_and_shredding()
     }
 
     // Shred tenant A: its rows are still in the table, and none opens; B is unaffected.
-    let report = keyring.shred_tenant(a.tenant()).unwrap();
+    let report = keyring.shred_tenant(a.tenant()).await.unwrap();
     assert_eq!(report.versions_destroyed, 2);
     let rows: Vec<(i64, Envelope)> =
         sqlx::query_as("SELECT id, email FROM people WHERE tenant_id = $1")
@@ -204,5 +204,121 @@ async fn a_malformed_stored_envelope_is_a_decode_error_not_a_panic() {
         .fetch_one(fx.admin())
         .await;
     assert!(r.is_err());
+    fx.cleanup().await;
+}
+
+fn provider() -> Arc<LocalKeyProvider> {
+    // The same KEK in every "process", as a KMS would give it.
+    Arc::new(
+        LocalKeyProvider::from_base64("root", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+            .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn tenant_keys_in_postgres_survive_a_restart_and_shredding_reaches_other_processes() {
+    let Some(fx) = PgFixture::new("cryptokeys").await else {
+        return;
+    };
+    let schema = nova_tenancy::Ident::new("keys").unwrap();
+    fx.exec(&PgTenantKeyStore::schema_sql(&schema)).await;
+    let col = Column::new("people", "email").unwrap();
+    let (a, b) = (
+        TenantContext::system(TenantId::new_v4(), "pg key store test").unwrap(),
+        TenantContext::system(TenantId::new_v4(), "pg key store test").unwrap(),
+    );
+
+    // Process 1.
+    let store1 = Arc::new(
+        PgTenantKeyStore::open(fx.admin().clone(), &schema)
+            .await
+            .unwrap(),
+    );
+    let kr1 = Keyring::new(provider(), store1.clone(), "root").unwrap();
+    assert!(matches!(
+        kr1.seal(&a, &col.row(1_i64), b"x"),
+        Err(CryptoError::TenantNotProvisioned)
+    ));
+    assert_eq!(kr1.provision_tenant(a.tenant()).await.unwrap().get(), 1);
+    assert_eq!(
+        kr1.provision_tenant(a.tenant()).await.unwrap().get(),
+        1,
+        "idempotent"
+    );
+    kr1.provision_tenant(b.tenant()).await.unwrap();
+    let e1 = kr1.seal(&a, &col.row(1_i64), b"v1 secret").unwrap();
+    assert_eq!(kr1.rotate_tenant(a.tenant()).await.unwrap().get(), 2);
+    let e2 = kr1.seal(&a, &col.row(2_i64), b"v2 secret").unwrap();
+    let eb = kr1.seal(&b, &col.row(1_i64), b"b secret").unwrap();
+
+    // Process 2, after a "restart": everything still opens.
+    let store2 = Arc::new(
+        PgTenantKeyStore::open(fx.admin().clone(), &schema)
+            .await
+            .unwrap(),
+    );
+    let kr2 = Keyring::new(provider(), store2.clone(), "root").unwrap();
+    assert_eq!(
+        kr2.open(&a, &col.row(1_i64), &e1).unwrap().expose_secret(),
+        b"v1 secret"
+    );
+    assert_eq!(
+        kr2.open(&a, &col.row(2_i64), &e2).unwrap().expose_secret(),
+        b"v2 secret"
+    );
+
+    // Process 2 shreds tenant A; process 1 sees it after a refresh.
+    assert_eq!(
+        kr2.shred_tenant(a.tenant())
+            .await
+            .unwrap()
+            .versions_destroyed,
+        2
+    );
+    assert!(matches!(
+        kr2.open(&a, &col.row(1_i64), &e1),
+        Err(CryptoError::KeyDestroyed)
+    ));
+    assert!(
+        kr1.open(&a, &col.row(1_i64), &e1).is_ok(),
+        "not refreshed yet"
+    );
+    store1.refresh().await.unwrap();
+    assert!(matches!(
+        kr1.open(&a, &col.row(1_i64), &e1),
+        Err(CryptoError::KeyDestroyed)
+    ));
+    assert!(matches!(
+        kr1.rotate_tenant(a.tenant()).await,
+        Err(CryptoError::KeyDestroyed)
+    ));
+    assert_eq!(
+        kr1.open(&b, &col.row(1_i64), &eb).unwrap().expose_secret(),
+        b"b secret"
+    );
+    let salts: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM keys.nova_tenant_keys WHERE tenant_id = $1 AND salt IS NOT NULL",
+    )
+    .bind(a.tenant().as_uuid())
+    .fetch_one(fx.admin())
+    .await
+    .unwrap();
+    assert_eq!(
+        salts, 0,
+        "the salts are erased in the database, not only in memory"
+    );
+
+    // Two processes provisioning a new tenant at once agree on one key.
+    let c = TenantId::new_v4();
+    let (r1, r2) = tokio::join!(kr1.provision_tenant(c), kr2.provision_tenant(c));
+    assert_eq!(r1.unwrap(), r2.unwrap());
+    store1.refresh().await.unwrap();
+    store2.refresh().await.unwrap();
+    let cc = TenantContext::system(c, "pg key store test").unwrap();
+    let ec = kr1.seal(&cc, &col.row(1_i64), b"c").unwrap();
+    assert_eq!(
+        kr2.open(&cc, &col.row(1_i64), &ec).unwrap().expose_secret(),
+        b"c"
+    );
     fx.cleanup().await;
 }
