@@ -35,7 +35,11 @@ impl Drop for TempLog {
 }
 
 fn temp(name: &str) -> TempLog {
-    let dir = std::env::temp_dir().join(format!(
+    temp_in(std::env::temp_dir(), name)
+}
+
+fn temp_in(base: PathBuf, name: &str) -> TempLog {
+    let dir = base.join(format!(
         "nova-audit-{}-{}",
         std::process::id(),
         uuid::Uuid::new_v4().simple()
