@@ -78,9 +78,12 @@ struct CacheInner {
 }
 
 /// Derived keys per tenant, bounded in total. Evicted and purged entries are dropped, and
-/// every cached key type zeroizes on drop (`Aes256Gcm` through the `zeroize` feature of
-/// `aes-gcm`, `Hmac<Sha256>` through the `zeroize` features of `hmac` and `sha2`, stream keys
-/// through `Zeroizing`). Eviction drops the oldest tenant's keys first.
+/// every cached key's material zeroizes on drop (`Aes256Gcm` through the `zeroize` feature of
+/// `aes-gcm`; `Hmac<Sha256>`'s two keyed SHA-256 states through the `zeroize` feature of
+/// `sha2` — its block buffer, which holds the last partial block of the *message* (a
+/// normalised blind-index input), is not wiped; stream keys through `Zeroizing`). Eviction
+/// drops the oldest tenant's keys first. Checked at compile time by
+/// `cached_key_material_zeroizes_on_drop`.
 struct KeyCache {
     inner: RwLock<CacheInner>,
     capacity: usize,
@@ -1194,5 +1197,22 @@ impl fmt::Debug for Keyring {
             .field("kek_id", &self.kek_id)
             .field("cached_keys", &self.cache.len())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Compiles only if the key material of every cached key type wipes itself on drop, as
+    /// the cache docs say. `Hmac<Sha256>` keeps its key as two SHA-256 states (inner and
+    /// outer pad), each a `<Sha256 as EagerHash>::Core`; the wrapper itself does not carry the
+    /// marker, because its block buffer holds message bytes, not key bytes.
+    #[test]
+    fn cached_key_material_zeroizes_on_drop() {
+        fn zeroize_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        zeroize_on_drop::<Aes256Gcm>();
+        zeroize_on_drop::<<Sha256 as hmac::EagerHash>::Core>();
+        zeroize_on_drop::<Zeroizing<[u8; KEY_LEN]>>();
     }
 }
