@@ -142,6 +142,18 @@ CREATE TABLE IF NOT EXISTS {schema}.nova_tenant_keys (
     }
 }
 
+/// Takes the tenant's key-write lock for the rest of the transaction.
+async fn lock_tenant(tx: &mut sqlx::PgConnection, tenant: TenantId) -> Result<(), CryptoError> {
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('nova_tenant_keys:' || $1::text, 0))",
+    )
+    .bind(tenant.as_uuid())
+    .execute(tx)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
 impl TenantKeyStore for PgTenantKeyStore {
     fn generation(&self) -> Option<u64> {
         // A mirror replaced by refresh starts counting again: combine its count with the
@@ -176,9 +188,15 @@ impl TenantKeyStore for PgTenantKeyStore {
             let sql = format!(
                 "INSERT INTO {t} (tenant_id, version, kek_id, kek_version, salt, created_ms)
                  SELECT $1, $2, $3, $4, $5, $6
-                 WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE tenant_id = $1 AND (version >= $2 OR salt IS NULL))",
+                 WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE tenant_id = $1 AND (version >= $2 OR salt IS NULL))
+                 ON CONFLICT (tenant_id, version) DO NOTHING",
                 t = self.table
             );
+            // Writes for one tenant are serialised (transaction-scoped advisory lock), so a
+            // rotation cannot slip a new salt in beside a concurrent shredding, and two
+            // provisioners cannot both see "no key yet".
+            let mut tx = self.pool.begin().await.map_err(db_err)?;
+            lock_tenant(&mut tx, record.tenant).await?;
             let inserted = sqlx::query(AssertSqlSafe(sql))
                 .bind(record.tenant.as_uuid())
                 .bind(
@@ -192,10 +210,11 @@ impl TenantKeyStore for PgTenantKeyStore {
                 )
                 .bind(record.salt.expose().as_slice())
                 .bind(ms(record.created_at))
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(db_err)?
                 .rows_affected();
+            tx.commit().await.map_err(db_err)?;
             if inserted != 1 {
                 // Another process rotated, provisioned or shredded first: reload and let the
                 // caller read the winner.
@@ -222,12 +241,15 @@ impl TenantKeyStore for PgTenantKeyStore {
                  SELECT (SELECT count(*) FROM erased) AS n",
                 t = self.table
             );
+            let mut tx = self.pool.begin().await.map_err(db_err)?;
+            lock_tenant(&mut tx, tenant).await?;
             let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
                 .bind(tenant.as_uuid())
                 .bind(ms(SystemTime::now()))
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *tx)
                 .await
                 .map_err(db_err)?;
+            tx.commit().await.map_err(db_err)?;
             self.mirror().destroy_records(tenant);
             Ok(usize::try_from(n).unwrap_or(0))
         })
