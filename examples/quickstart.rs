@@ -1,5 +1,5 @@
 //! Nova quickstart: verified credentials into a tenant context, PostgreSQL row-level
-//! security enforcing it, and per-tenant field encryption.
+//! security enforcing it, per-tenant field encryption, and a tamper-evident audit log.
 //!
 //! ```text
 //! cargo run --example quickstart                      # no server needed
@@ -11,6 +11,9 @@
 
 use std::sync::Arc;
 
+use nova_audit::{
+    AuditEvent, CheckpointSigner, FileLog, FsyncPolicy, VerifierKey, prove_file, verify_file,
+};
 use nova_auth::{
     AccessClaims, ApiKeys, InMemoryApiKeyStore, JwtConfig, JwtVerifier, NewApiKey, SigningKey,
     StaticKeys, TokenIssuer,
@@ -122,6 +125,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 4. PII encrypted per tenant: one line per field, bound to tenant, table, column and row.
     encryption_demo(&alice, globex).await?;
 
+    // 5. Every action above goes to a tamper-evident audit log that anyone with the public
+    //    key can verify offline (also with `nova-audit verify <file> --key <key>`).
+    audit_demo(&alice, &service)?;
+
     match std::env::var("DATABASE_URL") {
         Ok(url) => rls_demo(&url, acme, globex, &alice).await?,
         Err(_) => println!(
@@ -130,6 +137,78 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
     }
     Ok(())
+}
+
+fn audit_demo(
+    alice: &TenantContext,
+    service: &TenantContext,
+) -> Result<(), Box<dyn std::error::Error>> {
+    println!("\n== tamper-evident audit log ==");
+    let dir = std::env::temp_dir().join(format!("nova-quickstart-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("audit.jsonl");
+    let result = (|| -> Result<(), Box<dyn std::error::Error>> {
+        // A demo signing seed; a service loads its own from its secret store.
+        let signer = CheckpointSigner::from_seed("quickstart.audit", &[42; 32])?;
+        let public = signer.verifier_key();
+        let mut log = FileLog::open(
+            &path,
+            "nova.example/quickstart",
+            signer,
+            FsyncPolicy::Always,
+        )?;
+        let actor =
+            |ctx: &TenantContext| ctx.user().map_or("service".into(), |u| format!("user:{u}"));
+        let events = [
+            AuditEvent::builder(alice.tenant(), "auth.login", "token.verify")
+                .actor(&actor(alice))
+                .request_id(alice.request_id())
+                .build(),
+            AuditEvent::builder(service.tenant(), "auth.login", "api_key.verify")
+                .actor(&actor(service))
+                .ip("10.0.0.7".parse()?)
+                .build(),
+            AuditEvent::builder(alice.tenant(), "data.write", "customers.update")
+                .actor(&actor(alice))
+                .resource("customers/1")
+                .rows(1)
+                .sensitive_param("email", "alice@acme.example")
+                .build(),
+        ];
+        log.append_batch(&events)?;
+        drop(log);
+        let key = VerifierKey::parse(&public)?;
+        let verdict = verify_file(&path, &key, None)?;
+        println!(
+            "{} events written; verified with the public key: {}",
+            verdict.entries,
+            if verdict.ok() { "OK" } else { "FAILED" }
+        );
+        let text = std::fs::read_to_string(&path)?;
+        if text.contains("alice@acme.example") {
+            return Err("a sensitive parameter reached the audit file".into());
+        }
+        let proof = prove_file(&path, &key, 2)?;
+        let checkpoint = proof.verify(&key)?;
+        println!(
+            "inclusion proof for entry 2: {} hashes against the signed root of size {}",
+            proof.path.len(),
+            checkpoint.size
+        );
+        // An administrator edits one row...
+        std::fs::write(&path, text.replace("customers/1", "customers/2"))?;
+        let verdict = verify_file(&path, &key, None)?;
+        match verdict.first_bad {
+            Some(bad) => println!(
+                "after editing one event: refused, first bad entry {bad} ({})",
+                verdict.reason.unwrap_or_default()
+            ),
+            None => return Err("an edited audit log verified".into()),
+        }
+        Ok(())
+    })();
+    std::fs::remove_dir_all(&dir)?;
+    result
 }
 
 async fn encryption_demo(

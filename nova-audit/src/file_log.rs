@@ -76,8 +76,18 @@ impl std::fmt::Debug for FileLog {
     }
 }
 
+/// Reads the next line into `buf` (cleared first), at most [`MAX_LINE_LEN`] + 1 bytes so a
+/// hostile file cannot exhaust memory; returns the bytes read (0 at the end of the file).
+pub(crate) fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    buf.clear();
+    reader
+        .by_ref()
+        .take(MAX_LINE_LEN as u64 + 1)
+        .read_until(b'\n', buf)
+}
+
 /// Splits an entry line into its index and the raw canonical event bytes.
-fn parse_entry(line: &[u8]) -> Option<(u64, &[u8])> {
+pub(crate) fn parse_entry(line: &[u8]) -> Option<(u64, &[u8])> {
     let rest = line.strip_prefix(br#"{"i":"#)?;
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     if digits == 0 || digits > 20 || (digits > 1 && rest[0] == b'0') {
@@ -93,7 +103,7 @@ fn parse_entry(line: &[u8]) -> Option<(u64, &[u8])> {
     Some((index, event))
 }
 
-fn parse_checkpoint_line(line: &[u8]) -> Option<String> {
+pub(crate) fn parse_checkpoint_line(line: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(line).ok()?;
     let obj = v.as_object()?;
     if obj.len() != 1 {
@@ -128,11 +138,7 @@ impl FileLog {
             reader.seek(SeekFrom::Start(0))?;
             let mut buf = Vec::new();
             loop {
-                buf.clear();
-                let n = reader
-                    .by_ref()
-                    .take(MAX_LINE_LEN as u64 + 1)
-                    .read_until(b'\n', &mut buf)?;
+                let n = read_line(&mut reader, &mut buf)?;
                 if n == 0 {
                     break;
                 }
@@ -293,11 +299,7 @@ pub fn verify_file(
         reason: Some(why),
     };
     loop {
-        buf.clear();
-        let n = reader
-            .by_ref()
-            .take(MAX_LINE_LEN as u64 + 1)
-            .read_until(b'\n', &mut buf)?;
+        let n = read_line(&mut reader, &mut buf)?;
         if n == 0 {
             break;
         }

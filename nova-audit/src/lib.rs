@@ -1,12 +1,22 @@
 //! # nova-audit
 //!
-//! **Status: in development.** Today this crate provides the tamper-evidence core: RFC 6962
-//! Merkle tree hashing with inclusion and consistency proofs (verified against the
-//! Certificate Transparency reference vectors), C2SP signed-note checkpoints signed with
-//! Ed25519, and the typed [`AuditEvent`] with its documented canonical JSON encoding, in
-//! which sensitive parameters never appear in clear. The log writer, sinks (JSON lines,
-//! PostgreSQL, `tracing`), keyed-hash redaction, the verifier command, retention and
-//! detection rules are not built yet.
+//! **Status: in development.** Today this crate provides:
+//!
+//! - RFC 6962 Merkle tree hashing with inclusion and consistency proofs, verified against the
+//!   Certificate Transparency reference vectors;
+//! - C2SP signed-note checkpoints signed with Ed25519;
+//! - the typed [`AuditEvent`] with its documented canonical JSON encoding, in which
+//!   sensitive parameters never appear in clear;
+//! - [`FileLog`], a crash-safe JSON-lines log that signs a checkpoint after every batch, and
+//!   [`verify_file`], which names the first bad entry;
+//! - [`InclusionBundle`] and [`prove_file`]: self-contained proofs that one entry is in a
+//!   signed log;
+//! - the `nova-audit` command: `verify <file> --key <key> [--checkpoint <file>]`,
+//!   `prove <file> --key <key> --index <n>` and `check-proof <file> --key <key>`, which exit
+//!   0 when everything verifies, 1 when verification fails and 2 for usage errors.
+//!
+//! Not built yet: the PostgreSQL and `tracing` sinks, a background writer, keyed-hash
+//! redaction policies, retention and detection rules.
 
 #![forbid(unsafe_code)]
 
@@ -14,6 +24,7 @@ mod checkpoint;
 mod event;
 mod file_log;
 mod merkle;
+mod proof;
 
 pub use checkpoint::{
     Checkpoint, CheckpointError, CheckpointSigner, MAX_CHECKPOINT_LEN, MAX_SIGNATURES, VerifierKey,
@@ -24,3 +35,4 @@ pub use merkle::{
     Hash, MAX_PROOF_LEN, MerkleTree, ProofError, empty_root, leaf_hash, mth, node_hash,
     verify_consistency, verify_inclusion,
 };
+pub use proof::{BundleError, InclusionBundle, MAX_BUNDLE_LEN, prove_file};

@@ -1,0 +1,177 @@
+//! `nova-audit`: verify an audit log and make or check inclusion proofs, offline, with the
+//! log's public key.
+//!
+//! ```text
+//! nova-audit verify <log file> --key <verifier key | @file> [--checkpoint <file>]
+//! nova-audit prove <log file> --key <verifier key | @file> --index <n>
+//! nova-audit check-proof <proof file | -> --key <verifier key | @file>
+//! ```
+//!
+//! Exit status: 0 when everything verifies, 1 when verification fails (the verdict says
+//! why and names the first bad entry), 2 for usage or I/O errors.
+
+#![forbid(unsafe_code)]
+
+use std::io::Read as _;
+use std::process::ExitCode;
+
+use nova_audit::{InclusionBundle, VerifierKey, prove_file, verify_file};
+
+const USAGE: &str = "usage:
+  nova-audit verify <log file> --key <verifier key | @file> [--checkpoint <file>]
+  nova-audit prove <log file> --key <verifier key | @file> --index <n>
+  nova-audit check-proof <proof file | -> --key <verifier key | @file>
+
+exit status: 0 verified, 1 verification failed, 2 usage or I/O error";
+
+/// A failure, with the exit status it maps to.
+enum Failure {
+    /// Verification failed (exit 1).
+    Verification(String),
+    /// Bad arguments or unreadable input (exit 2).
+    Usage(String),
+}
+
+struct Args {
+    command: String,
+    target: String,
+    key: String,
+    checkpoint: Option<String>,
+    index: Option<u64>,
+}
+
+fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, Failure> {
+    let usage = |why: &str| Failure::Usage(format!("{why}\n\n{USAGE}"));
+    let command = argv.next().ok_or_else(|| usage("missing command"))?;
+    if !matches!(command.as_str(), "verify" | "prove" | "check-proof") {
+        return Err(usage("unknown command"));
+    }
+    let (mut target, mut key, mut checkpoint, mut index) = (None, None, None, None);
+    while let Some(arg) = argv.next() {
+        let mut value = |name: &str| {
+            argv.next()
+                .ok_or_else(|| usage(&format!("{name} needs a value")))
+        };
+        match arg.as_str() {
+            "--key" => key = Some(value("--key")?),
+            "--checkpoint" if command == "verify" => checkpoint = Some(value("--checkpoint")?),
+            "--index" if command == "prove" => {
+                let text = value("--index")?;
+                index = Some(
+                    text.parse::<u64>()
+                        .map_err(|_| usage("--index must be a non-negative integer"))?,
+                );
+            }
+            other if other.starts_with("--") => return Err(usage("unknown option")),
+            _ if target.is_none() => target = Some(arg),
+            _ => return Err(usage("too many arguments")),
+        }
+    }
+    let target = target.ok_or_else(|| usage("missing file"))?;
+    let key = key.ok_or_else(|| usage("--key is required"))?;
+    if command == "prove" && index.is_none() {
+        return Err(usage("--index is required"));
+    }
+    Ok(Args {
+        command,
+        target,
+        key,
+        checkpoint,
+        index,
+    })
+}
+
+fn read_text(path: &str) -> Result<String, Failure> {
+    let mut text = String::new();
+    let result = if path == "-" {
+        std::io::stdin().read_to_string(&mut text).map(|_| ())
+    } else {
+        std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text).map(|_| ()))
+    };
+    result.map_err(|e| Failure::Usage(format!("cannot read {path}: {e}")))?;
+    Ok(text)
+}
+
+fn load_key(arg: &str) -> Result<VerifierKey, Failure> {
+    let text = match arg.strip_prefix('@') {
+        Some(path) => read_text(path)?,
+        None => arg.to_owned(),
+    };
+    VerifierKey::parse(text.trim()).map_err(|e| Failure::Usage(format!("--key: {e}")))
+}
+
+fn run(args: &Args) -> Result<String, Failure> {
+    let key = load_key(&args.key)?;
+    match args.command.as_str() {
+        "verify" => {
+            if args.target.starts_with("postgres://") || args.target.starts_with("postgresql://") {
+                return Err(Failure::Usage(
+                    "verifying a PostgreSQL audit table is not supported by this build; export the log to a file".into(),
+                ));
+            }
+            let external = args.checkpoint.as_deref().map(read_text).transpose()?;
+            let verdict = verify_file(&args.target, &key, external.as_deref())
+                .map_err(|e| Failure::Usage(format!("{}: {e}", args.target)))?;
+            match (verdict.first_bad, verdict.reason) {
+                (Some(bad), reason) => Err(Failure::Verification(format!(
+                    "FAILED: first bad entry is {bad}: {}\n{} entries read, {} sealed by a valid checkpoint",
+                    reason.unwrap_or_default(),
+                    verdict.entries,
+                    verdict.sealed
+                ))),
+                (None, Some(reason)) => Err(Failure::Verification(format!(
+                    "INCOMPLETE: {reason}\n{} entries read, {} sealed by a valid checkpoint",
+                    verdict.entries, verdict.sealed
+                ))),
+                (None, None) => Ok(format!(
+                    "OK: {} entries, all sealed by a valid checkpoint{}",
+                    verdict.entries,
+                    if external.is_some() {
+                        "; consistent with the given checkpoint"
+                    } else {
+                        ""
+                    }
+                )),
+            }
+        }
+        "prove" => {
+            let index = args.index.unwrap_or_default();
+            let bundle = prove_file(&args.target, &key, index)
+                .map_err(|e| Failure::Verification(format!("FAILED: {e}")))?;
+            Ok(bundle.to_json())
+        }
+        _ => {
+            let text = read_text(&args.target)?;
+            let bundle = InclusionBundle::parse(text.trim_end())
+                .map_err(|e| Failure::Verification(format!("FAILED: {e}")))?;
+            let checkpoint = bundle
+                .verify(&key)
+                .map_err(|e| Failure::Verification(format!("FAILED: {e}")))?;
+            Ok(format!(
+                "OK: entry {} is in {} at size {}\n{}",
+                bundle.index,
+                checkpoint.origin,
+                checkpoint.size,
+                String::from_utf8_lossy(&bundle.entry)
+            ))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let outcome = parse_args(std::env::args().skip(1)).and_then(|args| run(&args));
+    match outcome {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(Failure::Verification(msg)) => {
+            println!("{msg}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(msg)) => {
+            eprintln!("nova-audit: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
