@@ -17,6 +17,8 @@ use std::net::IpAddr;
 
 use nova_tenancy::{RequestId, TenantId};
 
+use crate::redaction::{REDACTED, RedactionPolicy, Treatment};
+
 /// The schema version written in every event (`"v"`).
 pub const SCHEMA_VERSION: u64 = 1;
 
@@ -151,6 +153,14 @@ impl AuditEvent {
     /// `"[REDACTED]"`.
     #[must_use]
     pub fn canonical_json(&self) -> Vec<u8> {
+        self.canonical_json_with(&RedactionPolicy::new())
+    }
+
+    /// The canonical JSON encoding with `policy` applied: sensitive parameters and every
+    /// value a rule names are redacted or keyed-hashed (see [`RedactionPolicy`]).
+    #[must_use]
+    pub fn canonical_json_with(&self, policy: &RedactionPolicy) -> Vec<u8> {
+        let tenant = self.tenant;
         // Keys in sorted order, written by hand so that no serializer setting can change it.
         let mut out = String::with_capacity(256);
         out.push('{');
@@ -167,7 +177,10 @@ impl AuditEvent {
         push_str(&mut out, &self.action);
         if let Some(a) = &self.actor {
             key(&mut out, "actor");
-            push_str(&mut out, a);
+            match policy.actor_rule() {
+                Some(rule) => push_str(&mut out, &policy.treat(rule, tenant, a)),
+                None => push_str(&mut out, a),
+            }
         }
         if let Some(d) = self.duration_ms {
             key(&mut out, "duration_ms");
@@ -177,7 +190,11 @@ impl AuditEvent {
         push_str(&mut out, &self.event_type);
         if let Some(ip) = &self.ip {
             key(&mut out, "ip");
-            push_str(&mut out, &ip.to_string());
+            let text = ip.to_string();
+            match policy.ip_rule() {
+                Some(rule) => push_str(&mut out, &policy.treat(rule, tenant, &text)),
+                None => push_str(&mut out, &text),
+            }
         }
         key(&mut out, "outcome");
         push_str(&mut out, self.outcome.as_str());
@@ -190,13 +207,31 @@ impl AuditEvent {
                 }
                 push_str(&mut out, k);
                 out.push(':');
-                match v {
-                    ParamValue::Text(s) | ParamValue::Hashed(s) => push_str(&mut out, s),
-                    ParamValue::Int(n) => {
+                let rule = policy.param_rule(k);
+                match (v, rule) {
+                    (ParamValue::Sensitive(s), rule) => {
+                        let rule = rule.unwrap_or(Treatment::KeyedHash);
+                        push_str(&mut out, &policy.treat(rule, tenant, s));
+                    }
+                    (ParamValue::Hashed(_), Some(Treatment::Redact)) => {
+                        push_str(&mut out, REDACTED)
+                    }
+                    (ParamValue::Text(s), Some(rule)) => {
+                        push_str(&mut out, &policy.treat(rule, tenant, s));
+                    }
+                    (ParamValue::Int(n), Some(rule)) => {
+                        push_str(&mut out, &policy.treat(rule, tenant, &n.to_string()));
+                    }
+                    (ParamValue::Bool(b), Some(rule)) => {
+                        push_str(&mut out, &policy.treat(rule, tenant, &b.to_string()));
+                    }
+                    (ParamValue::Text(s) | ParamValue::Hashed(s), _) => push_str(&mut out, s),
+                    (ParamValue::Int(n), None) => {
                         let _ = write!(out, "{n}");
                     }
-                    ParamValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-                    ParamValue::Sensitive(_) => push_str(&mut out, "[REDACTED]"),
+                    (ParamValue::Bool(b), None) => {
+                        out.push_str(if *b { "true" } else { "false" });
+                    }
                 }
             }
             out.push('}');

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use crate::checkpoint::{Checkpoint, CheckpointSigner, VerifierKey};
 use crate::event::AuditEvent;
 use crate::merkle::{Hash, MerkleTree, leaf_hash};
+use crate::redaction::RedactionPolicy;
 
 /// Longest line the reader accepts (1 MiB): bounds memory on a hostile file.
 pub const MAX_LINE_LEN: usize = 1 << 20;
@@ -64,6 +65,7 @@ pub struct FileLog {
     signer: CheckpointSigner,
     fsync: FsyncPolicy,
     repaired_bytes: u64,
+    redaction: RedactionPolicy,
 }
 
 impl std::fmt::Debug for FileLog {
@@ -174,7 +176,17 @@ impl FileLog {
             signer,
             fsync,
             repaired_bytes,
+            redaction: RedactionPolicy::new(),
         })
+    }
+
+    /// Applies `policy` to every event this log writes from now on, before the event is
+    /// encoded or hashed: no value the policy names reaches the file in clear. Without a
+    /// policy, parameters marked sensitive are redacted.
+    #[must_use]
+    pub fn with_redaction(mut self, policy: RedactionPolicy) -> Self {
+        self.redaction = policy;
+        self
     }
 
     /// Bytes of a torn tail removed when the log was opened.
@@ -202,7 +214,7 @@ impl FileLog {
     }
 
     fn encode(&self, event: &AuditEvent, index: u64, out: &mut Vec<u8>) -> Hash {
-        let canonical = event.canonical_json();
+        let canonical = event.canonical_json_with(&self.redaction);
         let leaf = leaf_hash(&canonical);
         out.extend_from_slice(format!(r#"{{"i":{index},"e":"#).as_bytes());
         out.extend_from_slice(&canonical);

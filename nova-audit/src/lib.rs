@@ -15,8 +15,11 @@
 //!   `prove <file> --key <key> --index <n>` and `check-proof <file> --key <key>`, which exit
 //!   0 when everything verifies, 1 when verification fails and 2 for usage errors.
 //!
-//! Not built yet: the PostgreSQL and `tracing` sinks, a background writer, keyed-hash
-//! redaction policies, retention and detection rules.
+//! - [`RedactionPolicy`]: values marked sensitive, and parameters, actors or addresses a
+//!   policy names, are redacted or keyed-hashed before the log encodes them.
+//!
+//! Not built yet: the PostgreSQL and `tracing` sinks, a background writer, retention and
+//! detection rules.
 
 #![forbid(unsafe_code)]
 
@@ -25,6 +28,7 @@ mod event;
 mod file_log;
 mod merkle;
 mod proof;
+mod redaction;
 
 pub use checkpoint::{
     Checkpoint, CheckpointError, CheckpointSigner, MAX_CHECKPOINT_LEN, MAX_SIGNATURES, VerifierKey,
@@ -36,3 +40,4 @@ pub use merkle::{
     verify_consistency, verify_inclusion,
 };
 pub use proof::{BundleError, InclusionBundle, MAX_BUNDLE_LEN, prove_file};
+pub use redaction::{REDACTED, RedactionPolicy, Treatment};
