@@ -162,7 +162,7 @@ impl AuditEvent {
     pub fn canonical_json_with(&self, policy: &RedactionPolicy) -> Vec<u8> {
         let tenant = self.tenant;
         // Keys in sorted order, written by hand so that no serializer setting can change it.
-        let mut out = String::with_capacity(256);
+        let mut out = String::with_capacity(512);
         out.push('{');
         let mut first = true;
         let mut key = |out: &mut String, k: &str| {
@@ -270,24 +270,32 @@ impl AuditEvent {
     }
 }
 
-/// A JSON string with RFC 8785 escaping.
+/// A JSON string with RFC 8785 escaping. Copies runs of bytes that need no escape in one
+/// go; every byte it escapes is ASCII, so each slice boundary is a character boundary.
 fn push_str(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    let mut start = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x00..0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
         }
+        start = i + 1;
     }
+    out.push_str(&s[start..]);
     out.push('"');
 }
 

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fmt::Write as _;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -69,7 +68,10 @@ pub const REDACTED: &str = "[REDACTED]";
 /// ```
 #[derive(Clone, Default)]
 pub struct RedactionPolicy {
-    key: Option<Zeroizing<[u8; 32]>>,
+    /// HMAC keyed and fed the domain prefix once; cloned per value. Its two keyed SHA-256
+    /// states zeroize on drop (the `zeroize` feature of `sha2`); its block buffer holds only
+    /// the public domain prefix.
+    key: Option<Hmac<Sha256>>,
     params: BTreeMap<String, Treatment>,
     actor: Option<Treatment>,
     ip: Option<Treatment>,
@@ -99,8 +101,14 @@ impl RedactionPolicy {
     /// Keep the key secret and stable: a new key makes new hashes.
     #[must_use]
     pub fn with_hash_key(key: [u8; 32]) -> Self {
+        let key = Zeroizing::new(key);
+        // A 32-byte key is always accepted; should that ever change, the policy has no key
+        // and redacts instead of hashing (fail closed).
+        let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key.as_slice())
+            .ok()
+            .map(|mac| mac.chain_update(DOMAIN).chain_update([0]));
         Self {
-            key: Some(Zeroizing::new(key)),
+            key: mac,
             ..Self::default()
         }
     }
@@ -169,14 +177,10 @@ impl RedactionPolicy {
     }
 }
 
-fn keyed_hash(key: &[u8; 32], tenant: TenantId, value: &str) -> String {
-    let Ok(mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(key) else {
-        // A 32-byte key is always accepted; should that ever change, fail closed.
-        return REDACTED.to_owned();
-    };
+fn keyed_hash(mac: &Hmac<Sha256>, tenant: TenantId, value: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let tag = mac
-        .chain_update(DOMAIN)
-        .chain_update([0])
+        .clone()
         .chain_update(tenant.as_uuid().as_bytes())
         .chain_update([0])
         .chain_update(value.as_bytes())
@@ -184,8 +188,19 @@ fn keyed_hash(key: &[u8; 32], tenant: TenantId, value: &str) -> String {
         .into_bytes();
     let mut out = String::with_capacity(12 + 32);
     out.push_str("hmac-sha256:");
-    for b in &tag[..16] {
-        let _ = write!(out, "{b:02x}");
+    for &b in &tag[..16] {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0x0f)]));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    /// Compile-time proof: the keyed SHA-256 states a policy holds are wiped on drop.
+    #[test]
+    fn the_keyed_states_zeroize_on_drop() {
+        fn zeroizes_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        zeroizes_on_drop::<<sha2::Sha256 as hmac::EagerHash>::Core>();
+    }
 }
