@@ -18,12 +18,16 @@
 //! - [`RedactionPolicy`]: values marked sensitive, and parameters, actors or addresses a
 //!   policy names, are redacted or keyed-hashed before the log encodes them.
 //!
-//! Not built yet: the PostgreSQL and `tracing` sinks, a background writer, retention and
-//! detection rules.
+//! - [`Detector`]: rules over the event stream (repeated failed logins, cross-tenant
+//!   attempts, RLS bypass, key destruction) that raise alerts through a callback, and
+//!   counters in the Prometheus text format.
+//!
+//! Not built yet: the PostgreSQL and `tracing` sinks, a background writer, and retention.
 
 #![forbid(unsafe_code)]
 
 mod checkpoint;
+mod detect;
 mod event;
 mod file_log;
 mod merkle;
@@ -33,6 +37,7 @@ mod redaction;
 pub use checkpoint::{
     Checkpoint, CheckpointError, CheckpointSigner, MAX_CHECKPOINT_LEN, MAX_SIGNATURES, VerifierKey,
 };
+pub use detect::{Alert, Detector, DetectorConfig, Rule, event_types};
 pub use event::{AuditEvent, AuditEventBuilder, Outcome, ParamValue, SCHEMA_VERSION};
 pub use file_log::{FileLog, FsyncPolicy, LogError, MAX_LINE_LEN, Verdict, verify_file};
 pub use merkle::{
