@@ -22,10 +22,18 @@
 //!   attempts, RLS bypass, key destruction) that raise alerts through a callback, and
 //!   counters in the Prometheus text format.
 //!
-//! Not built yet: the PostgreSQL and `tracing` sinks, a background writer, and retention.
+//! - [`AuditLayer`] (feature `tracing-bridge`, on by default): the `tracing` bridge that
+//!   records the `nova::audit` events every Nova crate emits (RLS bypass, API-key failures,
+//!   cross-tenant attempts, refresh-token reuse, key rotation and shredding) as audit
+//!   events, so no crate depends on this one to be audited.
+//!
+//! Not built yet: the PostgreSQL sink, a background writer with back-pressure, and
+//! retention.
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "tracing-bridge")]
+mod bridge;
 mod checkpoint;
 mod detect;
 mod event;
@@ -34,6 +42,8 @@ mod merkle;
 mod proof;
 mod redaction;
 
+#[cfg(feature = "tracing-bridge")]
+pub use bridge::AuditLayer;
 pub use checkpoint::{
     Checkpoint, CheckpointError, CheckpointSigner, MAX_CHECKPOINT_LEN, MAX_SIGNATURES, VerifierKey,
 };
