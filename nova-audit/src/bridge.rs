@@ -4,9 +4,10 @@
 //! [`AuditLayer`] turns them, and an application's own events on that target, into
 //! [`AuditEvent`]s for a sink, without any crate depending on this one.
 //!
-//! Mapping: the `event` field names the event; `tenant` must be a tenant id (events without
-//! one, such as KEK rotation, are recorded under the layer's operator tenant with the
-//! parameter `tenant_field` = `absent`, or `invalid` when it does not parse); `user` becomes
+//! Mapping: the `event` field names the event; `tenant` (else `requested_tenant`, as in a
+//! cross-tenant attempt) must be a tenant id (events without one, such as KEK rotation, are
+//! recorded under the layer's operator tenant with the parameter `tenant_field` = `absent`,
+//! or `invalid` when it does not parse, in which case the value is not recorded); `user` becomes
 //! the actor `user:<id>`, else `key_id` becomes `api_key:<id>`; `request_id` is parsed;
 //! every other field, and the message, becomes a parameter. Event names the detection
 //! rules watch are mapped to [`event_types`](crate::event_types); the rest become
@@ -141,7 +142,15 @@ where
         event.record(&mut fields);
         let name = fields.event.take().unwrap_or_else(|| "unnamed".into());
         let (event_type, outcome) = classify(&name);
-        let (tenant, tenant_field) = match fields.tenant.as_deref().map(str::parse::<TenantId>) {
+        // nova-auth names a cross-tenant attempt by the tenant it tried to reach.
+        let tenant_text = fields.tenant.clone().or_else(|| {
+            fields
+                .text
+                .iter()
+                .find(|(k, _)| k == "requested_tenant")
+                .map(|(_, v)| v.clone())
+        });
+        let (tenant, tenant_field) = match tenant_text.as_deref().map(str::parse::<TenantId>) {
             Some(Ok(t)) => (t, None),
             Some(Err(_)) => (self.operator_tenant, Some("invalid")),
             None => (self.operator_tenant, Some("absent")),
@@ -152,24 +161,27 @@ where
         } else if let Some(key) = &fields.key_id {
             builder = builder.actor(&format!("api_key:{key}"));
         }
-        if let Some(id) = fields
-            .request_id
-            .as_deref()
-            .and_then(|r| r.parse::<RequestId>().ok())
-        {
-            builder = builder.request_id(id);
-        }
-        if let Some(why) = tenant_field {
-            builder = builder.param("tenant_field", why);
-        }
-        if let Some(message) = &fields.message {
-            builder = builder.param("message", message);
+        let mut request_field = None;
+        match fields.request_id.as_deref().map(str::parse::<RequestId>) {
+            Some(Ok(id)) => builder = builder.request_id(id),
+            Some(Err(_)) => request_field = Some("invalid"),
+            None => {}
         }
         for (k, v) in &fields.text {
             builder = builder.param(k, v);
         }
         for (k, v) in &fields.ints {
             builder = builder.int_param(k, *v);
+        }
+        // The bridge's own markers go last, so that no emitted field can overwrite them.
+        if let Some(message) = &fields.message {
+            builder = builder.param("message", message);
+        }
+        if let Some(why) = tenant_field {
+            builder = builder.param("tenant_field", why);
+        }
+        if let Some(why) = request_field {
+            builder = builder.param("request_id_field", why);
         }
         (self.on_event)(builder.build());
     }

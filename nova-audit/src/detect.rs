@@ -4,9 +4,11 @@
 //! The rules read the event types named in [`event_types`]; the other Nova crates and
 //! applications emit those types for the situations the rules watch. Windows are measured
 //! on the events' own timestamps, so replaying a log gives the same alerts as watching it
-//! live. Memory is bounded: at most [`DetectorConfig::max_tracked`] actors are tracked for
-//! the failed-login rule; past that, new actors are not tracked and the
-//! `nova_audit_detector_untracked_total` counter says so.
+//! live, and an event stamped far in the future makes older actors look stale. Memory is
+//! bounded: at most [`DetectorConfig::max_tracked`] actors (names cut to 256 bytes) are
+//! tracked for the failed-login rule, in one table shared by all tenants; past that, new
+//! actors are not tracked, [`Rule::TrackingSaturated`] fires, and the
+//! `nova_audit_detector_untracked_total` counter says how many failures went uncounted.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -41,14 +43,19 @@ pub enum Rule {
     RlsBypass,
     /// A tenant key was destroyed.
     KeyDestroyed,
+    /// The failed-login table is full of actors still inside the window, so failed logins of
+    /// new actors are not being counted: detection is partly blind (a flood of distinct
+    /// actor names causes this). Fired once each time the table fills up.
+    TrackingSaturated,
 }
 
 impl Rule {
-    const ALL: [Rule; 4] = [
+    const ALL: [Rule; 5] = [
         Rule::RepeatedLoginFailures,
         Rule::CrossTenantAttempt,
         Rule::RlsBypass,
         Rule::KeyDestroyed,
+        Rule::TrackingSaturated,
     ];
 
     /// The rule's stable name, used as the `rule` label of the alert counter.
@@ -59,6 +66,7 @@ impl Rule {
             Rule::CrossTenantAttempt => "cross_tenant_attempt",
             Rule::RlsBypass => "rls_bypass",
             Rule::KeyDestroyed => "key_destroyed",
+            Rule::TrackingSaturated => "tracking_saturated",
         }
     }
 
@@ -68,6 +76,7 @@ impl Rule {
             Rule::CrossTenantAttempt => 1,
             Rule::RlsBypass => 2,
             Rule::KeyDestroyed => 3,
+            Rule::TrackingSaturated => 4,
         }
     }
 }
@@ -111,6 +120,13 @@ impl Default for DetectorConfig {
 
 type AlertSink = Box<dyn Fn(&Alert) + Send + Sync>;
 
+/// What recording a failed login led to.
+enum Counted {
+    Quiet,
+    Alert(u32),
+    Saturated,
+}
+
 /// Runs the rules over events and counts what it sees.
 ///
 /// ```
@@ -138,7 +154,7 @@ pub struct Detector {
     on_alert: AlertSink,
     failures: Mutex<Failures>,
     events: [AtomicU64; 4],
-    alerts: [AtomicU64; 4],
+    alerts: [AtomicU64; 5],
     untracked: AtomicU64,
 }
 
@@ -146,6 +162,24 @@ pub struct Detector {
 struct Failures {
     by_actor: HashMap<(TenantId, String), VecDeque<u64>>,
     newest_ms: u64,
+    /// Event time of the last purge of stale actors; purges of a full table are spaced
+    /// an eighth of the window apart, so a flood of new actors cannot make every failed
+    /// login scan the whole table.
+    last_purge_ms: Option<u64>,
+    saturated: bool,
+}
+
+/// Longest actor name kept as a key (longer names are cut at a character boundary), so
+/// the table's memory is bounded by `max_tracked` × this.
+const MAX_ACTOR_KEY: usize = 256;
+
+fn actor_key(actor: Option<&str>) -> String {
+    let actor = actor.unwrap_or_default();
+    let mut end = actor.len().min(MAX_ACTOR_KEY);
+    while !actor.is_char_boundary(end) {
+        end -= 1;
+    }
+    actor[..end].to_owned()
 }
 
 impl std::fmt::Debug for Detector {
@@ -198,8 +232,10 @@ impl Detector {
             event_types::RLS_BYPASS => Some(Rule::RlsBypass),
             event_types::KEY_DESTROYED => Some(Rule::KeyDestroyed),
             event_types::LOGIN_FAILED if event.outcome == Outcome::Failure => {
-                if let Some(count) = self.count_failure(event) {
-                    self.fire(Rule::RepeatedLoginFailures, event, count);
+                match self.count_failure(event) {
+                    Counted::Alert(count) => self.fire(Rule::RepeatedLoginFailures, event, count),
+                    Counted::Saturated => self.fire(Rule::TrackingSaturated, event, 1),
+                    Counted::Quiet => {}
                 }
                 None
             }
@@ -210,9 +246,8 @@ impl Detector {
         }
     }
 
-    /// Records a failed login; returns the count when it crosses the threshold.
-    fn count_failure(&self, event: &AuditEvent) -> Option<u32> {
-        let actor = event.actor.clone().unwrap_or_default();
+    /// Records a failed login.
+    fn count_failure(&self, event: &AuditEvent) -> Counted {
         let window = self.config.login_window_ms;
         let limit = self.config.max_login_failures as usize;
         // A poisoned lock only means a callback panicked elsewhere; the counts are intact.
@@ -221,16 +256,29 @@ impl Detector {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         state.newest_ms = state.newest_ms.max(event.time_ms);
-        let key = (event.tenant, actor);
+        let key = (event.tenant, actor_key(event.actor.as_deref()));
         if !state.by_actor.contains_key(&key) && state.by_actor.len() >= self.config.max_tracked {
-            let horizon = state.newest_ms.saturating_sub(window);
-            state
-                .by_actor
-                .retain(|_, times| times.back().is_some_and(|&t| t >= horizon));
+            let due = state
+                .last_purge_ms
+                .is_none_or(|t| event.time_ms >= t.saturating_add(window / 8));
+            if due {
+                let horizon = state.newest_ms.saturating_sub(window);
+                state
+                    .by_actor
+                    .retain(|_, times| times.back().is_some_and(|&t| t >= horizon));
+                state.last_purge_ms = Some(event.time_ms);
+            }
             if state.by_actor.len() >= self.config.max_tracked {
                 self.untracked.fetch_add(1, Ordering::Relaxed);
-                return None;
+                let first = !state.saturated;
+                state.saturated = true;
+                return if first {
+                    Counted::Saturated
+                } else {
+                    Counted::Quiet
+                };
             }
+            state.saturated = false;
         }
         let times = state.by_actor.entry(key).or_default();
         let horizon = event.time_ms.saturating_sub(window);
@@ -242,9 +290,9 @@ impl Detector {
             let count = u32::try_from(times.len()).unwrap_or(u32::MAX);
             // Start counting afresh: the next alert needs another full burst.
             times.clear();
-            return Some(count);
+            return Counted::Alert(count);
         }
-        None
+        Counted::Quiet
     }
 
     fn fire(&self, rule: Rule, event: &AuditEvent, count: u32) {

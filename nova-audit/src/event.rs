@@ -3,12 +3,16 @@
 //! # Canonical JSON (schema version 1)
 //!
 //! An event is encoded as one JSON object, so that any language can recompute its leaf
-//! hash: members sorted by key (byte order of UTF-8), no whitespace, no `null` (absent
+//! hash: members sorted by key in UTF-8 byte order, no whitespace, no `null` (absent
 //! optional members are omitted), integers only (no fractions or exponents), strings with
 //! the minimal escapes of RFC 8785 §3.2.2.2 (`\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, other
 //! control characters as lower-case `\u00xx`), everything else as raw UTF-8. This is RFC
-//! 8785 (JCS) restricted to the value types an event can hold. This module must never
-//! encode a value marked sensitive in clear.
+//! 8785 (JCS) restricted to the value types an event can hold, with two differences a
+//! verifier in another language must follow: keys sort in UTF-8 byte order, where JCS uses
+//! UTF-16 code units (the two differ only for parameter names that mix characters from
+//! U+E000–U+FFFF with characters above U+FFFF), and integers are exact 64-bit values
+//! (`u64`/`i64`), beyond the 2^53 of I-JSON. This module must never encode a value marked
+//! sensitive in clear.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,7 +21,7 @@ use std::net::IpAddr;
 
 use nova_tenancy::{RequestId, TenantId};
 
-use crate::redaction::{REDACTED, RedactionPolicy, Treatment};
+use crate::redaction::{RedactionPolicy, Treatment};
 
 /// The schema version written in every event (`"v"`).
 pub const SCHEMA_VERSION: u64 = 1;
@@ -60,8 +64,6 @@ pub enum ParamValue {
     Bool(bool),
     /// A value that must not reach a sink in clear.
     Sensitive(String),
-    /// A sensitive value already replaced by its keyed hash (`hmac-sha256:<hex>`).
-    Hashed(String),
 }
 
 impl fmt::Debug for ParamValue {
@@ -71,7 +73,6 @@ impl fmt::Debug for ParamValue {
             Self::Int(i) => write!(f, "Int({i})"),
             Self::Bool(b) => write!(f, "Bool({b})"),
             Self::Sensitive(_) => f.write_str("Sensitive([REDACTED])"),
-            Self::Hashed(h) => write!(f, "Hashed({h})"),
         }
     }
 }
@@ -213,9 +214,6 @@ impl AuditEvent {
                         let rule = rule.unwrap_or(Treatment::KeyedHash);
                         push_str(&mut out, &policy.treat(rule, tenant, s));
                     }
-                    (ParamValue::Hashed(_), Some(Treatment::Redact)) => {
-                        push_str(&mut out, REDACTED)
-                    }
                     (ParamValue::Text(s), Some(rule)) => {
                         push_str(&mut out, &policy.treat(rule, tenant, s));
                     }
@@ -225,7 +223,7 @@ impl AuditEvent {
                     (ParamValue::Bool(b), Some(rule)) => {
                         push_str(&mut out, &policy.treat(rule, tenant, &b.to_string()));
                     }
-                    (ParamValue::Text(s) | ParamValue::Hashed(s), _) => push_str(&mut out, s),
+                    (ParamValue::Text(s), None) => push_str(&mut out, s),
                     (ParamValue::Int(n), None) => {
                         let _ = write!(out, "{n}");
                     }

@@ -252,8 +252,10 @@ pub fn prove_file(
 ) -> Result<InclusionBundle, BundleError> {
     let path = path.as_ref();
     let verdict = verify_file(path, key, None)?;
-    if let Some(reason) = verdict.reason.filter(|_| verdict.first_bad.is_some()) {
-        return Err(BundleError::LogNotTrusted(reason));
+    if verdict.first_bad.is_some() {
+        return Err(BundleError::LogNotTrusted(
+            verdict.reason.unwrap_or_default(),
+        ));
     }
     if index >= verdict.sealed {
         return Err(BundleError::NotSealed {
@@ -275,6 +277,9 @@ pub fn prove_file(
             break;
         }
         if let Some((i, event)) = parse_entry(line) {
+            if i != tree.size() {
+                break; // changed since it was verified; reported below
+            }
             if i == index {
                 entry = Some(event.to_vec());
             }

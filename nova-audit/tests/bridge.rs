@@ -63,11 +63,12 @@ fn events_shaped_like_the_other_crates_map_to_the_detection_types() {
         tracing::warn!(target: AUDIT_TARGET, event = "api_key_failure", key_id = "k_abc", tenant = %tenant, locked = false, "API key secret mismatch");
         tracing::warn!(target: AUDIT_TARGET, event = "rls_bypass_refused", tenant = %tenant, "row-level security bypass refused");
         tracing::info!(target: AUDIT_TARGET, event = "kek_rotated", kek = "main", version = 3u64, "key-encryption key rotated");
-        tracing::warn!(target: AUDIT_TARGET, event = "cross_tenant_attempt", tenant = "not-a-tenant", "API key used for another tenant");
+        tracing::warn!(target: AUDIT_TARGET, event = "cross_tenant_attempt", key_tenant = %operator, requested_tenant = %tenant, "API key used for another tenant");
+        tracing::warn!(target: AUDIT_TARGET, event = "rls_bypass", tenant = "not-a-tenant", tenant_field = "forged", "row-level security bypass begun");
         // Not on the audit target: ignored.
         tracing::warn!(target: "app", event = "crypto_shred", tenant = %tenant);
     });
-    assert_eq!(events.len(), 5, "{events:?}");
+    assert_eq!(events.len(), 6, "{events:?}");
     assert_eq!(events[0].event_type, event_types::KEY_DESTROYED);
     assert_eq!(
         param(&events[0], "versions_destroyed").as_deref(),
@@ -82,17 +83,23 @@ fn events_shaped_like_the_other_crates_map_to_the_detection_types() {
     assert_eq!(events[3].tenant, operator);
     assert_eq!(param(&events[3], "tenant_field").as_deref(), Some("absent"));
     assert_eq!(param(&events[3], "kek").as_deref(), Some("main"));
-    // A tenant field that does not parse: kept under the operator tenant, value not echoed.
-    assert_eq!(events[4].tenant, operator);
+    // nova-auth's cross-tenant shape: filed under the tenant that was targeted.
+    assert_eq!(events[4].tenant, tenant);
     assert_eq!(events[4].event_type, event_types::CROSS_TENANT);
+    assert_eq!(events[4].outcome, Outcome::Denied);
+    assert_eq!(param(&events[4], "key_tenant"), Some(operator.to_string()));
+    // A tenant field that does not parse: kept under the operator tenant, its value not
+    // recorded, and an emitted field cannot overwrite the bridge's marker.
+    assert_eq!(events[5].tenant, operator);
+    assert_eq!(events[5].event_type, event_types::RLS_BYPASS);
     assert_eq!(
-        param(&events[4], "tenant_field").as_deref(),
+        param(&events[5], "tenant_field").as_deref(),
         Some("invalid")
     );
+    let json = String::from_utf8(events[5].canonical_json()).unwrap();
     assert!(
-        !String::from_utf8(events[4].canonical_json())
-            .unwrap()
-            .contains("not-a-tenant")
+        !json.contains("not-a-tenant") && !json.contains("forged"),
+        "{json}"
     );
 }
 

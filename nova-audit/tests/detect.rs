@@ -118,16 +118,40 @@ fn tracking_is_bounded_and_stale_actors_make_room() {
         d.prometheus()
             .contains("nova_audit_detector_untracked_total 1\n")
     );
+    // Going blind is itself an alert, raised once per saturation.
+    d.observe(&failed(t, "d2", T0 + 1));
+    let rules: Vec<Rule> = alerts.lock().unwrap().iter().map(|a| a.rule).collect();
+    assert_eq!(rules, [Rule::TrackingSaturated]);
     // Ten minutes later the old entries are stale and make room for a new actor, whose
     // burst is detected.
     for i in 0..6 {
         d.observe(&failed(t, "e", T0 + 600 * SEC + i));
     }
-    assert_eq!(alerts.lock().unwrap().len(), 1);
-    assert!(
-        d.prometheus()
-            .contains("nova_audit_detector_untracked_total 1\n")
+    let rules: Vec<Rule> = alerts.lock().unwrap().iter().map(|a| a.rule).collect();
+    assert_eq!(
+        rules,
+        [Rule::TrackingSaturated, Rule::RepeatedLoginFailures]
     );
+    let text = d.prometheus();
+    assert!(
+        text.contains("nova_audit_detector_untracked_total 2\n"),
+        "{text}"
+    );
+    assert!(text.contains("nova_audit_alerts_total{rule=\"tracking_saturated\"} 1\n"));
+}
+
+#[test]
+fn huge_actor_names_are_cut_so_memory_stays_bounded() {
+    let (d, alerts) = collecting(DetectorConfig::default());
+    let t = TenantId::new_v4();
+    let base = "x".repeat(300);
+    // Names that differ only after 256 bytes count as one actor.
+    for i in 0..6 {
+        d.observe(&failed(t, &format!("{base}{i}"), T0 + i));
+    }
+    assert_eq!(alerts.lock().unwrap().len(), 1);
+    // A multi-byte character across the cut does not panic.
+    d.observe(&failed(t, &format!("{}é", "y".repeat(255)), T0));
 }
 
 #[test]

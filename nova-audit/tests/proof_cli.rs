@@ -243,7 +243,35 @@ fn cli_verify_reports_ok_and_the_first_bad_entry_with_exit_statuses() {
         stdout(&out)
     );
 
+    // An empty log proves nothing: incomplete, not OK.
+    let empty = dir.0.join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let out = cli(&["verify", empty.to_str().unwrap(), "--key", &key]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).starts_with("INCOMPLETE"), "{}", stdout(&out));
+
     // Usage and I/O errors exit 2.
+    assert_eq!(
+        cli(&[
+            "prove",
+            "/nonexistent/nova.log",
+            "--key",
+            &key,
+            "--index",
+            "0"
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
+    let big = dir.0.join("big.proof");
+    std::fs::write(&big, vec![b' '; nova_audit::MAX_BUNDLE_LEN + 1]).unwrap();
+    assert_eq!(
+        cli(&["check-proof", big.to_str().unwrap(), "--key", &key])
+            .status
+            .code(),
+        Some(2)
+    );
     assert_eq!(cli(&["verify", log_s]).status.code(), Some(2));
     assert_eq!(cli(&["frobnicate"]).status.code(), Some(2));
     assert_eq!(
@@ -313,6 +341,47 @@ proptest! {
             prop_assert_eq!(InclusionBundle::parse(&bundle.to_json()).unwrap(), bundle);
         }
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Mutating a real bundle's text never panics, and whatever still parses and verifies is
+    /// the very same bundle: no edit makes a different claim verify.
+    #[test]
+    fn an_edited_bundle_never_verifies_as_a_different_claim(
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..4),
+    ) {
+        let original = fixture_bundle();
+        let mut text = original.to_json().into_bytes();
+        for (at, byte, kind) in edits {
+            let at = at % (text.len() + 1);
+            match kind {
+                0 if at < text.len() => text[at] = byte,
+                1 if at < text.len() => { text.remove(at); }
+                _ => text.insert(at, byte),
+            }
+        }
+        let Ok(text) = String::from_utf8(text) else { return Ok(()); };
+        if let Ok(parsed) = InclusionBundle::parse(&text)
+            && parsed.verify(&key()).is_ok()
+        {
+            prop_assert_eq!(parsed, original);
+        }
+    }
+}
+
+/// One bundle from a 13-entry log, made once for the mutation property.
+fn fixture_bundle() -> InclusionBundle {
+    static BUNDLE: std::sync::OnceLock<InclusionBundle> = std::sync::OnceLock::new();
+    BUNDLE
+        .get_or_init(|| {
+            let dir = temp_dir();
+            let log = dir.0.join("log.jsonl");
+            write_log(&log, 13, 5);
+            prove_file(&log, &key(), 6).unwrap()
+        })
+        .clone()
 }
 
 proptest! {

@@ -144,10 +144,9 @@ fn a_rule_can_redact_a_value_marked_sensitive_instead_of_hashing_it() {
 #[test]
 fn the_policy_debug_output_hides_the_key() {
     let debug = format!("{:?}", full_policy(Some(KEY)));
-    assert!(debug.contains("[REDACTED]"));
-    assert!(
-        !debug.contains("90"),
-        "0x5a bytes must not be printed: {debug}"
+    assert_eq!(
+        debug,
+        r#"RedactionPolicy { key: Some("[REDACTED]"), params: {"account": KeyedHash, "card": Redact, "email": KeyedHash}, actor: Some(KeyedHash), ip: Some(Redact) }"#
     );
 }
 

@@ -15,7 +15,10 @@
 use std::io::Read as _;
 use std::process::ExitCode;
 
-use nova_audit::{InclusionBundle, VerifierKey, prove_file, verify_file};
+use nova_audit::{
+    BundleError, InclusionBundle, MAX_BUNDLE_LEN, MAX_CHECKPOINT_LEN, VerifierKey, prove_file,
+    verify_file,
+};
 
 const USAGE: &str = "usage:
   nova-audit verify <log file> --key <verifier key | @file> [--checkpoint <file>]
@@ -81,20 +84,31 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, Failure> {
     })
 }
 
-fn read_text(path: &str) -> Result<String, Failure> {
+/// Longest key file read.
+const MAX_KEY_LEN: usize = 4096;
+
+/// Reads at most `limit` bytes of UTF-8 text from `path` (`-` for stdin); larger input is
+/// refused without being read into memory.
+fn read_text(path: &str, limit: usize) -> Result<String, Failure> {
     let mut text = String::new();
+    let cap = limit as u64 + 1;
     let result = if path == "-" {
-        std::io::stdin().read_to_string(&mut text).map(|_| ())
+        std::io::stdin().take(cap).read_to_string(&mut text)
     } else {
-        std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text).map(|_| ()))
+        std::fs::File::open(path).and_then(|f| f.take(cap).read_to_string(&mut text))
     };
     result.map_err(|e| Failure::Usage(format!("cannot read {path}: {e}")))?;
+    if text.len() > limit {
+        return Err(Failure::Usage(format!(
+            "{path} is larger than {limit} bytes"
+        )));
+    }
     Ok(text)
 }
 
 fn load_key(arg: &str) -> Result<VerifierKey, Failure> {
     let text = match arg.strip_prefix('@') {
-        Some(path) => read_text(path)?,
+        Some(path) => read_text(path, MAX_KEY_LEN)?,
         None => arg.to_owned(),
     };
     VerifierKey::parse(text.trim()).map_err(|e| Failure::Usage(format!("--key: {e}")))
@@ -109,7 +123,11 @@ fn run(args: &Args) -> Result<String, Failure> {
                     "verifying a PostgreSQL audit table is not supported by this build; export the log to a file".into(),
                 ));
             }
-            let external = args.checkpoint.as_deref().map(read_text).transpose()?;
+            let external = args
+                .checkpoint
+                .as_deref()
+                .map(|path| read_text(path, MAX_CHECKPOINT_LEN))
+                .transpose()?;
             let verdict = verify_file(&args.target, &key, external.as_deref())
                 .map_err(|e| Failure::Usage(format!("{}: {e}", args.target)))?;
             match (verdict.first_bad, verdict.reason) {
@@ -123,6 +141,11 @@ fn run(args: &Args) -> Result<String, Failure> {
                     "INCOMPLETE: {reason}\n{} entries read, {} sealed by a valid checkpoint",
                     verdict.entries, verdict.sealed
                 ))),
+                (None, None) if verdict.entries == 0 && external.is_none() => {
+                    Err(Failure::Verification(
+                        "INCOMPLETE: the log is empty, so nothing is signed; pass --checkpoint to detect a truncated log".into(),
+                    ))
+                }
                 (None, None) => Ok(format!(
                     "OK: {} entries, all sealed by a valid checkpoint{}",
                     verdict.entries,
@@ -136,12 +159,14 @@ fn run(args: &Args) -> Result<String, Failure> {
         }
         "prove" => {
             let index = args.index.unwrap_or_default();
-            let bundle = prove_file(&args.target, &key, index)
-                .map_err(|e| Failure::Verification(format!("FAILED: {e}")))?;
+            let bundle = prove_file(&args.target, &key, index).map_err(|e| match e {
+                BundleError::Log(e) => Failure::Usage(format!("{}: {e}", args.target)),
+                e => Failure::Verification(format!("FAILED: {e}")),
+            })?;
             Ok(bundle.to_json())
         }
         _ => {
-            let text = read_text(&args.target)?;
+            let text = read_text(&args.target, MAX_BUNDLE_LEN)?;
             let bundle = InclusionBundle::parse(text.trim_end())
                 .map_err(|e| Failure::Verification(format!("FAILED: {e}")))?;
             let checkpoint = bundle
