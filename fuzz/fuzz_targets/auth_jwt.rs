@@ -18,7 +18,10 @@ fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let issuer = TokenIssuer::new("iss", "aud", SigningKey::ed25519_from_seed("k", &[5; 32]));
-        let verifier = JwtVerifier::new(JwtConfig::new("iss", "aud"), StaticKeys::new(issuer.key_set().expect("keys")));
+        let verifier = JwtVerifier::new(
+            JwtConfig::new("iss", "aud"),
+            StaticKeys::new(issuer.key_set().expect("keys")),
+        );
         Fixture {
             key: SigningKey::ed25519_from_seed("k", &[5; 32]),
             verifier,

@@ -298,8 +298,21 @@ pub fn verify_file(
     key: &VerifierKey,
     external: Option<&str>,
 ) -> Result<Verdict, LogError> {
-    let file = File::open(path)?;
-    let mut reader = BufReader::new(file);
+    verify_reader(File::open(path)?, key, external)
+}
+
+/// [`verify_file`] over any reader of a log's bytes (a download, a backup stream). Memory
+/// stays bounded whatever the input: lines are read at most [`MAX_LINE_LEN`] + 1 bytes at a
+/// time and the tree keeps 32 bytes per entry.
+///
+/// # Errors
+/// [`LogError::Io`] when reading fails.
+pub fn verify_reader(
+    reader: impl std::io::Read,
+    key: &VerifierKey,
+    external: Option<&str>,
+) -> Result<Verdict, LogError> {
+    let mut reader = BufReader::new(reader);
     let mut tree = MerkleTree::new();
     let mut sealed = 0u64;
     let mut buf = Vec::new();

@@ -49,7 +49,9 @@ pub use checkpoint::{
 };
 pub use detect::{Alert, Detector, DetectorConfig, Rule, event_types};
 pub use event::{AuditEvent, AuditEventBuilder, Outcome, ParamValue, SCHEMA_VERSION};
-pub use file_log::{FileLog, FsyncPolicy, LogError, MAX_LINE_LEN, Verdict, verify_file};
+pub use file_log::{
+    FileLog, FsyncPolicy, LogError, MAX_LINE_LEN, Verdict, verify_file, verify_reader,
+};
 pub use merkle::{
     Hash, MAX_PROOF_LEN, MerkleTree, ProofError, empty_root, leaf_hash, mth, node_hash,
     verify_consistency, verify_inclusion,
