@@ -278,6 +278,9 @@ pub struct Verdict {
     pub first_bad: Option<u64>,
     /// Why, in words.
     pub reason: Option<String>,
+    /// The origin line every valid checkpoint in the log carries (which log this is), when
+    /// the log verified and has a checkpoint. A log whose checkpoints name two origins fails.
+    pub origin: Option<String>,
 }
 
 impl Verdict {
@@ -322,7 +325,9 @@ pub fn verify_reader(
         sealed,
         first_bad: Some(index),
         reason: Some(why),
+        origin: None,
     };
+    let mut origin: Option<String> = None;
     loop {
         let n = read_line(&mut reader, &mut buf)?;
         if n == 0 {
@@ -357,7 +362,19 @@ pub fn verify_reader(
             tree.push(leaf_hash(event));
         } else if let Some(note) = parse_checkpoint_line(line) {
             match key.verify(&note) {
-                Ok(cp) if cp.size == tree.size() && cp.root == tree.root() => sealed = cp.size,
+                Ok(cp) if origin.as_ref().is_some_and(|o| *o != cp.origin) => {
+                    return Ok(bad(
+                        sealed,
+                        sealed,
+                        format!(
+                            "checkpoint at line {line_no} is for another log (its origin differs from the earlier checkpoints')"
+                        ),
+                    ));
+                }
+                Ok(cp) if cp.size == tree.size() && cp.root == tree.root() => {
+                    sealed = cp.size;
+                    origin = Some(cp.origin);
+                }
                 Ok(cp) if cp.size != tree.size() => {
                     return Ok(bad(
                         sealed,
@@ -397,6 +414,13 @@ pub fn verify_reader(
     }
     if let Some(note) = external {
         match key.verify(note) {
+            Ok(cp) if origin.as_ref().is_some_and(|o| *o != cp.origin) => {
+                return Ok(bad(
+                    0,
+                    sealed,
+                    "the external checkpoint is for another log (its origin differs)".into(),
+                ));
+            }
             Ok(cp) if cp.size > tree.size() => {
                 return Ok(bad(
                     tree.size(),
@@ -426,5 +450,6 @@ pub fn verify_reader(
         first_bad: None,
         reason: (sealed < entries)
             .then(|| format!("entries {sealed}..{entries} are not covered by a checkpoint")),
+        origin,
     })
 }

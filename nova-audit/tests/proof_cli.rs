@@ -204,7 +204,24 @@ fn cli_verify_reports_ok_and_the_first_bad_entry_with_exit_statuses() {
 
     let out = cli(&["verify", log_s, "--key", &key]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    assert!(stdout(&out).starts_with("OK: 12 entries"));
+    assert!(
+        stdout(&out).starts_with("OK: 12 entries of audit.test/t"),
+        "{}",
+        stdout(&out)
+    );
+    // The right log by name passes; the same valid log expected under another name fails.
+    let out = cli(&["verify", log_s, "--key", &key, "--origin", "audit.test/t"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let out = cli(&[
+        "verify",
+        log_s,
+        "--key",
+        &key,
+        "--origin",
+        "audit.test/other",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("not the one expected"));
 
     // The key can also come from a file.
     let key_file = dir.0.join("log.pub");
@@ -287,6 +304,46 @@ fn cli_verify_reports_ok_and_the_first_bad_entry_with_exit_statuses() {
 }
 
 #[test]
+fn a_log_spliced_from_two_logs_under_one_key_fails_at_the_splice() {
+    let dir = temp_dir();
+    // Two logs under one key with the same first four events, so that the second log's
+    // checkpoint matches the spliced tree and only its origin gives the splice away.
+    let tenant = TenantId::new_v4();
+    let events: Vec<_> = (0..8)
+        .map(|k| {
+            AuditEvent::builder(tenant, "data.read", "tickets.read")
+                .time_ms(k)
+                .build()
+        })
+        .collect();
+    let write = |name: &str, origin: &str| {
+        let path = dir.0.join(name);
+        let mut log = FileLog::open(&path, origin, signer(), FsyncPolicy::Never).unwrap();
+        log.append_batch(&events[..4]).unwrap();
+        log.append_batch(&events[4..]).unwrap();
+        std::fs::read_to_string(&path).unwrap()
+    };
+    let a_text = write("a.jsonl", "audit.test/t");
+    let b_text = write("b.jsonl", "audit.test/other");
+    // a's entries 0-3 and checkpoint, then b's entries 4-7 and checkpoint.
+    let a_head: Vec<&str> = a_text.lines().take(5).collect();
+    let b_tail: Vec<&str> = b_text.lines().skip(5).collect();
+    let spliced = dir.0.join("spliced.jsonl");
+    std::fs::write(
+        &spliced,
+        format!("{}\n{}\n", a_head.join("\n"), b_tail.join("\n")),
+    )
+    .unwrap();
+    let v = nova_audit::verify_file(&spliced, &key(), None).unwrap();
+    assert_eq!(v.first_bad, Some(4), "{v:?}");
+    assert!(v.reason.unwrap().contains("another log"));
+    assert_eq!(v.origin, None);
+    let v = nova_audit::verify_file(dir.0.join("a.jsonl"), &key(), None).unwrap();
+    assert!(v.ok());
+    assert_eq!(v.origin.as_deref(), Some("audit.test/t"));
+}
+
+#[test]
 fn cli_prove_then_check_proof_and_a_tampered_proof_fails() {
     let dir = temp_dir();
     let log = dir.0.join("log.jsonl");
@@ -304,6 +361,24 @@ fn cli_prove_then_check_proof_and_a_tampered_proof_fails() {
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(stdout(&out).starts_with("OK: entry 7 is in audit.test/t at size 9"));
     assert!(stdout(&out).contains("ticket/7"));
+    let out = cli(&[
+        "check-proof",
+        proof_s,
+        "--key",
+        &key,
+        "--origin",
+        "audit.test/t",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let out = cli(&[
+        "check-proof",
+        proof_s,
+        "--key",
+        &key,
+        "--origin",
+        "audit.test/u",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
 
     // Without its checkpoint line the last batch (entry 9) is unsealed: verify reports it
     // as incomplete and prove refuses.

@@ -2,10 +2,13 @@
 //! log's public key.
 //!
 //! ```text
-//! nova-audit verify <log file> --key <verifier key | @file> [--checkpoint <file>]
+//! nova-audit verify <log file> --key <verifier key | @file> [--checkpoint <file>] [--origin <o>]
 //! nova-audit prove <log file> --key <verifier key | @file> --index <n>
-//! nova-audit check-proof <proof file | -> --key <verifier key | @file>
+//! nova-audit check-proof <proof file | -> --key <verifier key | @file> [--origin <o>]
 //! ```
+//!
+//! `--origin` names the log expected (the checkpoints' origin line, one per tenant log): a
+//! valid log or proof of another log signed by the same key then fails.
 //!
 //! Exit status: 0 when everything verifies, 1 when verification fails (the verdict says
 //! why and names the first bad entry), 2 for usage or I/O errors.
@@ -21,9 +24,9 @@ use nova_audit::{
 };
 
 const USAGE: &str = "usage:
-  nova-audit verify <log file> --key <verifier key | @file> [--checkpoint <file>]
+  nova-audit verify <log file> --key <verifier key | @file> [--checkpoint <file>] [--origin <o>]
   nova-audit prove <log file> --key <verifier key | @file> --index <n>
-  nova-audit check-proof <proof file | -> --key <verifier key | @file>
+  nova-audit check-proof <proof file | -> --key <verifier key | @file> [--origin <o>]
 
 exit status: 0 verified, 1 verification failed, 2 usage or I/O error";
 
@@ -41,6 +44,7 @@ struct Args {
     key: String,
     checkpoint: Option<String>,
     index: Option<u64>,
+    origin: Option<String>,
 }
 
 fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, Failure> {
@@ -49,7 +53,8 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, Failure> {
     if !matches!(command.as_str(), "verify" | "prove" | "check-proof") {
         return Err(usage("unknown command"));
     }
-    let (mut target, mut key, mut checkpoint, mut index) = (None, None, None, None);
+    let (mut target, mut key, mut checkpoint, mut index, mut origin) =
+        (None, None, None, None, None);
     while let Some(arg) = argv.next() {
         let mut value = |name: &str| {
             argv.next()
@@ -58,6 +63,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, Failure> {
         match arg.as_str() {
             "--key" => key = Some(value("--key")?),
             "--checkpoint" if command == "verify" => checkpoint = Some(value("--checkpoint")?),
+            "--origin" if command != "prove" => origin = Some(value("--origin")?),
             "--index" if command == "prove" => {
                 let text = value("--index")?;
                 index = Some(
@@ -81,6 +87,7 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, Failure> {
         key,
         checkpoint,
         index,
+        origin,
     })
 }
 
@@ -146,9 +153,21 @@ fn run(args: &Args) -> Result<String, Failure> {
                         "INCOMPLETE: the log is empty, so nothing is signed; pass --checkpoint to detect a truncated log".into(),
                     ))
                 }
+                (None, None)
+                    if args
+                        .origin
+                        .as_ref()
+                        .is_some_and(|o| verdict.origin.as_ref() != Some(o)) =>
+                {
+                    Err(Failure::Verification(format!(
+                        "FAILED: this is the log {:?}, not the one expected",
+                        verdict.origin.unwrap_or_default()
+                    )))
+                }
                 (None, None) => Ok(format!(
-                    "OK: {} entries, all sealed by a valid checkpoint{}",
+                    "OK: {} entries of {}, all sealed by a valid checkpoint{}",
                     verdict.entries,
+                    verdict.origin.unwrap_or_default(),
                     if external.is_some() {
                         "; consistent with the given checkpoint"
                     } else {
@@ -172,6 +191,16 @@ fn run(args: &Args) -> Result<String, Failure> {
             let checkpoint = bundle
                 .verify(&key)
                 .map_err(|e| Failure::Verification(format!("FAILED: {e}")))?;
+            if args
+                .origin
+                .as_ref()
+                .is_some_and(|o| *o != checkpoint.origin)
+            {
+                return Err(Failure::Verification(format!(
+                    "FAILED: the proof is for the log {:?}, not the one expected",
+                    checkpoint.origin
+                )));
+            }
             Ok(format!(
                 "OK: entry {} is in {} at size {}\n{}",
                 bundle.index,
