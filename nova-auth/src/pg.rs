@@ -83,6 +83,20 @@ fn store_err(e: sqlx::Error) -> AuthError {
     AuthError::Store(format!("postgres: {e}"))
 }
 
+/// The row of `table` whose `token_hash` is `hash` (refresh tokens and sessions).
+async fn row_by_token_hash(
+    pool: &PgPool,
+    table: &str,
+    hash: &[u8; 32],
+) -> Result<Option<sqlx::postgres::PgRow>, AuthError> {
+    let sql = format!("SELECT * FROM {table} WHERE token_hash = $1");
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(hash.as_slice())
+        .fetch_optional(pool)
+        .await
+        .map_err(store_err)
+}
+
 fn corrupt(what: &str) -> AuthError {
     AuthError::Store(format!("corrupt {what} row"))
 }
@@ -337,13 +351,7 @@ impl RefreshStore for PgRefreshStore {
     }
 
     async fn get(&self, token_hash: &[u8; 32]) -> Result<Option<RefreshRecord>, AuthError> {
-        let sql = format!("SELECT * FROM {} WHERE token_hash = $1", self.table);
-        let Some(row) = sqlx::query(AssertSqlSafe(sql))
-            .bind(token_hash.as_slice())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_err)?
-        else {
+        let Some(row) = row_by_token_hash(&self.pool, &self.table, token_hash).await? else {
             return Ok(None);
         };
         let get = |e: sqlx::Error| AuthError::Store(format!("refresh row: {e}"));
@@ -447,13 +455,7 @@ impl SessionStore for PgSessionStore {
     }
 
     async fn get(&self, token_hash: &[u8; 32]) -> Result<Option<SessionRecord>, AuthError> {
-        let sql = format!("SELECT * FROM {} WHERE token_hash = $1", self.table);
-        let Some(row) = sqlx::query(AssertSqlSafe(sql))
-            .bind(token_hash.as_slice())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(store_err)?
-        else {
+        let Some(row) = row_by_token_hash(&self.pool, &self.table, token_hash).await? else {
             return Ok(None);
         };
         let get = |e: sqlx::Error| AuthError::Store(format!("session row: {e}"));
