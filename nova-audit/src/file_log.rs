@@ -17,6 +17,7 @@
 //! from the file. This module must never acknowledge an event before it is as durable as the
 //! policy promises, and never silently drop a complete line when repairing.
 
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read as _, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use crate::checkpoint::{Checkpoint, CheckpointSigner, VerifierKey};
 use crate::event::AuditEvent;
 use crate::merkle::{Hash, MerkleTree, leaf_hash};
 use crate::redaction::RedactionPolicy;
+use crate::verify::{At, Record, Replay, Verdict};
 
 /// Longest line the reader accepts (1 MiB): bounds memory on a hostile file.
 pub const MAX_LINE_LEN: usize = 1 << 20;
@@ -54,6 +56,11 @@ pub enum LogError {
         /// 1-based line number.
         line: u64,
     },
+    /// An earlier write failed and the partly written batch could not be cut off again, so
+    /// the log refuses further appends rather than write after unacknowledged bytes. Reopen
+    /// it (which repairs the tail) to go on.
+    #[error("audit log is unusable after a failed write; reopen it")]
+    Poisoned,
 }
 
 /// An open log file with its Merkle tree.
@@ -66,6 +73,7 @@ pub struct FileLog {
     fsync: FsyncPolicy,
     repaired_bytes: u64,
     redaction: RedactionPolicy,
+    poisoned: bool,
 }
 
 impl std::fmt::Debug for FileLog {
@@ -88,30 +96,60 @@ pub(crate) fn read_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io
         .read_until(b'\n', buf)
 }
 
-/// Splits an entry line into its index and the raw canonical event bytes.
-pub(crate) fn parse_entry(line: &[u8]) -> Option<(u64, &[u8])> {
-    let rest = line.strip_prefix(br#"{"i":"#)?;
+/// Parses one line (without its newline) into a record: an entry
+/// `{"i":N,"e":{...}}`, a pruned entry `{"i":N,"h":"<64 hex digits>"}` or a checkpoint
+/// `{"c":"<note>"}`.
+pub(crate) fn parse_line(line: &[u8]) -> Option<Record<'_>> {
+    let Some(rest) = line.strip_prefix(br#"{"i":"#) else {
+        return parse_checkpoint_line(line).map(Record::Checkpoint);
+    };
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     if digits == 0 || digits > 20 || (digits > 1 && rest[0] == b'0') {
         return None;
     }
     let index: u64 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
-    let event = rest[digits..]
-        .strip_prefix(br#","e":"#)?
-        .strip_suffix(b"}")?;
+    let rest = &rest[digits..];
+    if let Some(hex) = rest.strip_prefix(br#","h":""#) {
+        let hex = hex.strip_suffix(br#""}"#)?;
+        return Some(Record::Pruned {
+            index,
+            leaf: decode_leaf_hex(hex)?,
+        });
+    }
+    let event = rest.strip_prefix(br#","e":"#)?.strip_suffix(b"}")?;
     if !event.starts_with(b"{") || !event.ends_with(b"}") {
         return None;
     }
-    Some((index, event))
+    Some(Record::Event {
+        index,
+        bytes: event,
+    })
 }
 
-pub(crate) fn parse_checkpoint_line(line: &[u8]) -> Option<String> {
+/// 64 lowercase hex digits (the only form the writer produces) into a hash.
+fn decode_leaf_hex(hex: &[u8]) -> Option<Hash> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        let nib = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        *o = nib(pair[0])? << 4 | nib(pair[1])?;
+    }
+    Some(out)
+}
+
+fn parse_checkpoint_line(line: &[u8]) -> Option<Cow<'static, str>> {
     let v: serde_json::Value = serde_json::from_slice(line).ok()?;
     let obj = v.as_object()?;
     if obj.len() != 1 {
         return None;
     }
-    obj.get("c")?.as_str().map(str::to_owned)
+    obj.get("c")?.as_str().map(|s| Cow::Owned(s.to_owned()))
 }
 
 impl FileLog {
@@ -150,13 +188,15 @@ impl FileLog {
                     break;
                 }
                 let line = &buf[..buf.len() - 1];
-                if let Some((index, event)) = parse_entry(line) {
-                    if index != tree.size() {
-                        return Err(LogError::Corrupt { line: line_no });
+                match parse_line(line) {
+                    Some(Record::Event { index, bytes }) if index == tree.size() => {
+                        tree.push(leaf_hash(bytes));
                     }
-                    tree.push(leaf_hash(event));
-                } else if parse_checkpoint_line(line).is_none() {
-                    return Err(LogError::Corrupt { line: line_no });
+                    Some(Record::Pruned { index, leaf }) if index == tree.size() => {
+                        tree.push(leaf);
+                    }
+                    Some(Record::Checkpoint(_)) => {}
+                    _ => return Err(LogError::Corrupt { line: line_no }),
                 }
                 good_len += n as u64;
             }
@@ -177,6 +217,7 @@ impl FileLog {
             fsync,
             repaired_bytes,
             redaction: RedactionPolicy::new(),
+            poisoned: false,
         })
     }
 
@@ -253,9 +294,25 @@ impl FileLog {
         let line = serde_json::json!({ "c": note }).to_string();
         buf.extend_from_slice(line.as_bytes());
         buf.push(b'\n');
-        self.file.write_all(&buf)?;
-        if self.fsync != FsyncPolicy::Never {
-            self.file.sync_data()?;
+        if self.poisoned {
+            return Err(LogError::Poisoned);
+        }
+        let len_before = self.file.metadata()?.len();
+        let written = self.file.write_all(&buf).and_then(|()| {
+            if self.fsync == FsyncPolicy::Never {
+                Ok(())
+            } else {
+                self.file.sync_data()
+            }
+        });
+        if let Err(e) = written {
+            // Nothing of this batch is acknowledged: cut it off so the next batch does not
+            // land after it (which would give two entries the same index), or refuse to go
+            // on if even that fails.
+            if self.file.set_len(len_before).is_err() {
+                self.poisoned = true;
+            }
+            return Err(e.into());
         }
         for leaf in leaves {
             self.tree.push(leaf);
@@ -264,31 +321,107 @@ impl FileLog {
     }
 }
 
-/// The outcome of verifying a log file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
-    /// Entries read.
-    pub entries: u64,
-    /// Entries covered by a valid checkpoint.
-    pub sealed: u64,
-    /// The first entry that cannot be trusted, if any: a line that is not a valid entry, an
-    /// out-of-sequence index (deleted, inserted, duplicated or reordered entries), or the
-    /// first entry after the last valid checkpoint when a later checkpoint fails (a changed
-    /// entry somewhere in that batch).
-    pub first_bad: Option<u64>,
-    /// Why, in words.
-    pub reason: Option<String>,
-    /// The origin line every valid checkpoint in the log carries (which log this is), when
-    /// the log verified and has a checkpoint. A log whose checkpoints name two origins fails.
-    pub origin: Option<String>,
+impl FileLog {
+    /// Retention: removes the content of the oldest entries whose `time_ms` is before
+    /// `cutoff_ms`, keeping each one's leaf hash (`{"i":N,"h":"<hex>"}`) and every
+    /// checkpoint, so the tree, every checkpoint and every later entry still verify and
+    /// later entries can still be proven. Pruning stops at the first entry that is not
+    /// older than the cutoff (pruned entries are always the oldest, which the verifier
+    /// checks), so an entry with an out-of-order timestamp is kept a little longer rather
+    /// than leaving a hole. Returns the number of entries now pruned in total.
+    ///
+    /// The file is rewritten beside itself, synced and renamed over the original, so a
+    /// crash leaves either the old or the new file, never a mix. Only this writer may have
+    /// the file open meanwhile.
+    ///
+    /// What a verifier can still check after pruning: the order and count of all entries,
+    /// every checkpoint's signature and root, the content of every kept entry, and
+    /// inclusion proofs of kept entries. What it can no longer check: the content of pruned
+    /// entries (only their hashes remain; [`Verdict::pruned`] says how many).
+    ///
+    /// # Errors
+    /// [`LogError::Io`], or [`LogError::Corrupt`] when a line cannot be read back; the
+    /// original file is then left untouched.
+    pub fn prune_before(&mut self, cutoff_ms: u64) -> Result<u64, LogError> {
+        let tmp_path = {
+            let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+            name.push(".prune-tmp");
+            self.path.with_file_name(name)
+        };
+        let mut reader = BufReader::new(File::open(&self.path)?);
+        let mut out = std::io::BufWriter::new(File::create(&tmp_path)?);
+        let mut buf = Vec::new();
+        let mut line_no = 0u64;
+        let mut pruned = 0u64;
+        let mut pruning = true;
+        let result = (|| -> Result<(), LogError> {
+            loop {
+                if read_line(&mut reader, &mut buf)? == 0 {
+                    break;
+                }
+                line_no += 1;
+                let Some(line) = buf.strip_suffix(b"\n") else {
+                    return Err(LogError::Corrupt { line: line_no });
+                };
+                match parse_line(line) {
+                    Some(Record::Pruned { .. }) => pruned += 1,
+                    Some(Record::Event { index, bytes }) if pruning => {
+                        if event_time_ms(bytes).ok_or(LogError::Corrupt { line: line_no })?
+                            < cutoff_ms
+                        {
+                            let leaf = leaf_hash(bytes);
+                            writeln!(out, r#"{{"i":{index},"h":"{}"}}"#, hex(&leaf))?;
+                            pruned += 1;
+                            continue;
+                        }
+                        pruning = false;
+                    }
+                    Some(_) => {}
+                    None => return Err(LogError::Corrupt { line: line_no }),
+                }
+                out.write_all(&buf)?;
+            }
+            let file = out
+                .into_inner()
+                .map_err(std::io::IntoInnerError::into_error)?;
+            file.sync_all()?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp_path);
+            return Err(e);
+        }
+        std::fs::rename(&tmp_path, &self.path)?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir)?.sync_all()?;
+        }
+        self.file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.path)?;
+        Ok(pruned)
+    }
 }
 
-impl Verdict {
-    /// Whether every entry verified and nothing is unsealed.
-    #[must_use]
-    pub fn ok(&self) -> bool {
-        self.first_bad.is_none() && self.sealed == self.entries
+/// The `time_ms` member of a canonical event.
+fn event_time_ms(bytes: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Time {
+        time_ms: u64,
     }
+    serde_json::from_slice::<Time>(bytes)
+        .ok()
+        .map(|t| t.time_ms)
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Verifies a log file with the log's public key, and optionally against an externally kept
@@ -316,140 +449,25 @@ pub fn verify_reader(
     external: Option<&str>,
 ) -> Result<Verdict, LogError> {
     let mut reader = BufReader::new(reader);
-    let mut tree = MerkleTree::new();
-    let mut sealed = 0u64;
+    let mut replay = Replay::new(key);
     let mut buf = Vec::new();
     let mut line_no = 0u64;
-    let bad = |index: u64, sealed: u64, why: String| Verdict {
-        entries: index,
-        sealed,
-        first_bad: Some(index),
-        reason: Some(why),
-        origin: None,
-    };
-    let mut origin: Option<String> = None;
     loop {
         let n = read_line(&mut reader, &mut buf)?;
         if n == 0 {
             break;
         }
         line_no += 1;
+        let at = At::Line(line_no);
         let Some(line) = buf.strip_suffix(b"\n") else {
-            return Ok(bad(
-                tree.size(),
-                sealed,
-                format!("line {line_no} is incomplete (torn write)"),
-            ));
+            return Ok(replay.unreadable(at, "is incomplete (torn write)"));
         };
-        if let Some((index, event)) = parse_entry(line) {
-            if index != tree.size() {
-                return Ok(bad(
-                    tree.size(),
-                    sealed,
-                    format!(
-                        "line {line_no} has index {index} where {} was expected (entries deleted, inserted, duplicated or reordered)",
-                        tree.size()
-                    ),
-                ));
-            }
-            if serde_json::from_slice::<serde_json::Value>(event).is_err() {
-                return Ok(bad(
-                    index,
-                    sealed,
-                    format!("entry {index} is not valid JSON"),
-                ));
-            }
-            tree.push(leaf_hash(event));
-        } else if let Some(note) = parse_checkpoint_line(line) {
-            match key.verify(&note) {
-                Ok(cp) if origin.as_ref().is_some_and(|o| *o != cp.origin) => {
-                    return Ok(bad(
-                        sealed,
-                        sealed,
-                        format!(
-                            "checkpoint at line {line_no} is for another log (its origin differs from the earlier checkpoints')"
-                        ),
-                    ));
-                }
-                Ok(cp) if cp.size == tree.size() && cp.root == tree.root() => {
-                    sealed = cp.size;
-                    origin = Some(cp.origin);
-                }
-                Ok(cp) if cp.size != tree.size() => {
-                    return Ok(bad(
-                        sealed,
-                        sealed,
-                        format!(
-                            "checkpoint at line {line_no} covers {} entries but {} precede it",
-                            cp.size,
-                            tree.size()
-                        ),
-                    ));
-                }
-                Ok(_) => {
-                    return Ok(bad(
-                        sealed,
-                        sealed,
-                        format!(
-                            "checkpoint at line {line_no} does not match entries {sealed}..{}: an entry in that range was changed",
-                            tree.size()
-                        ),
-                    ));
-                }
-                Err(e) => {
-                    return Ok(bad(
-                        sealed,
-                        sealed,
-                        format!("checkpoint at line {line_no}: {e}"),
-                    ));
-                }
-            }
-        } else {
-            return Ok(bad(
-                tree.size(),
-                sealed,
-                format!("line {line_no} is not a valid entry or checkpoint"),
-            ));
+        let Some(record) = parse_line(line) else {
+            return Ok(replay.unreadable(at, "is not a valid entry or checkpoint"));
+        };
+        if let Err(verdict) = replay.feed(record, at) {
+            return Ok(verdict);
         }
     }
-    if let Some(note) = external {
-        match key.verify(note) {
-            Ok(cp) if origin.as_ref().is_some_and(|o| *o != cp.origin) => {
-                return Ok(bad(
-                    0,
-                    sealed,
-                    "the external checkpoint is for another log (its origin differs)".into(),
-                ));
-            }
-            Ok(cp) if cp.size > tree.size() => {
-                return Ok(bad(
-                    tree.size(),
-                    sealed,
-                    format!(
-                        "log has {} entries but a checkpoint signed for {} (truncated)",
-                        tree.size(),
-                        cp.size
-                    ),
-                ));
-            }
-            Ok(cp) if tree.root_at(cp.size) != Some(cp.root) => {
-                return Ok(bad(
-                    0,
-                    sealed,
-                    "the log's first entries do not match the external checkpoint".into(),
-                ));
-            }
-            Ok(_) => {}
-            Err(e) => return Ok(bad(0, sealed, format!("external checkpoint: {e}"))),
-        }
-    }
-    let entries = tree.size();
-    Ok(Verdict {
-        entries,
-        sealed,
-        first_bad: None,
-        reason: (sealed < entries)
-            .then(|| format!("entries {sealed}..{entries} are not covered by a checkpoint")),
-        origin,
-    })
+    Ok(replay.finish(external))
 }

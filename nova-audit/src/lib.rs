@@ -41,6 +41,8 @@ mod file_log;
 mod merkle;
 mod proof;
 mod redaction;
+mod verify;
+mod writer;
 
 #[cfg(feature = "tracing-bridge")]
 pub use bridge::AuditLayer;
@@ -49,12 +51,12 @@ pub use checkpoint::{
 };
 pub use detect::{Alert, Detector, DetectorConfig, Rule, event_types};
 pub use event::{AuditEvent, AuditEventBuilder, Outcome, ParamValue, SCHEMA_VERSION};
-pub use file_log::{
-    FileLog, FsyncPolicy, LogError, MAX_LINE_LEN, Verdict, verify_file, verify_reader,
-};
+pub use file_log::{FileLog, FsyncPolicy, LogError, MAX_LINE_LEN, verify_file, verify_reader};
 pub use merkle::{
     Hash, MAX_PROOF_LEN, MerkleTree, ProofError, empty_root, leaf_hash, mth, node_hash,
     verify_consistency, verify_inclusion,
 };
 pub use proof::{BundleError, InclusionBundle, MAX_BUNDLE_LEN, prove_file};
 pub use redaction::{REDACTED, RedactionPolicy, Treatment};
+pub use verify::Verdict;
+pub use writer::{AppendError, AuditLog, Sink, WriterConfig};

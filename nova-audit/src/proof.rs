@@ -26,10 +26,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
 use crate::checkpoint::{Checkpoint, CheckpointError, VerifierKey};
-use crate::file_log::{
-    LogError, MAX_LINE_LEN, parse_checkpoint_line, parse_entry, read_line, verify_file,
-};
+use crate::file_log::{LogError, MAX_LINE_LEN, parse_line, read_line, verify_file};
 use crate::merkle::{Hash, MAX_PROOF_LEN, MerkleTree, ProofError, leaf_hash, verify_inclusion};
+use crate::verify::Record;
 
 /// Largest bundle accepted (2 MiB: one entry of at most [`MAX_LINE_LEN`] in base64, a path and
 /// a checkpoint).
@@ -58,6 +57,13 @@ pub enum BundleError {
         index: u64,
         /// Entries covered by the last checkpoint.
         sealed: u64,
+    },
+    /// The entry was removed by retention: only its hash remains, so there is nothing to
+    /// prove.
+    #[error("entry {index} was pruned by retention")]
+    Pruned {
+        /// The requested entry.
+        index: u64,
     },
     /// Reading the log failed.
     #[error(transparent)]
@@ -276,19 +282,27 @@ pub fn prove_file(
         if n == 0 {
             break;
         }
-        if let Some((i, event)) = parse_entry(line) {
-            if i != tree.size() {
-                break; // changed since it was verified; reported below
+        match parse_line(line) {
+            Some(Record::Event { index: i, bytes }) if i == tree.size() => {
+                if i == index {
+                    entry = Some(bytes.to_vec());
+                }
+                tree.push(leaf_hash(bytes));
             }
-            if i == index {
-                entry = Some(event.to_vec());
+            Some(Record::Pruned { index: i, leaf }) if i == tree.size() => {
+                if i == index {
+                    return Err(BundleError::Pruned { index });
+                }
+                tree.push(leaf);
             }
-            tree.push(leaf_hash(event));
-        } else if let Some(note) = parse_checkpoint_line(line)
-            && key.verify(&note).is_ok_and(|cp| cp.size > index)
-        {
-            sealing_note = Some(note);
-            break;
+            Some(Record::Checkpoint(note)) => {
+                if key.verify(&note).is_ok_and(|cp| cp.size > index) {
+                    sealing_note = Some(note.into_owned());
+                    break;
+                }
+            }
+            // Changed since it was verified; reported below.
+            _ => break,
         }
     }
     let (Some(entry), Some(checkpoint)) = (entry, sealing_note) else {
