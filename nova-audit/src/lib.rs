@@ -39,6 +39,8 @@ mod detect;
 mod event;
 mod file_log;
 mod merkle;
+#[cfg(feature = "postgres")]
+mod pg_log;
 mod proof;
 mod redaction;
 mod verify;
@@ -56,6 +58,8 @@ pub use merkle::{
     Hash, MAX_PROOF_LEN, MerkleTree, ProofError, empty_root, leaf_hash, mth, node_hash,
     verify_consistency, verify_inclusion,
 };
+#[cfg(feature = "postgres")]
+pub use pg_log::{PgLog, PgLogError, PgLogSchema};
 pub use proof::{BundleError, InclusionBundle, MAX_BUNDLE_LEN, prove_file};
 pub use redaction::{REDACTED, RedactionPolicy, Treatment};
 pub use verify::Verdict;

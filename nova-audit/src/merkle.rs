@@ -151,6 +151,52 @@ impl MerkleTree {
     }
 }
 
+/// The right edge of a tree without its leaves (a compact range): enough to append and to
+/// compute the root, 32 bytes per set bit of the size. Writers that share a log through a
+/// database keep only this.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct CompactRange {
+    size: u64,
+    nodes: Vec<(u64, Hash)>,
+}
+
+impl CompactRange {
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub(crate) fn push(&mut self, leaf: Hash) {
+        push_frontier(&mut self.nodes, leaf);
+        self.size += 1;
+    }
+
+    pub(crate) fn root(&self) -> Hash {
+        fold_frontier(&self.nodes)
+    }
+
+    /// The subtree roots, largest first, concatenated.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        self.nodes.iter().flat_map(|(_, h)| *h).collect()
+    }
+
+    /// Rebuilds the range of a tree of `size` leaves from [`CompactRange::to_bytes`];
+    /// `None` when the byte count does not match the size.
+    pub(crate) fn from_bytes(size: u64, bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != size.count_ones() as usize * 32 {
+            return None;
+        }
+        let widths = (0..64u32)
+            .rev()
+            .map(|b| 1u64 << b)
+            .filter(|w| size & w != 0);
+        let nodes = widths
+            .zip(bytes.chunks_exact(32))
+            .map(|(w, h)| Some((w, Hash::try_from(h).ok()?)))
+            .collect::<Option<Vec<_>>>()?;
+        Some(Self { size, nodes })
+    }
+}
+
 fn push_frontier(frontier: &mut Vec<(u64, Hash)>, leaf: Hash) {
     let mut node = (1u64, leaf);
     while let Some(&(size, left)) = frontier.last() {
@@ -367,5 +413,36 @@ pub fn verify_consistency(
         Ok(())
     } else {
         Err(ProofError::Mismatch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn a_compact_range_has_the_full_trees_root_and_survives_its_byte_form(
+            n in 0usize..300, extra in 0usize..40,
+        ) {
+            let leaves: Vec<Hash> = (0..n + extra).map(|i| leaf_hash(&i.to_le_bytes())).collect();
+            let mut range = CompactRange::default();
+            for leaf in &leaves[..n] {
+                range.push(*leaf);
+            }
+            prop_assert_eq!(range.root(), mth(&leaves[..n]));
+            let mut back = CompactRange::from_bytes(n as u64, &range.to_bytes()).unwrap();
+            prop_assert_eq!(&back, &range);
+            for leaf in &leaves[n..] {
+                back.push(*leaf);
+            }
+            prop_assert_eq!(back.root(), mth(&leaves));
+            if n > 0 {
+                prop_assert!(CompactRange::from_bytes(n as u64, &range.to_bytes()[1..]).is_none());
+                prop_assert!(CompactRange::from_bytes(n as u64, &[range.to_bytes(), vec![0; 32]].concat()).is_none());
+            }
+        }
     }
 }

@@ -93,11 +93,6 @@ impl<'k> Replay<'k> {
         }
     }
 
-    /// Entries replayed so far.
-    pub(crate) fn size(&self) -> u64 {
-        self.tree.size()
-    }
-
     fn bad(&self, index: u64, why: String) -> Verdict {
         Verdict {
             entries: index,

@@ -123,6 +123,13 @@ impl PgFixture {
         &self.roles
     }
 
+    /// The prefix of every role this fixture creates; roles a test creates under it are
+    /// dropped by [`PgFixture::cleanup`] too.
+    #[must_use]
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The test database's name.
     #[must_use]
     pub fn database(&self) -> &str {
