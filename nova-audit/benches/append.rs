@@ -24,37 +24,8 @@ use nova_audit::{
 use nova_tenancy::TenantId;
 use nova_tenancy::testing::paired_medians;
 
-const BATCH: usize = 256;
-
-fn events(tenant: TenantId) -> Vec<AuditEvent> {
-    (0..BATCH as u64)
-        .map(|i| {
-            AuditEvent::builder(tenant, "data.read", "tickets.read")
-                .time_ms(1_700_000_000_000 + i)
-                .actor("user:5f0c2a7e-1111-4c55-9a59-0a4b3c2d1e0f")
-                .ip("10.1.2.3".parse().unwrap())
-                .resource(&format!("ticket/{i}"))
-                .rows(1)
-                .duration_ms(3)
-                .policy("agents-read-queue")
-                .param("queue", "billing")
-                .sensitive_param("email", "alice@example.com")
-                .build()
-        })
-        .collect()
-}
-
-fn plain_line(e: &AuditEvent) -> Vec<u8> {
-    let v = serde_json::json!({
-        "time_ms": e.time_ms, "event_type": e.event_type, "tenant": e.tenant.to_string(),
-        "actor": e.actor, "ip": e.ip.map(|i| i.to_string()), "action": e.action,
-        "resource": e.resource, "rows": e.rows, "duration_ms": e.duration_ms,
-        "policies": e.policies, "params": {"queue": "billing", "email": "[REDACTED]"},
-    });
-    let mut line = serde_json::to_vec(&v).unwrap();
-    line.push(b'\n');
-    line
-}
+mod common;
+use common::{BATCH, events, plain_line};
 
 fn benches(c: &mut Criterion) {
     let tenant = TenantId::new_v4();

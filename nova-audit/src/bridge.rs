@@ -19,8 +19,8 @@ use nova_tenancy::{AUDIT_TARGET, RequestId, TenantId};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, Layer};
 
-use crate::detect::event_types;
-use crate::event::{AuditEvent, Outcome};
+use crate::event::AuditEvent;
+use crate::hook::classify;
 
 /// A `tracing_subscriber` layer that records `nova::audit` events through a callback.
 ///
@@ -113,19 +113,6 @@ impl Visit for Fields {
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.put(field, format!("{value:?}"));
-    }
-}
-
-/// The event type and outcome a Nova event name maps to.
-fn classify(name: &str) -> (String, Outcome) {
-    match name {
-        "crypto_shred" | "kek_destroyed" => (event_types::KEY_DESTROYED.into(), Outcome::Success),
-        "rls_bypass" => (event_types::RLS_BYPASS.into(), Outcome::Success),
-        "cross_tenant_attempt" => (event_types::CROSS_TENANT.into(), Outcome::Denied),
-        "api_key_failure" => (event_types::LOGIN_FAILED.into(), Outcome::Failure),
-        "refresh_token_reuse" => ("nova.refresh_token_reuse".into(), Outcome::Failure),
-        n if n.ends_with("_refused") => (format!("nova.{n}"), Outcome::Denied),
-        n => (format!("nova.{n}"), Outcome::Success),
     }
 }
 

@@ -1,34 +1,42 @@
 //! # nova-audit
 //!
-//! **Status: in development.** Today this crate provides:
+//! A tamper-evident audit log that applications link directly: a service appends events in
+//! one call, and anyone holding the log's public key can verify it offline.
 //!
-//! - RFC 6962 Merkle tree hashing with inclusion and consistency proofs, verified against the
-//!   Certificate Transparency reference vectors;
-//! - C2SP signed-note checkpoints signed with Ed25519;
-//! - the typed [`AuditEvent`] with its documented canonical JSON encoding, in which
-//!   sensitive parameters never appear in clear;
-//! - [`FileLog`], a crash-safe JSON-lines log that signs a checkpoint after every batch, and
-//!   [`verify_file`], which names the first bad entry;
-//! - [`InclusionBundle`] and [`prove_file`]: self-contained proofs that one entry is in a
-//!   signed log;
-//! - the `nova-audit` command: `verify <file> --key <key> [--checkpoint <file>]`,
-//!   `prove <file> --key <key> --index <n>` and `check-proof <file> --key <key>`, which exit
-//!   0 when everything verifies, 1 when verification fails and 2 for usage errors.
-//!
-//! - [`RedactionPolicy`]: values marked sensitive, and parameters, actors or addresses a
-//!   policy names, are redacted or keyed-hashed before the log encodes them.
-//!
+//! - [`AuditEvent`]: the typed event with its documented canonical JSON encoding, in which
+//!   sensitive parameters never appear in clear; [`RedactionPolicy`] redacts or keyed-hashes
+//!   parameters, actors and addresses before anything is encoded.
+//! - RFC 6962 Merkle trees ([`MerkleTree`], inclusion and consistency proofs, checked
+//!   against the Certificate Transparency vectors) and C2SP signed-note checkpoints signed
+//!   with Ed25519 ([`CheckpointSigner`], [`VerifierKey`]).
+//! - [`AuditLog`]: the one-call writer. A background thread commits queued events in
+//!   batches (group commit) and answers each caller with its index once durable; a bounded
+//!   queue pushes back when the sink falls behind.
+//! - Sinks: [`FileLog`], a crash-safe JSON-lines file (torn tails repaired on open, a
+//!   signed checkpoint per batch), and `PgLog` (feature `postgres`, on by default),
+//!   append-only PostgreSQL tables guarded by a trigger and safe with several writer
+//!   processes; any [`Sink`] of your own.
+//! - Verification: [`verify_file`] / [`verify_reader`] and `PgLogSchema::verify` name the
+//!   first bad entry; [`InclusionBundle`] / [`prove_file`] make self-contained proofs; the
+//!   `nova-audit` command (`verify <file|postgres-url>`, `prove`, `check-proof`) exits 0
+//!   when everything verifies, 1 when verification fails and 2 for usage errors.
+//! - Retention: [`FileLog::prune_before`] and `PgLogSchema::prune_before` remove old events'
+//!   content but keep their leaf hashes, so the tree and every checkpoint still verify
+//!   ([`Verdict::pruned`] says how many entries can no longer be read).
 //! - [`Detector`]: rules over the event stream (repeated failed logins, cross-tenant
-//!   attempts, RLS bypass, key destruction) that raise alerts through a callback, and
+//!   attempts, RLS bypass, key destruction) raising alerts through a callback, with
 //!   counters in the Prometheus text format.
+//! - Integration without dependencies: every Nova crate reports its security events through
+//!   `nova_tenancy::AuditHook` (recorded by [`HookRecorder`]) and as `tracing` events on
+//!   `nova::audit` (recorded by [`AuditLayer`], feature `tracing-bridge`, on by default).
 //!
-//! - [`AuditLayer`] (feature `tracing-bridge`, on by default): the `tracing` bridge that
-//!   records the `nova::audit` events every Nova crate emits (RLS bypass, API-key failures,
-//!   cross-tenant attempts, refresh-token reuse, key rotation and shredding) as audit
-//!   events, so no crate depends on this one to be audited.
+//! ## Security notes
 //!
-//! Not built yet: the PostgreSQL sink, a background writer with back-pressure, and
-//! retention.
+//! A checkpoint proves what a log held when it was signed. Verification finds any modified,
+//! dropped, inserted, duplicated or reordered entry; removing the newest entries together
+//! with their checkpoints is found only against a checkpoint kept elsewhere (pass it as
+//! `external`). The signing key is the root of trust: keep it out of the database and off
+//! the hosts whose administrators the log must hold to account.
 
 #![forbid(unsafe_code)]
 
@@ -38,6 +46,7 @@ mod checkpoint;
 mod detect;
 mod event;
 mod file_log;
+mod hook;
 mod merkle;
 #[cfg(feature = "postgres")]
 mod pg_log;
@@ -54,6 +63,7 @@ pub use checkpoint::{
 pub use detect::{Alert, Detector, DetectorConfig, Rule, event_types};
 pub use event::{AuditEvent, AuditEventBuilder, Outcome, ParamValue, SCHEMA_VERSION};
 pub use file_log::{FileLog, FsyncPolicy, LogError, MAX_LINE_LEN, verify_file, verify_reader};
+pub use hook::HookRecorder;
 pub use merkle::{
     Hash, MAX_PROOF_LEN, MerkleTree, ProofError, empty_root, leaf_hash, mth, node_hash,
     verify_consistency, verify_inclusion,

@@ -92,6 +92,14 @@ pub enum AppendError {
 
 type Reply = oneshot::Sender<Result<u64, AppendError>>;
 
+// Flushes are rare; boxing every event instead would cost an allocation per append.
+#[allow(clippy::large_enum_variant)]
+enum Job {
+    Append(AuditEvent, Reply),
+    /// Answered once everything queued before it has been through the sink.
+    Flush(oneshot::Sender<()>),
+}
+
 /// A tamper-evident log with a background writer.
 ///
 /// ```
@@ -112,7 +120,7 @@ type Reply = oneshot::Sender<Result<u64, AppendError>>;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct AuditLog {
-    tx: mpsc::Sender<(AuditEvent, Reply)>,
+    tx: mpsc::Sender<Job>,
     done: oneshot::Receiver<()>,
 }
 
@@ -156,7 +164,7 @@ impl AuditLog {
     pub async fn append(&self, event: AuditEvent) -> Result<u64, AppendError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send((event, reply))
+            .send(Job::Append(event, reply))
             .await
             .map_err(|_| AppendError::Closed)?;
         answer.await.map_err(|_| AppendError::Closed)?
@@ -182,11 +190,36 @@ impl AuditLog {
         event: AuditEvent,
     ) -> Result<impl Future<Output = Result<u64, AppendError>> + use<>, AppendError> {
         let (reply, answer) = oneshot::channel();
-        self.tx.try_send((event, reply)).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => AppendError::Full,
-            mpsc::error::TrySendError::Closed(_) => AppendError::Closed,
-        })?;
+        self.tx
+            .try_send(Job::Append(event, reply))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => AppendError::Full,
+                mpsc::error::TrySendError::Closed(_) => AppendError::Closed,
+            })?;
         Ok(async move { answer.await.map_err(|_| AppendError::Closed)? })
+    }
+
+    /// Waits until every event queued before this call has been through the sink
+    /// (committed, or failed and reported to its caller). For a log shared by many callers,
+    /// such as one behind a process-wide audit hook, where `close` is not possible.
+    ///
+    /// # Errors
+    /// [`AppendError::Closed`] when the writer has stopped.
+    pub async fn flush(&self) -> Result<(), AppendError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Job::Flush(reply))
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        answer.await.map_err(|_| AppendError::Closed)
+    }
+
+    /// [`AuditLog::flush`] for synchronous code.
+    ///
+    /// # Errors
+    /// As [`AuditLog::flush`].
+    pub fn flush_blocking(&self) -> Result<(), AppendError> {
+        block_on(self.flush())
     }
 
     /// Events queued and not yet committed.
@@ -213,33 +246,44 @@ impl AuditLog {
     }
 }
 
-async fn run<S: Sink>(mut sink: S, mut rx: mpsc::Receiver<(AuditEvent, Reply)>, max_batch: usize) {
+async fn run<S: Sink>(mut sink: S, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
     let mut jobs = Vec::with_capacity(max_batch);
     let mut events = Vec::with_capacity(max_batch);
     let mut replies = Vec::with_capacity(max_batch);
+    let mut flushes = Vec::new();
     // `recv_many` returns 0 only once every sender is gone and the queue is empty, so
     // events queued before `close` are still committed.
     while rx.recv_many(&mut jobs, max_batch).await > 0 {
-        for (event, reply) in jobs.drain(..) {
-            events.push(event);
-            replies.push(reply);
-        }
-        match sink.append_batch(&events).await {
-            Ok(first) => {
-                for (k, reply) in (0u64..).zip(replies.drain(..)) {
-                    // A caller that stopped waiting still has its event in the log.
-                    let _ = reply.send(Ok(first + k));
+        for job in jobs.drain(..) {
+            match job {
+                Job::Append(event, reply) => {
+                    events.push(event);
+                    replies.push(reply);
                 }
-            }
-            Err(e) => {
-                let e: Arc<dyn std::error::Error + Send + Sync> = Arc::new(e);
-                tracing::error!(target: "nova::audit", error = %e, events = events.len(), "audit batch failed");
-                for reply in replies.drain(..) {
-                    let _ = reply.send(Err(AppendError::Sink(Arc::clone(&e))));
-                }
+                Job::Flush(done) => flushes.push(done),
             }
         }
-        events.clear();
+        if !events.is_empty() {
+            match sink.append_batch(&events).await {
+                Ok(first) => {
+                    for (k, reply) in (0u64..).zip(replies.drain(..)) {
+                        // A caller that stopped waiting still has its event in the log.
+                        let _ = reply.send(Ok(first + k));
+                    }
+                }
+                Err(e) => {
+                    let e: Arc<dyn std::error::Error + Send + Sync> = Arc::new(e);
+                    tracing::error!(target: "nova::audit", error = %e, events = events.len(), "audit batch failed");
+                    for reply in replies.drain(..) {
+                        let _ = reply.send(Err(AppendError::Sink(Arc::clone(&e))));
+                    }
+                }
+            }
+            events.clear();
+        }
+        for done in flushes.drain(..) {
+            let _ = done.send(());
+        }
     }
 }
 

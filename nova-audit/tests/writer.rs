@@ -220,3 +220,16 @@ fn futures_executor<T>(f: impl std::future::Future<Output = T>) -> T {
         .unwrap()
         .block_on(f)
 }
+
+#[test]
+fn flush_waits_for_everything_queued_before_it() {
+    let probe = Probe::default();
+    let log = AuditLog::spawn(probe.clone(), WriterConfig::new(256, 8)).unwrap();
+    let tenant = TenantId::new_v4();
+    for i in 0..50u64 {
+        drop(log.try_append(numbered(tenant, i)).unwrap());
+    }
+    log.flush_blocking().unwrap();
+    assert_eq!(probe.committed().len(), 50);
+    log.close_blocking().unwrap();
+}

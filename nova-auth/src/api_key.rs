@@ -16,7 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 use nova_tenancy::{
-    AUDIT_TARGET, CredentialVerifier, Role, TenantContext, TenantId, UserId, VerifiedIdentity,
+    AUDIT_TARGET, Actor, CredentialVerifier, Role, SecurityEvent, TenantContext, TenantId, UserId,
+    VerifiedIdentity, report,
 };
 
 use crate::error::AuthError;
@@ -351,6 +352,11 @@ impl<S: ApiKeyStore> ApiKeys<S> {
             })
             .await?;
         tracing::info!(target: AUDIT_TARGET, event = "api_key_created", key_id = %key_id, tenant = %spec.tenant, "API key created");
+        report(
+            &SecurityEvent::new("api_key_created")
+                .tenant(spec.tenant)
+                .actor(Actor::ApiKey(&key_id)),
+        );
         Ok((key_id, IssuedSecret::new(full)))
     }
 
@@ -382,6 +388,12 @@ impl<S: ApiKeyStore> ApiKeys<S> {
         let ctx = self.verify(presented, client).await?;
         if ctx.tenant() != tenant {
             tracing::warn!(target: AUDIT_TARGET, event = "cross_tenant_attempt", key_tenant = %ctx.tenant(), requested_tenant = %tenant, "API key used for another tenant");
+            report(
+                &SecurityEvent::new("cross_tenant_attempt")
+                    .tenant(tenant)
+                    .request_id(ctx.request_id())
+                    .details(&[("key_tenant", &ctx.tenant())]),
+            );
             return Err(AuthError::InvalidCredential);
         }
         Ok(ctx)
@@ -401,6 +413,8 @@ impl<S: ApiKeyStore> ApiKeys<S> {
         let Some(record) = self.store.get(parsed.key_id).await? else {
             // Compare against a dummy so an unknown id costs about what a known one does.
             let _ = hashes_equal(&parsed.secret_hash, &[0u8; 32]);
+            tracing::warn!(target: AUDIT_TARGET, event = "api_key_unknown", key_id = %parsed.key_id, "API key with an unknown id presented");
+            report(&SecurityEvent::new("api_key_unknown").actor(Actor::ApiKey(&parsed.key_id)));
             return Err(AuthError::InvalidCredential);
         };
         if record.locked_until.is_some_and(|t| now < t) {
@@ -412,6 +426,12 @@ impl<S: ApiKeyStore> ApiKeys<S> {
                 .record_failure(&record.key_id, now, self.lockout)
                 .await?;
             tracing::warn!(target: AUDIT_TARGET, event = "api_key_failure", key_id = %record.key_id, tenant = %record.tenant, locked = locked.is_some(), "API key secret mismatch");
+            report(
+                &SecurityEvent::new("api_key_failure")
+                    .tenant(record.tenant)
+                    .actor(Actor::ApiKey(&record.key_id))
+                    .details(&[("locked", &locked.is_some())]),
+            );
             return Err(if locked.is_some() {
                 AuthError::Locked
             } else {
@@ -461,6 +481,7 @@ impl<S: ApiKeyStore> ApiKeys<S> {
             return Err(AuthError::InvalidCredential);
         }
         tracing::info!(target: AUDIT_TARGET, event = "api_key_revoked", key_id = %key_id, "API key revoked");
+        report(&SecurityEvent::new("api_key_revoked").actor(Actor::ApiKey(&key_id)));
         Ok(())
     }
 
@@ -514,6 +535,11 @@ impl<S: ApiKeyStore> ApiKeys<S> {
         let created = self.create_at(spec, now).await?;
         self.store.set_grace(key_id, until).await?;
         tracing::info!(target: AUDIT_TARGET, event = "api_key_rotated", old_key_id = %key_id, new_key_id = %created.0, "API key rotated");
+        report(
+            &SecurityEvent::new("api_key_rotated")
+                .actor(Actor::ApiKey(&key_id))
+                .details(&[("new_key_id", &created.0)]),
+        );
         Ok(created)
     }
 }

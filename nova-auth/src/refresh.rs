@@ -10,7 +10,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-use nova_tenancy::{AUDIT_TARGET, TenantId, UserId};
+use nova_tenancy::{AUDIT_TARGET, Actor, SecurityEvent, TenantId, UserId, report};
 use uuid::Uuid;
 
 use crate::error::AuthError;
@@ -199,6 +199,12 @@ impl<S: RefreshStore> RefreshTokens<S> {
                 family = %record.family,
                 revoked,
                 "refresh token reused; token family revoked"
+            );
+            report(
+                &SecurityEvent::new("refresh_token_reuse")
+                    .tenant(record.tenant)
+                    .actor(Actor::User(record.user))
+                    .details(&[("family", &record.family), ("revoked", &revoked)]),
             );
             return Err(AuthError::RefreshReuse);
         }

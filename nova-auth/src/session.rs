@@ -8,7 +8,8 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use nova_tenancy::{
-    AUDIT_TARGET, CredentialVerifier, TenantContext, TenantId, UserId, VerifiedIdentity,
+    AUDIT_TARGET, Actor, CredentialVerifier, SecurityEvent, TenantContext, TenantId, UserId,
+    VerifiedIdentity, report,
 };
 
 use crate::error::AuthError;
@@ -207,6 +208,12 @@ impl<S: SessionStore> Sessions<S> {
     pub async fn revoke_all(&self, tenant: TenantId, user: UserId) -> Result<u64, AuthError> {
         let n = self.store.revoke_user(tenant, user).await?;
         tracing::info!(target: AUDIT_TARGET, event = "sessions_revoked", tenant = %tenant, user = %user, count = n, "all sessions of a user revoked");
+        report(
+            &SecurityEvent::new("sessions_revoked")
+                .tenant(tenant)
+                .actor(Actor::User(user))
+                .details(&[("count", &n)]),
+        );
         Ok(n)
     }
 }

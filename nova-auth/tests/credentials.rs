@@ -15,6 +15,9 @@ use nova_tenancy::testing::{PgFixture, service_unavailable};
 use nova_tenancy::{Ident, Role, TenantId, UserId};
 use proptest::prelude::*;
 
+mod common;
+use common::forge_secret;
+
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
@@ -164,34 +167,6 @@ async fn api_key_suite<S: ApiKeyStore>(keys: ApiKeys<S>) {
 }
 
 /// A well-formed key (valid checksum) for `kid` with a random secret.
-fn forge_secret(kid: &str) -> String {
-    let secret: String = (0..43)
-        .map(|i| char::from(b'A' + (i % 26) as u8))
-        .collect::<String>();
-    let secret = format!(
-        "{}{}",
-        &secret[..40],
-        &uuid::Uuid::new_v4().simple().to_string()[..3]
-    );
-    let body = format!("nova_sk_{kid}_{secret}");
-    let sum = {
-        // Same checksum as the crate: CRC32 in 6 base62 digits.
-        const B: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-        let mut v = u64::from(crc32fast::hash(body.as_bytes()));
-        let mut d = [b'0'; 6];
-        for x in d.iter_mut().rev() {
-            *x = B[(v % 62) as usize];
-            v /= 62;
-        }
-        String::from_utf8(d.to_vec()).unwrap()
-    };
-    let key = format!("{body}_{sum}");
-    assert!(
-        parse_api_key(&key).is_ok(),
-        "forged key must be well-formed"
-    );
-    key
-}
 
 #[tokio::test]
 async fn api_keys_in_memory_refuse_every_attack() {

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::KeyInit;
 use hmac::{Hmac, Mac};
-use nova_tenancy::{AUDIT_TARGET, TenantContext, TenantId};
+use nova_tenancy::{AUDIT_TARGET, SecurityEvent, TenantContext, TenantId};
 use secrecy::{SecretBox, SecretString};
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -630,6 +630,11 @@ impl Keyring {
             version = next.get(),
             "tenant key rotated"
         );
+        nova_tenancy::report(
+            &SecurityEvent::new("tenant_key_rotated")
+                .tenant(tenant)
+                .details(&[("version", &next.get())]),
+        );
         Ok(next)
     }
 
@@ -647,6 +652,10 @@ impl Keyring {
             kek = %self.kek_id,
             version = v.get(),
             "key-encryption key rotated"
+        );
+        nova_tenancy::report(
+            &SecurityEvent::new("kek_rotated")
+                .details(&[("kek", &self.kek_id), ("version", &v.get())]),
         );
         Ok(v)
     }
@@ -667,6 +676,10 @@ impl Keyring {
             kek = %self.kek_id,
             version = version.get(),
             "key-encryption key version destroyed"
+        );
+        nova_tenancy::report(
+            &SecurityEvent::new("kek_destroyed")
+                .details(&[("kek", &self.kek_id), ("version", &version.get())]),
         );
         Ok(())
     }
@@ -795,6 +808,11 @@ impl Keyring {
             tenant = %tenant,
             versions_destroyed,
             "tenant keys destroyed (crypto-shredding)"
+        );
+        nova_tenancy::report(
+            &SecurityEvent::new("crypto_shred")
+                .tenant(tenant)
+                .details(&[("versions_destroyed", &versions_destroyed)]),
         );
         Ok(ShredReport {
             tenant,

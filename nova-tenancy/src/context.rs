@@ -303,6 +303,12 @@ impl TenantContext {
             reason,
             "system context created"
         );
+        crate::audit_hook::report(
+            &crate::SecurityEvent::new("system_context")
+                .tenant(tenant)
+                .request_id(request_id)
+                .details(&[("reason", &reason)]),
+        );
         Ok(Self {
             tenant,
             user: None,

@@ -75,6 +75,7 @@
 
 #![forbid(unsafe_code)]
 
+mod audit_hook;
 mod context;
 mod error;
 mod ident;
@@ -92,6 +93,7 @@ mod scoped;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use audit_hook::{Actor, AuditHook, SecurityEvent, report, set_audit_hook};
 pub use context::{
     AUDIT_TARGET, ContextError, CredentialVerifier, Isolation, Origin, TenantContext,
     VerifiedIdentity, system_contexts_created,

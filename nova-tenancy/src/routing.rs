@@ -212,6 +212,12 @@ impl TenantRouter {
                 error = %err,
                 "tenant routing refused"
             );
+            crate::audit_hook::report(
+                &crate::SecurityEvent::new("tenant_routing_refused")
+                    .tenant(ctx.tenant())
+                    .request_id(ctx.request_id())
+                    .details(&[("error", err)]),
+            );
         }
         result
     }

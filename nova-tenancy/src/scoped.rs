@@ -128,6 +128,11 @@ impl TenantPool {
                 request_id = %ctx.request_id(),
                 "row-level security bypass refused for a non-system context"
             );
+            crate::audit_hook::report(
+                &crate::SecurityEvent::new("rls_bypass_refused")
+                    .tenant(ctx.tenant())
+                    .request_id(ctx.request_id()),
+            );
             return Err(Error::BypassRequiresSystemContext);
         }
         if reason.trim().is_empty() {
@@ -144,6 +149,12 @@ impl TenantPool {
             request_id = %ctx.request_id(),
             reason,
             "row-level security bypass begun"
+        );
+        crate::audit_hook::report(
+            &crate::SecurityEvent::new("rls_bypass")
+                .tenant(ctx.tenant())
+                .request_id(ctx.request_id())
+                .details(&[("reason", &reason)]),
         );
         let sql = begin_statement(ctx, Some(reason));
         let tx = self.pool.begin_with(AssertSqlSafe(sql)).await?;

@@ -33,3 +33,33 @@ pub(crate) fn rfc7520_rsa_signing_key(kid: &str) -> SigningKey {
     let der = key.to_pkcs1_der().unwrap();
     SigningKey::rs256_from_der(kid, der.as_bytes()).unwrap()
 }
+
+/// A well-formed API key (valid checksum) for key id `kid` with a secret nobody issued.
+pub(crate) fn forge_secret(kid: &str) -> String {
+    let secret: String = (0..43)
+        .map(|i| char::from(b'A' + (i % 26) as u8))
+        .collect::<String>();
+    let secret = format!(
+        "{}{}",
+        &secret[..40],
+        &uuid::Uuid::new_v4().simple().to_string()[..3]
+    );
+    let body = format!("nova_sk_{kid}_{secret}");
+    let sum = {
+        // Same checksum as the crate: CRC32 in 6 base62 digits.
+        const B: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        let mut v = u64::from(crc32fast::hash(body.as_bytes()));
+        let mut d = [b'0'; 6];
+        for x in d.iter_mut().rev() {
+            *x = B[(v % 62) as usize];
+            v /= 62;
+        }
+        String::from_utf8(d.to_vec()).unwrap()
+    };
+    let key = format!("{body}_{sum}");
+    assert!(
+        nova_auth::parse_api_key(&key).is_ok(),
+        "forged key must be well-formed"
+    );
+    key
+}
