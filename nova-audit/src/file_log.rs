@@ -56,6 +56,18 @@ pub enum LogError {
         /// 1-based line number.
         line: u64,
     },
+    /// The file does not match its own last checkpoint (an entry before it was changed,
+    /// or the checkpoint is not this log's): the writer refuses to sign on top of it.
+    /// [`verify_file`] names the first bad entry.
+    #[error("audit log is not trusted: {0}")]
+    Untrusted(String),
+    /// An event's encoding is longer than [`MAX_LINE_LEN`]; nothing of its batch is
+    /// written.
+    #[error("audit event of {len} bytes is too large")]
+    EventTooLarge {
+        /// Encoded length.
+        len: usize,
+    },
     /// An earlier write failed and the partly written batch could not be cut off again, so
     /// the log refuses further appends rather than write after unacknowledged bytes. Reopen
     /// it (which repairs the tail) to go on.
@@ -165,13 +177,21 @@ impl FileLog {
         fsync: FsyncPolicy,
     ) -> Result<Self, LogError> {
         let path = path.as_ref().to_path_buf();
+        let key = VerifierKey::parse(&signer.verifier_key())
+            .map_err(|e| LogError::Untrusted(e.to_string()))?;
+        let existed = path.exists();
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(&path)?;
-        let mut tree = MerkleTree::new();
-        let mut good_len = 0u64;
+        if !existed {
+            // A new file is durable only once its directory entry is.
+            sync_parent(&path)?;
+        }
+        let mut leaves = Vec::new();
+        let (mut sealed_size, mut sealed_len, mut pos) = (0usize, 0u64, 0u64);
+        let mut last_note: Option<String> = None;
         let mut line_no = 0u64;
         {
             let mut reader = BufReader::new(&mut file);
@@ -184,29 +204,61 @@ impl FileLog {
                 }
                 line_no += 1;
                 if buf.last() != Some(&b'\n') {
-                    // A line without its newline can only be the torn last write of a crash.
+                    if n > MAX_LINE_LEN {
+                        // Not a torn write but a line longer than any the writer makes:
+                        // cutting here could drop acknowledged entries after it.
+                        return Err(LogError::Corrupt { line: line_no });
+                    }
+                    // A short line without its newline is the torn last write of a crash.
                     break;
                 }
                 let line = &buf[..buf.len() - 1];
                 match parse_line(line) {
-                    Some(Record::Event { index, bytes }) if index == tree.size() => {
-                        tree.push(leaf_hash(bytes));
+                    Some(Record::Event { index, bytes }) if index == leaves.len() as u64 => {
+                        leaves.push(leaf_hash(bytes));
                     }
-                    Some(Record::Pruned { index, leaf }) if index == tree.size() => {
-                        tree.push(leaf);
+                    Some(Record::Pruned { index, leaf }) if index == leaves.len() as u64 => {
+                        leaves.push(leaf);
                     }
-                    Some(Record::Checkpoint(_)) => {}
+                    Some(Record::Checkpoint(note)) => {
+                        last_note = Some(note.into_owned());
+                        sealed_size = leaves.len();
+                        sealed_len = pos + n as u64;
+                    }
                     _ => return Err(LogError::Corrupt { line: line_no }),
                 }
-                good_len += n as u64;
+                pos += n as u64;
+            }
+        }
+        // A batch and its checkpoint go out in one write, synced before any of it is
+        // acknowledged, so entries after the last checkpoint were never acknowledged: they
+        // are cut off with the torn tail rather than sealed by the next checkpoint (which
+        // would also seal anything appended to the file behind the writer's back).
+        leaves.truncate(sealed_size);
+        let tree = MerkleTree::from_leaf_hashes(leaves);
+        // Never sign on top of a file that was changed: the last checkpoint must be this
+        // log's and match the entries before it (any edit before it changes that root).
+        if let Some(note) = &last_note {
+            let cp = key
+                .verify(note)
+                .map_err(|e| LogError::Untrusted(format!("last checkpoint: {e}")))?;
+            if cp.origin != origin {
+                return Err(LogError::Untrusted(
+                    "the last checkpoint names another origin".into(),
+                ));
+            }
+            if cp.size != tree.size() || cp.root != tree.root() {
+                return Err(LogError::Untrusted(
+                    "the last checkpoint does not match the entries before it".into(),
+                ));
             }
         }
         let total = file.metadata()?.len();
-        let repaired_bytes = total - good_len;
+        let repaired_bytes = total - sealed_len;
         if repaired_bytes > 0 {
-            file.set_len(good_len)?;
+            file.set_len(sealed_len)?;
             file.sync_all()?;
-            tracing::warn!(path = %path.display(), repaired_bytes, "torn audit log tail removed");
+            tracing::warn!(path = %path.display(), repaired_bytes, "torn or unsealed audit log tail removed");
         }
         Ok(Self {
             path,
@@ -282,7 +334,15 @@ impl FileLog {
         let mut buf = Vec::with_capacity(events.len() * 320 + 400);
         let mut leaves = Vec::with_capacity(events.len());
         for (k, e) in events.iter().enumerate() {
+            let start = buf.len();
             leaves.push(self.encode(e, first + k as u64, &mut buf));
+            if buf.len() - start > MAX_LINE_LEN {
+                // The reader refuses longer lines; writing one would make the log
+                // unreadable past it.
+                return Err(LogError::EventTooLarge {
+                    len: buf.len() - start,
+                });
+            }
         }
         // Sign the root the tree will have, without touching the tree until the batch is
         // durable (cloning the tree here made each batch O(log size) → O(size)).
@@ -343,6 +403,9 @@ impl FileLog {
     /// [`LogError::Io`], or [`LogError::Corrupt`] when a line cannot be read back; the
     /// original file is then left untouched.
     pub fn prune_before(&mut self, cutoff_ms: u64) -> Result<u64, LogError> {
+        if self.poisoned {
+            return Err(LogError::Poisoned);
+        }
         let tmp_path = {
             let mut name = self.path.file_name().unwrap_or_default().to_os_string();
             name.push(".prune-tmp");
@@ -391,15 +454,31 @@ impl FileLog {
             let _ = std::fs::remove_file(&tmp_path);
             return Err(e);
         }
+        let permissions = self.file.metadata()?.permissions();
+        std::fs::set_permissions(&tmp_path, permissions)?;
         std::fs::rename(&tmp_path, &self.path)?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir)?.sync_all()?;
+        // From here the open handle points at the replaced file: appending through it would
+        // acknowledge events into a file nobody reads, so any failure poisons the log.
+        let reopened = sync_parent(&self.path)
+            .and_then(|()| OpenOptions::new().read(true).append(true).open(&self.path));
+        match reopened {
+            Ok(file) => {
+                self.file = file;
+                Ok(pruned)
+            }
+            Err(e) => {
+                self.poisoned = true;
+                Err(e.into())
+            }
         }
-        self.file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&self.path)?;
-        Ok(pruned)
+    }
+}
+
+/// Syncs the directory holding `path`, so that a created or renamed file survives a crash.
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => File::open(".")?.sync_all(),
     }
 }
 

@@ -74,6 +74,13 @@ pub enum PgLogError {
         /// Attempts made.
         attempts: u32,
     },
+    /// An event's canonical encoding is larger than [`MAX_LINE_LEN`](crate::MAX_LINE_LEN)
+    /// allows; the batch holding it is refused as a whole.
+    #[error("audit event of {len} bytes is too large")]
+    EventTooLarge {
+        /// Encoded length.
+        len: usize,
+    },
     /// A table row is not in the shape this crate writes (verification only).
     #[error("audit table row is malformed: {0}")]
     Malformed(&'static str),
@@ -350,14 +357,16 @@ GRANT UPDATE (event) ON {e} TO {ret};
         Ok(replay.finish(external))
     }
 
-    /// The tenants that have a log in these tables.
+    /// The tenants that have a log in these tables (entries or checkpoints, so a tenant
+    /// whose checkpoints were deleted is still listed, and fails verification).
     ///
     /// # Errors
     /// [`PgLogError::Database`] when the table cannot be read.
     pub async fn tenants(&self, conn: &mut PgConnection) -> Result<Vec<TenantId>, PgLogError> {
         let sql = format!(
-            "SELECT DISTINCT tenant FROM {} ORDER BY tenant",
-            self.checkpoints()
+            "SELECT tenant FROM {} UNION SELECT tenant FROM {} ORDER BY tenant",
+            self.checkpoints(),
+            self.entries()
         );
         let ids: Vec<uuid::Uuid> = sqlx::query_scalar(AssertSqlSafe(sql))
             .fetch_all(conn)
@@ -442,6 +451,13 @@ impl PgLog {
     ) -> Result<Self, PgLogError> {
         let key = VerifierKey::parse(&signer.verifier_key())
             .map_err(|e| PgLogError::HeadNotTrusted(e.to_string()))?;
+        // A stalled lock holder or server must not hold the writer (and every caller behind
+        // it) forever: a batch that waits too long fails and its callers are told.
+        let options = options.options([
+            ("lock_timeout", "10s"),
+            ("statement_timeout", "30s"),
+            ("idle_in_transaction_session_timeout", "60s"),
+        ]);
         Ok(Self {
             options,
             conn: None,
@@ -546,6 +562,9 @@ impl PgLog {
         let mut times = Vec::with_capacity(events.len());
         for e in events {
             let bytes = e.canonical_json_with(&self.redaction);
+            if bytes.len() > crate::MAX_LINE_LEN - 64 {
+                return Err(PgLogError::EventTooLarge { len: bytes.len() });
+            }
             leaves.push(leaf_hash(&bytes));
             canonical.push(bytes);
             times.push(i64::try_from(e.time_ms).unwrap_or(i64::MAX));

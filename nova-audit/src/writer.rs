@@ -273,7 +273,9 @@ async fn run<S: Sink>(mut sink: S, mut rx: mpsc::Receiver<Job>, max_batch: usize
                 }
                 Err(e) => {
                     let e: Arc<dyn std::error::Error + Send + Sync> = Arc::new(e);
-                    tracing::error!(target: "nova::audit", error = %e, events = events.len(), "audit batch failed");
+                    // Not on `nova::audit`: the tracing bridge would record this
+                    // message through this very writer, looping on every failure.
+                    tracing::error!(target: "nova_audit::writer", error = %e, events = events.len(), "audit batch failed");
                     for reply in replies.drain(..) {
                         let _ = reply.send(Err(AppendError::Sink(Arc::clone(&e))));
                     }

@@ -7,7 +7,7 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nova_audit::{FileLog, FsyncPolicy, verify_file};
+use nova_audit::{AuditEvent, FileLog, FsyncPolicy, LogError, MAX_LINE_LEN, verify_file};
 use nova_tenancy::TenantId;
 
 mod common;
@@ -141,6 +141,72 @@ fn a_garbled_middle_line_is_refused_on_open() {
     l[2] = "garbage".into();
     rewrite(&path, &l);
     assert!(FileLog::open(&path, "audit.test/t", signer(), FsyncPolicy::Always).is_err());
+}
+
+#[test]
+fn entries_appended_behind_the_writers_back_are_cut_on_open_not_sealed() {
+    let path = temp("log.jsonl");
+    write_log(&path, 4, 2);
+    let mut l = lines(&path);
+    // A complete, well-formed entry after the last checkpoint: never acknowledged by the
+    // writer, so reopening must not seal it with the next checkpoint.
+    let forged = l[l.len() - 2].replacen(r#"{"i":3,"#, r#"{"i":4,"#, 1);
+    l.push(forged);
+    rewrite(&path, &l);
+    let log = FileLog::open(&path, "audit.test/t", signer(), FsyncPolicy::Always).unwrap();
+    assert!(log.repaired_bytes() > 0);
+    assert_eq!(log.size(), 4);
+    drop(log);
+    let v = verify_file(&path, &key(), None).unwrap();
+    assert!(v.ok(), "{v:?}");
+    assert_eq!(v.entries, 4);
+}
+
+#[test]
+fn a_file_changed_before_its_last_checkpoint_is_refused_on_open() {
+    let path = temp("log.jsonl");
+    write_log(&path, 6, 3);
+    let mut l = lines(&path);
+    l[1] = l[1].replace("ticket/1", "ticket/9");
+    rewrite(&path, &l);
+    let err = FileLog::open(&path, "audit.test/t", signer(), FsyncPolicy::Always).unwrap_err();
+    assert!(matches!(err, LogError::Untrusted(_)), "{err:?}");
+    // Opening someone else's log under this origin is refused too.
+    let other = temp("other.jsonl");
+    write_log(&other, 2, 2);
+    let err = FileLog::open(&other, "audit.test/other", signer(), FsyncPolicy::Always).unwrap_err();
+    assert!(matches!(err, LogError::Untrusted(_)), "{err:?}");
+}
+
+#[test]
+fn an_event_too_long_for_the_reader_is_refused_and_the_log_goes_on() {
+    let path = temp("log.jsonl");
+    let tenant = write_log(&path, 2, 2);
+    let mut log = FileLog::open(&path, "audit.test/t", signer(), FsyncPolicy::Always).unwrap();
+    let huge = AuditEvent::builder(tenant, "data.read", "tickets.read")
+        .param("blob", &"x".repeat(MAX_LINE_LEN))
+        .build();
+    let err = log.append(&huge).unwrap_err();
+    assert!(matches!(err, LogError::EventTooLarge { .. }), "{err:?}");
+    assert_eq!(log.append(&event(tenant, 2)).unwrap(), 2);
+    drop(log);
+    let v = verify_file(&path, &key(), None).unwrap();
+    assert!(v.ok(), "{v:?}");
+    assert_eq!(v.entries, 3);
+}
+
+#[test]
+fn an_overlong_middle_line_is_corrupt_not_a_torn_tail() {
+    let path = temp("log.jsonl");
+    write_log(&path, 4, 2);
+    let mut l = lines(&path);
+    l.insert(2, "y".repeat(MAX_LINE_LEN + 10));
+    rewrite(&path, &l);
+    let before = std::fs::metadata(&*path).unwrap().len();
+    let err = FileLog::open(&path, "audit.test/t", signer(), FsyncPolicy::Always).unwrap_err();
+    assert!(matches!(err, LogError::Corrupt { .. }), "{err:?}");
+    // Nothing was cut.
+    assert_eq!(std::fs::metadata(&*path).unwrap().len(), before);
 }
 
 // ----- crash safety with real processes -----

@@ -180,6 +180,12 @@ pub fn set_audit_hook(hook: Arc<dyn AuditHook>) -> Result<(), Arc<dyn AuditHook>
 /// their own security events.
 pub fn report(event: &SecurityEvent<'_>) {
     if let Some(hook) = HOOK.get() {
-        hook.record(event);
+        // A hook's panic must not turn the reported operation into a failure (or abort a
+        // half-done one): it is caught here and the operation goes on.
+        let recorded =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook.record(event)));
+        if recorded.is_err() {
+            tracing::error!(target: "nova_tenancy::audit_hook", event = event.name(), "audit hook panicked; event not recorded");
+        }
     }
 }
