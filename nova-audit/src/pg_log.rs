@@ -270,18 +270,14 @@ GRANT UPDATE (event) ON {e} TO {ret};
                 // Checkpoint `s` seals entries 0..s, so it goes before entry `s`.
                 loop {
                     if checkpoints.is_empty() && !checkpoints_done {
-                        let page = sqlx::query(AssertSqlSafe(checkpoints_sql.clone()))
-                            .bind(uuid)
-                            .bind(last_size)
-                            .bind(PAGE)
-                            .fetch_all(&mut *tx)
-                            .await?;
-                        checkpoints_done = (page.len() as i64) < PAGE;
-                        for r in page {
-                            let size: i64 = r.try_get(0)?;
-                            last_size = size;
-                            checkpoints.push_back((size, r.try_get(1)?));
-                        }
+                        checkpoints_done = next_checkpoints(
+                            &mut tx,
+                            &checkpoints_sql,
+                            uuid,
+                            &mut last_size,
+                            &mut checkpoints,
+                        )
+                        .await?;
                     }
                     match checkpoints.front() {
                         Some((size, _)) if *size <= idx => {
@@ -340,18 +336,14 @@ GRANT UPDATE (event) ON {e} TO {ret};
             if checkpoints_done {
                 break;
             }
-            let page = sqlx::query(AssertSqlSafe(checkpoints_sql.clone()))
-                .bind(uuid)
-                .bind(last_size)
-                .bind(PAGE)
-                .fetch_all(&mut *tx)
-                .await?;
-            checkpoints_done = (page.len() as i64) < PAGE;
-            for r in page {
-                let size: i64 = r.try_get(0)?;
-                last_size = size;
-                checkpoints.push_back((size, r.try_get(1)?));
-            }
+            checkpoints_done = next_checkpoints(
+                &mut tx,
+                &checkpoints_sql,
+                uuid,
+                &mut last_size,
+                &mut checkpoints,
+            )
+            .await?;
         }
         tx.rollback().await?;
         Ok(replay.finish(external))
@@ -402,6 +394,30 @@ GRANT UPDATE (event) ON {e} TO {ret};
             .await?;
         Ok(done.rows_affected())
     }
+}
+
+/// Reads the next page of checkpoints after size `last_size` into `queue`; returns whether
+/// it was the last page.
+async fn next_checkpoints(
+    conn: &mut PgConnection,
+    sql: &str,
+    tenant: uuid::Uuid,
+    last_size: &mut i64,
+    queue: &mut std::collections::VecDeque<(i64, String)>,
+) -> Result<bool, PgLogError> {
+    let page = sqlx::query(AssertSqlSafe(sql.to_owned()))
+        .bind(tenant)
+        .bind(*last_size)
+        .bind(PAGE)
+        .fetch_all(conn)
+        .await?;
+    let done = (page.len() as i64) < PAGE;
+    for r in page {
+        let size: i64 = r.try_get(0)?;
+        *last_size = size;
+        queue.push_back((size, r.try_get(1)?));
+    }
+    Ok(done)
 }
 
 /// One tenant's log in PostgreSQL, as a [`Sink`] for [`AuditLog`](crate::AuditLog) or used
