@@ -1,0 +1,891 @@
+//! The compiled policy and its evaluator. A decision looks up the bucket for its resource type
+//! and action, so it touches only the rules and grants that can apply; roles are pre-expanded
+//! into bitsets, so inheritance costs nothing at decision time.
+//!
+//! Evaluation order is fixed and fail-closed: any applicable `deny` whose condition holds, or
+//! cannot be evaluated, denies; otherwise the first applicable `allow` or live grant whose
+//! condition holds allows; otherwise the default is deny.
+
+use std::fmt;
+use std::sync::Arc;
+
+use foldhash::HashMap;
+
+use crate::ast::{CmpOp, Effect, Grant, Rule, Var};
+use crate::parser::format_utc;
+use crate::policy_set::PolicySet;
+use crate::schema::Schema;
+use crate::value::{Entity, NoAttrs, Type, Value};
+
+/// Identifies one compiled policy set; every decision carries the version that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyVersion(pub u64);
+
+impl fmt::Display for PolicyVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}", self.0)
+    }
+}
+
+/// A lowered, type-checked condition.
+#[derive(Debug, Clone)]
+pub(crate) enum CExpr {
+    Lit(Value),
+    Attr { var: Var, name: Box<str>, ty: Type },
+    Has(Var, Box<str>),
+    Cmp(CmpOp, Box<CExpr>, Box<CExpr>),
+    In(Box<CExpr>, Box<CExpr>),
+    StartsWith(Box<CExpr>, Box<CExpr>),
+    And(Box<CExpr>, Box<CExpr>),
+    Or(Box<CExpr>, Box<CExpr>),
+    Not(Box<CExpr>),
+}
+
+/// Why a condition could not be evaluated. Names the attribute, never its value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EvalError {
+    /// The entity lacks an attribute the condition reads.
+    #[error("{var} has no attribute `{name}`")]
+    Missing {
+        /// `principal`, `resource` or `context`.
+        var: &'static str,
+        /// The attribute.
+        name: Box<str>,
+    },
+    /// The entity's attribute does not have its declared type.
+    #[error("{var}.{name} does not have its declared type")]
+    WrongType {
+        /// `principal`, `resource` or `context`.
+        var: &'static str,
+        /// The attribute.
+        name: Box<str>,
+    },
+}
+
+#[derive(Clone, Copy)]
+enum V<'a> {
+    Bool(bool),
+    Long(i64),
+    Str(&'a str),
+    Set(&'a [Value], &'a CExpr),
+}
+
+pub(crate) struct Env<'a> {
+    pub(crate) principal: &'a dyn Entity,
+    pub(crate) resource: &'a dyn Entity,
+    pub(crate) context: &'a dyn Entity,
+}
+
+impl<'a> Env<'a> {
+    pub(crate) fn get(&self, var: Var) -> &'a dyn Entity {
+        match var {
+            Var::Principal => self.principal,
+            Var::Resource => self.resource,
+            Var::Context => self.context,
+        }
+    }
+}
+
+fn wrong(e: &CExpr) -> EvalError {
+    match e {
+        CExpr::Attr { var, name, .. } => EvalError::WrongType {
+            var: var.name(),
+            name: name.clone(),
+        },
+        _ => EvalError::WrongType {
+            var: "literal",
+            name: "".into(),
+        },
+    }
+}
+
+fn scalar_eq(a: V<'_>, item: &Value) -> Option<bool> {
+    match (a, item) {
+        (V::Bool(x), Value::Bool(y)) => Some(x == *y),
+        (V::Long(x), Value::Long(y)) => Some(x == *y),
+        (V::Str(x), Value::Str(y)) => Some(x == &**y),
+        _ => None,
+    }
+}
+
+impl CExpr {
+    fn eval<'a>(&'a self, env: &Env<'a>) -> Result<V<'a>, EvalError> {
+        match self {
+            Self::Lit(v) => Ok(match v {
+                Value::Bool(b) => V::Bool(*b),
+                Value::Long(n) => V::Long(*n),
+                Value::Str(s) => V::Str(s),
+                Value::Set(items) => V::Set(items, self),
+            }),
+            Self::Attr { var, name, ty } => {
+                let Some(v) = env.get(*var).attr(name) else {
+                    return Err(EvalError::Missing {
+                        var: var.name(),
+                        name: name.clone(),
+                    });
+                };
+                match (v, ty) {
+                    (Value::Bool(b), Type::Bool) => Ok(V::Bool(*b)),
+                    (Value::Long(n), Type::Long) => Ok(V::Long(*n)),
+                    (Value::Str(s), Type::String) => Ok(V::Str(s)),
+                    (Value::Set(items), Type::Set(_)) => Ok(V::Set(items, self)),
+                    _ => Err(wrong(self)),
+                }
+            }
+            Self::Has(var, name) => Ok(V::Bool(env.get(*var).attr(name).is_some())),
+            Self::Cmp(op, a, b) => {
+                let (x, y) = (a.eval(env)?, b.eval(env)?);
+                let r = match (x, y) {
+                    (V::Long(x), V::Long(y)) => match op {
+                        CmpOp::Eq => x == y,
+                        CmpOp::Ne => x != y,
+                        CmpOp::Lt => x < y,
+                        CmpOp::Le => x <= y,
+                        CmpOp::Gt => x > y,
+                        CmpOp::Ge => x >= y,
+                    },
+                    (V::Str(x), V::Str(y)) if matches!(op, CmpOp::Eq | CmpOp::Ne) => {
+                        (x == y) == (*op == CmpOp::Eq)
+                    }
+                    (V::Bool(x), V::Bool(y)) if matches!(op, CmpOp::Eq | CmpOp::Ne) => {
+                        (x == y) == (*op == CmpOp::Eq)
+                    }
+                    _ => return Err(wrong(a)),
+                };
+                Ok(V::Bool(r))
+            }
+            Self::In(a, b) => {
+                let x = a.eval(env)?;
+                let V::Set(items, origin) = b.eval(env)? else {
+                    return Err(wrong(b));
+                };
+                if matches!(x, V::Set(..)) {
+                    return Err(wrong(a));
+                }
+                let mut found = false;
+                for item in items {
+                    match scalar_eq(x, item) {
+                        Some(true) => found = true,
+                        Some(false) => {}
+                        // An element of another type: the set is malformed, whatever else
+                        // it holds.
+                        None => return Err(wrong(origin)),
+                    }
+                }
+                Ok(V::Bool(found))
+            }
+            Self::StartsWith(a, b) => match (a.eval(env)?, b.eval(env)?) {
+                (V::Str(x), V::Str(p)) => Ok(V::Bool(x.starts_with(p))),
+                (V::Str(_), _) => Err(wrong(b)),
+                _ => Err(wrong(a)),
+            },
+            Self::And(a, b) => {
+                if a.truth(env)? {
+                    Ok(V::Bool(b.truth(env)?))
+                } else {
+                    Ok(V::Bool(false))
+                }
+            }
+            Self::Or(a, b) => {
+                if a.truth(env)? {
+                    Ok(V::Bool(true))
+                } else {
+                    Ok(V::Bool(b.truth(env)?))
+                }
+            }
+            Self::Not(a) => Ok(V::Bool(!a.truth(env)?)),
+        }
+    }
+
+    pub(crate) fn truth(&self, env: &Env<'_>) -> Result<bool, EvalError> {
+        match self.eval(env)? {
+            V::Bool(b) => Ok(b),
+            _ => Err(wrong(self)),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum RoleMatch {
+    Any,
+    Bits(Box<[u64]>),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CRule {
+    pub(crate) id: Arc<str>,
+    pub(crate) effect: Effect,
+    pub(crate) roles: RoleMatch,
+    pub(crate) cond: Option<CExpr>,
+    pub(crate) source: Rule,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum GranteeMatch {
+    Roles(Box<[u64]>),
+    Principal(Box<str>),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct CGrant {
+    pub(crate) id: Arc<str>,
+    pub(crate) grantee: GranteeMatch,
+    pub(crate) cond: Option<CExpr>,
+    pub(crate) expires_at: u64,
+    pub(crate) granted_by: Arc<str>,
+    pub(crate) source: Grant,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Bucket {
+    pub(crate) deny: Box<[u32]>,
+    pub(crate) allow: Box<[u32]>,
+    pub(crate) grants: Box<[u32]>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TypeIndex {
+    pub(crate) actions: HashMap<Box<str>, Bucket>,
+    pub(crate) other: Bucket,
+}
+
+/// A validated, indexed policy set, ready to decide. Cheap to share behind an `Arc`; it never
+/// changes (reload swaps in a new one, see [`PolicyStore`](crate::PolicyStore)).
+#[derive(Debug, Clone)]
+pub struct CompiledPolicy {
+    pub(crate) version: PolicyVersion,
+    pub(crate) role_index: HashMap<Box<str>, u32>,
+    pub(crate) role_names: Vec<Box<str>>,
+    pub(crate) rules: Vec<CRule>,
+    pub(crate) grants: Vec<CGrant>,
+    pub(crate) types: HashMap<Box<str>, TypeIndex>,
+    pub(crate) fallback: TypeIndex,
+    pub(crate) schema: Arc<Schema>,
+    pub(crate) source: PolicySet,
+}
+
+/// A principal's roles.
+#[derive(Debug, Clone, Copy)]
+enum Roles<'a> {
+    Strs(&'a [&'a str]),
+    Named(&'a [nova_tenancy::Role]),
+}
+
+/// One authorization question: may this principal do this action on this resource?
+///
+/// ```
+/// use nova_policy::{Attrs, Request};
+/// let user = Attrs::new().with("department", "support");
+/// let ticket = Attrs::new().with("department", "support");
+/// let req = Request::new("read", "Ticket")
+///     .principal("u-42", &["agent"], &user)
+///     .resource(&ticket);
+/// assert_eq!(req.action(), "read");
+/// ```
+#[derive(Clone, Copy)]
+pub struct Request<'a> {
+    principal_id: &'a str,
+    roles: Roles<'a>,
+    principal: &'a dyn Entity,
+    action: &'a str,
+    resource_type: &'a str,
+    resource: &'a dyn Entity,
+    context: &'a dyn Entity,
+    now: Option<u64>,
+}
+
+impl fmt::Debug for Request<'_> {
+    // Attribute values may be personal data: only the shape of the request is printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("action", &self.action)
+            .field("resource_type", &self.resource_type)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Request<'a> {
+    /// A request for `action` on a resource of `resource_type`, by an anonymous principal
+    /// with no roles and no attributes, with no context, at the current time.
+    #[must_use]
+    pub fn new(action: &'a str, resource_type: &'a str) -> Self {
+        Self {
+            principal_id: "",
+            roles: Roles::Strs(&[]),
+            principal: &NoAttrs,
+            action,
+            resource_type,
+            resource: &NoAttrs,
+            context: &NoAttrs,
+            now: None,
+        }
+    }
+
+    /// Sets the principal: its id, roles and attributes.
+    #[must_use]
+    pub fn principal(mut self, id: &'a str, roles: &'a [&'a str], attrs: &'a dyn Entity) -> Self {
+        self.principal_id = id;
+        self.roles = Roles::Strs(roles);
+        self.principal = attrs;
+        self
+    }
+
+    /// Sets the principal from a verified [`TenantContext`](nova_tenancy::TenantContext):
+    /// its user id (empty for a service) and roles, with `attrs` as its attributes.
+    #[must_use]
+    pub fn principal_from(
+        mut self,
+        ctx: &'a nova_tenancy::TenantContext,
+        user_id: &'a str,
+        attrs: &'a dyn Entity,
+    ) -> Self {
+        self.principal_id = user_id;
+        self.roles = Roles::Named(ctx.roles());
+        self.principal = attrs;
+        self
+    }
+
+    /// Sets the resource's attributes.
+    #[must_use]
+    pub fn resource(mut self, attrs: &'a dyn Entity) -> Self {
+        self.resource = attrs;
+        self
+    }
+
+    /// Sets the context's attributes.
+    #[must_use]
+    pub fn context(mut self, attrs: &'a dyn Entity) -> Self {
+        self.context = attrs;
+        self
+    }
+
+    /// Decides as of `unix_seconds` (grants expire by this clock) instead of the system clock.
+    #[must_use]
+    pub fn at(mut self, unix_seconds: u64) -> Self {
+        self.now = Some(unix_seconds);
+        self
+    }
+
+    /// The action asked for.
+    #[must_use]
+    pub fn action(&self) -> &'a str {
+        self.action
+    }
+
+    /// The resource type asked about.
+    #[must_use]
+    pub fn resource_type(&self) -> &'a str {
+        self.resource_type
+    }
+
+    pub(crate) fn env(&self) -> Env<'a> {
+        Env {
+            principal: self.principal,
+            resource: self.resource,
+            context: self.context,
+        }
+    }
+
+    pub(crate) fn principal_id(&self) -> &'a str {
+        self.principal_id
+    }
+
+    fn role_names(&self) -> impl Iterator<Item = &'a str> + 'a {
+        let (a, b): (&[&str], &[nova_tenancy::Role]) = match self.roles {
+            Roles::Strs(s) => (s, &[]),
+            Roles::Named(n) => (&[], n),
+        };
+        a.iter().copied().chain(b.iter().map(nova_tenancy::Role::as_str))
+    }
+
+    pub(crate) fn now_secs(&self) -> u64 {
+        self.now.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        })
+    }
+}
+
+/// The principal's role indices, inline for the usual handful.
+pub(crate) struct HeldRoles {
+    inline: [u32; 8],
+    len: usize,
+    spill: Vec<u32>,
+    pub(crate) unknown: usize,
+}
+
+impl HeldRoles {
+    fn push(&mut self, i: u32) {
+        if self.len < self.inline.len() {
+            self.inline[self.len] = i;
+            self.len += 1;
+        } else {
+            self.spill.push(i);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.inline[..self.len].iter().chain(&self.spill).copied()
+    }
+
+    pub(crate) fn matches(&self, bits: &[u64]) -> bool {
+        self.iter().any(|i| {
+            bits.get(i as usize / 64)
+                .is_some_and(|w| w >> (i % 64) & 1 == 1)
+        })
+    }
+}
+
+/// A decision: allowed or not, and which policy version made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct Decision {
+    allowed: bool,
+    version: PolicyVersion,
+}
+
+impl Decision {
+    /// Whether access is granted.
+    #[must_use]
+    pub fn is_allowed(&self) -> bool {
+        self.allowed
+    }
+
+    /// The policy version that decided.
+    #[must_use]
+    pub fn version(&self) -> PolicyVersion {
+        self.version
+    }
+}
+
+/// Why a decision came out as it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reason {
+    /// This `allow` rule applied and its condition held.
+    Allowed {
+        /// The rule's id.
+        rule: Arc<str>,
+    },
+    /// This `deny` rule applied and its condition held.
+    Denied {
+        /// The rule's id.
+        rule: Arc<str>,
+    },
+    /// This `deny` rule applied but its condition could not be evaluated, so it denied.
+    DeniedOnError {
+        /// The rule's id.
+        rule: Arc<str>,
+        /// What went wrong.
+        error: EvalError,
+    },
+    /// This delegation grant applied.
+    Delegated {
+        /// The grant's id.
+        grant: Arc<str>,
+        /// Who granted it.
+        granted_by: Arc<str>,
+        /// When it expires (seconds since the Unix epoch).
+        expires_at: u64,
+    },
+    /// No rule or grant covers this action on this resource type.
+    NoRules {
+        /// The resource type asked about.
+        resource_type: Box<str>,
+        /// The action asked for.
+        action: Box<str>,
+    },
+    /// This rule covers the request but the principal holds none of its roles.
+    RoleMismatch {
+        /// The rule's id.
+        rule: Arc<str>,
+    },
+    /// This rule covers the request but its condition was false.
+    ConditionFalse {
+        /// The rule's id.
+        rule: Arc<str>,
+    },
+    /// This `allow` rule's condition could not be evaluated, so it did not allow.
+    ConditionError {
+        /// The rule's id.
+        rule: Arc<str>,
+        /// What went wrong.
+        error: EvalError,
+    },
+    /// This grant would apply but expired.
+    GrantExpired {
+        /// The grant's id.
+        grant: Arc<str>,
+        /// When it expired.
+        expired_at: u64,
+    },
+    /// This grant is for the principal but its scope does not cover the resource (or its
+    /// condition could not be evaluated).
+    GrantOutOfScope {
+        /// The grant's id.
+        grant: Arc<str>,
+    },
+    /// The principal holds roles the policy does not declare (they grant nothing).
+    UnknownRoles {
+        /// How many.
+        count: usize,
+    },
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Allowed { rule } => write!(f, "allowed by rule `{rule}`"),
+            Self::Denied { rule } => write!(f, "denied by rule `{rule}`"),
+            Self::DeniedOnError { rule, error } => {
+                write!(f, "denied by rule `{rule}`, whose condition failed: {error}")
+            }
+            Self::Delegated {
+                grant,
+                granted_by,
+                expires_at,
+            } => write!(
+                f,
+                "allowed by grant `{grant}` from `{granted_by}`, until {}",
+                format_utc(*expires_at)
+            ),
+            Self::NoRules {
+                resource_type,
+                action,
+            } => write!(f, "no rule covers `{action}` on `{resource_type}`"),
+            Self::RoleMismatch { rule } => {
+                write!(f, "rule `{rule}` needs a role the principal does not hold")
+            }
+            Self::ConditionFalse { rule } => write!(f, "rule `{rule}`: condition is false"),
+            Self::ConditionError { rule, error } => {
+                write!(f, "rule `{rule}`: condition failed: {error}")
+            }
+            Self::GrantExpired { grant, expired_at } => {
+                write!(f, "grant `{grant}` expired at {}", format_utc(*expired_at))
+            }
+            Self::GrantOutOfScope { grant } => {
+                write!(f, "grant `{grant}` does not cover this resource")
+            }
+            Self::UnknownRoles { count } => {
+                write!(f, "{count} of the principal's roles are not declared")
+            }
+        }
+    }
+}
+
+/// A decision with the reasons behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    /// The decision.
+    pub decision: Decision,
+    /// For an allow: each rule and grant that allowed. For a deny by rule: each deny that
+    /// fired. For a default deny: why each candidate rule or grant did not apply.
+    pub reasons: Vec<Reason>,
+}
+
+impl Explanation {
+    /// Whether access is granted.
+    #[must_use]
+    pub fn is_allowed(&self) -> bool {
+        self.decision.allowed
+    }
+
+    /// Whether any grant was used (so the access is delegated, not from a role).
+    #[must_use]
+    pub fn used_delegation(&self) -> bool {
+        self.decision.allowed && self.reasons.iter().any(|r| matches!(r, Reason::Delegated { .. }))
+    }
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verdict = if self.decision.allowed { "allow" } else { "deny" };
+        write!(f, "{verdict} ({})", self.decision.version)?;
+        for r in &self.reasons {
+            write!(f, "; {r}")?;
+        }
+        Ok(())
+    }
+}
+
+impl CompiledPolicy {
+    /// The version id carried by every decision of this set.
+    #[must_use]
+    pub fn version(&self) -> PolicyVersion {
+        self.version
+    }
+
+    /// How many rules the set holds.
+    #[must_use]
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// How many grants the set holds.
+    #[must_use]
+    pub fn grant_count(&self) -> usize {
+        self.grants.len()
+    }
+
+    /// The schema the set was validated against.
+    #[must_use]
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// The set as written (for layering and reload).
+    #[must_use]
+    pub fn source(&self) -> &PolicySet {
+        &self.source
+    }
+
+    pub(crate) fn bucket(&self, resource_type: &str, action: &str) -> &Bucket {
+        let idx = self.types.get(resource_type).unwrap_or(&self.fallback);
+        idx.actions.get(action).unwrap_or(&idx.other)
+    }
+
+    pub(crate) fn held_roles(&self, req: &Request<'_>) -> HeldRoles {
+        let mut held = HeldRoles {
+            inline: [0; 8],
+            len: 0,
+            spill: Vec::new(),
+            unknown: 0,
+        };
+        for name in req.role_names() {
+            match self.role_index.get(name) {
+                Some(&i) => held.push(i),
+                None => held.unknown += 1,
+            }
+        }
+        held
+    }
+
+    pub(crate) fn rule_applies(&self, rule: &CRule, held: &HeldRoles) -> bool {
+        match &rule.roles {
+            RoleMatch::Any => true,
+            RoleMatch::Bits(bits) => held.matches(bits),
+        }
+    }
+
+    pub(crate) fn grant_for(&self, grant: &CGrant, held: &HeldRoles, principal_id: &str) -> bool {
+        match &grant.grantee {
+            GranteeMatch::Roles(bits) => held.matches(bits),
+            // Principal ids are identifiers, not secrets: a plain comparison is fine.
+            GranteeMatch::Principal(p) => !principal_id.is_empty() && &**p == principal_id,
+        }
+    }
+
+    /// Decides, without explanation: the hot path.
+    ///
+    /// ```
+    /// use nova_policy::{Attrs, PolicySet, Request, Schema};
+    /// let schema = Schema::parse("entity User {}; entity Ticket { queue: String }; principal User;")?;
+    /// let policy = PolicySet::parse(r#"
+    ///     role agent;
+    ///     allow agent to read on Ticket when resource.queue == "billing";
+    /// "#)?.compile(&schema)?;
+    /// let ticket = Attrs::new().with("queue", "billing");
+    /// let me = Attrs::new();
+    /// let req = Request::new("read", "Ticket").principal("u-1", &["agent"], &me).resource(&ticket);
+    /// assert!(policy.decide(&req).is_allowed());
+    /// assert!(!policy.decide(&Request::new("delete", "Ticket")).is_allowed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn decide(&self, req: &Request<'_>) -> Decision {
+        Decision {
+            allowed: self.is_allowed(req),
+            version: self.version,
+        }
+    }
+
+    /// Whether `req` is allowed, without explanation.
+    #[must_use]
+    pub fn is_allowed(&self, req: &Request<'_>) -> bool {
+        let bucket = self.bucket(req.resource_type, req.action);
+        if bucket.allow.is_empty() && bucket.grants.is_empty() {
+            return false;
+        }
+        let held = self.held_roles(req);
+        let env = req.env();
+        for &i in &*bucket.deny {
+            let rule = &self.rules[i as usize];
+            if self.rule_applies(rule, &held) {
+                match &rule.cond {
+                    None => return false,
+                    // A deny that cannot be evaluated denies.
+                    Some(c) => {
+                        if c.truth(&env).unwrap_or(true) {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+        for &i in &*bucket.allow {
+            let rule = &self.rules[i as usize];
+            if self.rule_applies(rule, &held)
+                && rule.cond.as_ref().is_none_or(|c| c.truth(&env).unwrap_or(false))
+            {
+                return true;
+            }
+        }
+        if !bucket.grants.is_empty() {
+            let now = req.now_secs();
+            for &i in &*bucket.grants {
+                let g = &self.grants[i as usize];
+                if now < g.expires_at
+                    && self.grant_for(g, &held, req.principal_id)
+                    && g.cond.as_ref().is_none_or(|c| c.truth(&env).unwrap_or(false))
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Decides and says why.
+    ///
+    /// ```
+    /// use nova_policy::{PolicySet, Reason, Request, Schema};
+    /// let schema = Schema::parse("entity User {}; entity Ticket {}; principal User;")?;
+    /// let policy = PolicySet::parse("role agent; @id(\"agents-read\") allow agent to read on Ticket;")?
+    ///     .compile(&schema)?;
+    /// let e = policy.explain(&Request::new("read", "Ticket"));
+    /// assert!(!e.is_allowed());
+    /// assert!(matches!(&e.reasons[0], Reason::RoleMismatch { rule } if &**rule == "agents-read"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn explain(&self, req: &Request<'_>) -> Explanation {
+        let bucket = self.bucket(req.resource_type, req.action);
+        let held = self.held_roles(req);
+        let env = req.env();
+        let mut denied = Vec::new();
+        let mut misses = Vec::new();
+        for &i in &*bucket.deny {
+            let rule = &self.rules[i as usize];
+            if !self.rule_applies(rule, &held) {
+                continue;
+            }
+            match rule.cond.as_ref().map(|c| c.truth(&env)) {
+                None | Some(Ok(true)) => denied.push(Reason::Denied {
+                    rule: Arc::clone(&rule.id),
+                }),
+                Some(Err(error)) => denied.push(Reason::DeniedOnError {
+                    rule: Arc::clone(&rule.id),
+                    error,
+                }),
+                Some(Ok(false)) => {}
+            }
+        }
+        let decision = |allowed| Decision {
+            allowed,
+            version: self.version,
+        };
+        if !denied.is_empty() {
+            return Explanation {
+                decision: decision(false),
+                reasons: denied,
+            };
+        }
+        let mut allowed = Vec::new();
+        for &i in &*bucket.allow {
+            let rule = &self.rules[i as usize];
+            if !self.rule_applies(rule, &held) {
+                misses.push(Reason::RoleMismatch {
+                    rule: Arc::clone(&rule.id),
+                });
+                continue;
+            }
+            match rule.cond.as_ref().map(|c| c.truth(&env)) {
+                None | Some(Ok(true)) => allowed.push(Reason::Allowed {
+                    rule: Arc::clone(&rule.id),
+                }),
+                Some(Ok(false)) => misses.push(Reason::ConditionFalse {
+                    rule: Arc::clone(&rule.id),
+                }),
+                Some(Err(error)) => misses.push(Reason::ConditionError {
+                    rule: Arc::clone(&rule.id),
+                    error,
+                }),
+            }
+        }
+        if !bucket.grants.is_empty() {
+            let now = req.now_secs();
+            for &i in &*bucket.grants {
+                let g = &self.grants[i as usize];
+                if !self.grant_for(g, &held, req.principal_id) {
+                    continue;
+                }
+                if now >= g.expires_at {
+                    misses.push(Reason::GrantExpired {
+                        grant: Arc::clone(&g.id),
+                        expired_at: g.expires_at,
+                    });
+                } else if g.cond.as_ref().is_none_or(|c| c.truth(&env).unwrap_or(false)) {
+                    allowed.push(Reason::Delegated {
+                        grant: Arc::clone(&g.id),
+                        granted_by: Arc::clone(&g.granted_by),
+                        expires_at: g.expires_at,
+                    });
+                } else {
+                    misses.push(Reason::GrantOutOfScope {
+                        grant: Arc::clone(&g.id),
+                    });
+                }
+            }
+        }
+        if !allowed.is_empty() {
+            return Explanation {
+                decision: decision(true),
+                reasons: allowed,
+            };
+        }
+        if bucket.allow.is_empty() && bucket.grants.is_empty() {
+            misses.push(Reason::NoRules {
+                resource_type: req.resource_type.into(),
+                action: req.action.into(),
+            });
+        }
+        if held.unknown > 0 {
+            misses.push(Reason::UnknownRoles {
+                count: held.unknown,
+            });
+        }
+        Explanation {
+            decision: decision(false),
+            reasons: misses,
+        }
+    }
+
+    /// The declared roles, in declaration order.
+    pub fn role_names(&self) -> impl Iterator<Item = &str> {
+        self.role_names.iter().map(|r| &**r)
+    }
+
+    /// Whether a principal holding `role` gets the permissions of `ancestor` (itself included),
+    /// through inheritance.
+    #[must_use]
+    pub fn inherits(&self, role: &str, ancestor: &str) -> bool {
+        let (Some(&r), Some(&a)) = (self.role_index.get(role), self.role_index.get(ancestor)) else {
+            return false;
+        };
+        // `holders` are folded into rules; recompute from the source graph.
+        let mut todo = vec![r as usize];
+        let mut seen = vec![false; self.role_names.len()];
+        while let Some(x) = todo.pop() {
+            if x == a as usize {
+                return true;
+            }
+            if std::mem::replace(&mut seen[x], true) {
+                continue;
+            }
+            if let Some(decl) = self.source.roles.iter().find(|d| *d.name == *self.role_names[x]) {
+                todo.extend(decl.inherits.iter().filter_map(|p| self.role_index.get(p)).map(|&p| p as usize));
+            }
+        }
+        false
+    }
+}
