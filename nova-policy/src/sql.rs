@@ -34,6 +34,9 @@ pub enum SqlError {
     /// A text value contains a NUL byte, which PostgreSQL text cannot hold.
     #[error("a text value contains a NUL byte")]
     Nul,
+    /// The predicate could not be assembled (a bug in Nova: please report it).
+    #[error("internal error assembling the predicate")]
+    Internal,
 }
 
 /// How a resource type's attributes map onto a table's columns. An attribute with no mapping
@@ -130,19 +133,24 @@ pub enum RlsCommand {
     Delete,
 }
 
+/// Stands for a parameter until the predicate is final; never part of any SQL Nova writes
+/// (identifiers are validated and values are parameters).
+const MARK: char = '\u{1}';
+
 enum Sink {
-    Params { next: usize, params: Vec<SqlParam> },
+    Params { params: Vec<SqlParam> },
     Literals,
 }
 
 impl Sink {
     fn value(&mut self, v: &Value, ty: Type) -> Result<String, SqlError> {
         match self {
-            Self::Params { next, params } => {
+            Self::Params { params, .. } => {
+                // A marker, numbered once the predicate is final: fragments of rules that
+                // turn out not to matter are dropped with their parameters.
                 let (param, cast) = to_param(v, ty)?;
-                let n = *next + params.len();
                 params.push(param);
-                Ok(format!("${n}::{cast}"))
+                Ok(format!("{MARK}{}{MARK}::{cast}", params.len() - 1))
             }
             Self::Literals => literal(v, ty),
         }
@@ -402,16 +410,27 @@ impl CompiledPolicy {
         let mut lower = Lower {
             table,
             env: &req.env(),
-            sink: Sink::Params {
-                next: first_param,
-                params: Vec::new(),
-            },
+            sink: Sink::Params { params: Vec::new() },
         };
-        let sql = self.predicate(req, &mut lower)?;
-        let Sink::Params { params, .. } = lower.sink else {
-            return Ok(SqlFilter { sql, params: Vec::new() });
+        let marked = self.predicate(req, &mut lower)?;
+        let Sink::Params { mut params, .. } = lower.sink else {
+            return Ok(SqlFilter { sql: marked, params: Vec::new() });
         };
-        Ok(SqlFilter { sql, params })
+        let mut sql = String::with_capacity(marked.len());
+        let mut used = Vec::new();
+        let mut parts = marked.split(MARK);
+        sql.push_str(parts.next().unwrap_or(""));
+        while let (Some(index), Some(rest)) = (parts.next(), parts.next()) {
+            let index: usize = index.parse().map_err(|_| SqlError::Internal)?;
+            let param = params.get_mut(index).map(|p| std::mem::replace(p, SqlParam::Bool(false)));
+            let Some(param) = param else {
+                return Err(SqlError::Internal);
+            };
+            let _ = write!(sql, "${}", first_param + used.len());
+            used.push(param);
+            sql.push_str(rest);
+        }
+        Ok(SqlFilter { sql, params: used })
     }
 
     fn predicate(&self, req: &Request<'_>, lower: &mut Lower<'_, '_>) -> Result<String, SqlError> {
