@@ -1,5 +1,6 @@
 //! Nova quickstart: verified credentials into a tenant context, PostgreSQL row-level
-//! security enforcing it, per-tenant field encryption, and a tamper-evident audit log.
+//! security enforcing it, a policy with explained decisions and SQL data filtering,
+//! per-tenant field encryption, and a tamper-evident audit log.
 //!
 //! ```text
 //! cargo run --example quickstart                      # no server needed
@@ -19,6 +20,7 @@ use nova_auth::{
     StaticKeys, TokenIssuer,
 };
 use nova_crypto::{Column, InMemoryTenantKeyStore, Keyring, LocalKeyProvider, normalize};
+use nova_policy::{Attrs, Grant, PolicySet, Request, ResourceTable, Schema, Value};
 use nova_tenancy::{
     AppRole, AppRoles, CredentialVerifier, Ident, RlsMigration, Role, TenantContext, TenantId,
     TenantPool, TenantTable, UserId, VerifiedIdentity,
@@ -122,10 +124,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("  {line}");
     }
 
-    // 4. PII encrypted per tenant: one line per field, bound to tenant, table, column and row.
+    // 4. What the caller may do comes from one policy, checked in-process with reasons and
+    //    compiled into the WHERE clause of a listing.
+    policy_demo(&alice)?;
+
+    // 5. PII encrypted per tenant: one line per field, bound to tenant, table, column and row.
     encryption_demo(&alice, globex).await?;
 
-    // 5. Every action above goes to a tamper-evident audit log that anyone with the public
+    // 6. Every action above goes to a tamper-evident audit log that anyone with the public
     //    key can verify offline (also with `nova-audit verify <file> --key <key>`).
     audit_demo(&alice, &service)?;
 
@@ -209,6 +215,65 @@ fn audit_demo(
     })();
     std::fs::remove_dir_all(&dir)?;
     result
+}
+
+fn policy_demo(alice: &TenantContext) -> Result<(), Box<dyn std::error::Error>> {
+    println!("\n== policy: decisions with reasons, and the SQL for a listing ==");
+    let schema = Schema::parse(include_str!("policy/helpdesk.schema"))?;
+    let policy = PolicySet::parse(include_str!("policy/helpdesk.policy"))?.compile(&schema)?;
+    let user_id = alice.user().map(|u| u.to_string()).unwrap_or_default();
+    let alice_attrs = Attrs::new()
+        .with("department", "support")
+        .with("queues", Value::strings(["billing", "vip"]));
+    let billing = Attrs::new()
+        .with("queue", "billing")
+        .with("department", "support")
+        .with("priority", 2);
+    let hr = Attrs::new()
+        .with("queue", "people")
+        .with("department", "hr")
+        .with("priority", 1);
+    let ctx = Attrs::new().with("mfa", false);
+
+    let read = Request::new("read", "Ticket")
+        .principal_from(alice, &user_id, &alice_attrs)
+        .resource(&billing)
+        .context(&ctx);
+    println!(
+        "alice (agent) reads a billing ticket: {}",
+        policy.explain(&read)
+    );
+    let update = Request::new("update", "Ticket")
+        .principal_from(alice, &user_id, &alice_attrs)
+        .resource(&billing)
+        .context(&ctx);
+    println!("alice updates it: {}", policy.explain(&update));
+    let admin = Attrs::new()
+        .with("department", "it")
+        .with("queues", Value::strings::<_, &str>([]));
+    let admin_hr = Request::new("read", "Ticket")
+        .principal("bob", &["admin"], &admin)
+        .resource(&hr)
+        .context(&ctx);
+    let explained = policy.explain(&admin_hr);
+    println!("bob (admin) reads an HR ticket: {explained}");
+    if !explained.used_delegation() {
+        return Err("the HR grant should have been used".into());
+    }
+    let after =
+        policy.explain(&admin_hr.at(Grant::parse_time("2030-01-01T00:00:00Z").unwrap_or(0)));
+    println!("the same request once the grant expires: {after}");
+
+    // The listing: one predicate, bind parameters only.
+    let listing = Request::new("read", "Ticket")
+        .principal_from(alice, &user_id, &alice_attrs)
+        .context(&ctx);
+    let filter = policy.sql_filter(&listing, &ResourceTable::new(), 1)?;
+    println!(
+        "alice's ticket listing: SELECT * FROM tickets WHERE {}\n  with parameters {:?}",
+        filter.sql, filter.params
+    );
+    Ok(())
 }
 
 async fn encryption_demo(

@@ -396,7 +396,9 @@ impl<'a> Request<'a> {
             Roles::Strs(s) => (s, &[]),
             Roles::Named(n) => (&[], n),
         };
-        a.iter().copied().chain(b.iter().map(nova_tenancy::Role::as_str))
+        a.iter()
+            .copied()
+            .chain(b.iter().map(nova_tenancy::Role::as_str))
     }
 
     pub(crate) fn now_secs(&self) -> u64 {
@@ -540,7 +542,10 @@ impl fmt::Display for Reason {
             Self::Allowed { rule } => write!(f, "allowed by rule `{rule}`"),
             Self::Denied { rule } => write!(f, "denied by rule `{rule}`"),
             Self::DeniedOnError { rule, error } => {
-                write!(f, "denied by rule `{rule}`, whose condition failed: {error}")
+                write!(
+                    f,
+                    "denied by rule `{rule}`, whose condition failed: {error}"
+                )
             }
             Self::Delegated {
                 grant,
@@ -595,13 +600,21 @@ impl Explanation {
     /// Whether any grant was used (so the access is delegated, not from a role).
     #[must_use]
     pub fn used_delegation(&self) -> bool {
-        self.decision.allowed && self.reasons.iter().any(|r| matches!(r, Reason::Delegated { .. }))
+        self.decision.allowed
+            && self
+                .reasons
+                .iter()
+                .any(|r| matches!(r, Reason::Delegated { .. }))
     }
 }
 
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let verdict = if self.decision.allowed { "allow" } else { "deny" };
+        let verdict = if self.decision.allowed {
+            "allow"
+        } else {
+            "deny"
+        };
         write!(f, "{verdict} ({})", self.decision.version)?;
         for r in &self.reasons {
             write!(f, "; {r}")?;
@@ -726,7 +739,10 @@ impl CompiledPolicy {
         for &i in &*bucket.allow {
             let rule = &self.rules[i as usize];
             if self.rule_applies(rule, &held)
-                && rule.cond.as_ref().is_none_or(|c| c.truth(&env).unwrap_or(false))
+                && rule
+                    .cond
+                    .as_ref()
+                    .is_none_or(|c| c.truth(&env).unwrap_or(false))
             {
                 return true;
             }
@@ -737,7 +753,9 @@ impl CompiledPolicy {
                 let g = &self.grants[i as usize];
                 if now < g.expires_at
                     && self.grant_for(g, &held, req.principal_id)
-                    && g.cond.as_ref().is_none_or(|c| c.truth(&env).unwrap_or(false))
+                    && g.cond
+                        .as_ref()
+                        .is_none_or(|c| c.truth(&env).unwrap_or(false))
                 {
                     return true;
                 }
@@ -824,7 +842,11 @@ impl CompiledPolicy {
                         grant: Arc::clone(&g.id),
                         expired_at: g.expires_at,
                     });
-                } else if g.cond.as_ref().is_none_or(|c| c.truth(&env).unwrap_or(false)) {
+                } else if g
+                    .cond
+                    .as_ref()
+                    .is_none_or(|c| c.truth(&env).unwrap_or(false))
+                {
                     allowed.push(Reason::Delegated {
                         grant: Arc::clone(&g.id),
                         granted_by: Arc::clone(&g.granted_by),
@@ -869,7 +891,8 @@ impl CompiledPolicy {
     /// through inheritance.
     #[must_use]
     pub fn inherits(&self, role: &str, ancestor: &str) -> bool {
-        let (Some(&r), Some(&a)) = (self.role_index.get(role), self.role_index.get(ancestor)) else {
+        let (Some(&r), Some(&a)) = (self.role_index.get(role), self.role_index.get(ancestor))
+        else {
             return false;
         };
         // `holders` are folded into rules; recompute from the source graph.
@@ -882,8 +905,18 @@ impl CompiledPolicy {
             if std::mem::replace(&mut seen[x], true) {
                 continue;
             }
-            if let Some(decl) = self.source.roles.iter().find(|d| *d.name == *self.role_names[x]) {
-                todo.extend(decl.inherits.iter().filter_map(|p| self.role_index.get(p)).map(|&p| p as usize));
+            if let Some(decl) = self
+                .source
+                .roles
+                .iter()
+                .find(|d| *d.name == *self.role_names[x])
+            {
+                todo.extend(
+                    decl.inherits
+                        .iter()
+                        .filter_map(|p| self.role_index.get(p))
+                        .map(|&p| p as usize),
+                );
             }
         }
         false

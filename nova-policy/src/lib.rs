@@ -83,7 +83,7 @@
 //! VAR         := "principal" | "resource" | "context"
 //! ROLE/ACTION := NAME ( "." NAME )* | STRING          // [A-Za-z0-9_.:-], 1 to 64 bytes
 //! NAME/TYPE   := [A-Za-z_][A-Za-z0-9_-]*
-//! STRING      := '"' … '"' with \" \\ \n \t \r escapes, on one line
+//! STRING      := '"' … '"' with \" \\ \n \t \r \u{hex} escapes, on one line
 //! INTEGER     := -?[0-9]+ (a signed 64-bit integer)
 //! ```
 //!

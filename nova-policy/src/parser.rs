@@ -57,8 +57,8 @@ fn shorten(s: &str) -> String {
 }
 
 const PUNCTS: [&str; 25] = [
-    "&&", "||", "==", "!=", "<=", ">=", "{", "}", "(", ")", "[", "]", "<", ">", "!", ",", ";",
-    ":", "?", ".", "*", "@", "=", "&", "|",
+    "&&", "||", "==", "!=", "<=", ">=", "{", "}", "(", ")", "[", "]", "<", ">", "!", ",", ";", ":",
+    "?", ".", "*", "@", "=", "&", "|",
 ];
 
 struct Lexer<'a> {
@@ -110,6 +110,25 @@ impl<'a> Lexer<'a> {
         }
     }
 
+    /// The `{hex}` after `\u`: one to six hex digits naming a Unicode scalar value.
+    fn unicode_escape(&mut self) -> Option<char> {
+        if self.bump()? != '{' {
+            return None;
+        }
+        let mut code: u32 = 0;
+        for i in 0..7 {
+            let c = self.bump()?;
+            if c == '}' {
+                return if i == 0 { None } else { char::from_u32(code) };
+            }
+            if i == 6 {
+                return None;
+            }
+            code = code * 16 + c.to_digit(16)?;
+        }
+        None
+    }
+
     fn err(&self, pos: Pos, expected: &str, found: String) -> ParseError {
         ParseError {
             pos,
@@ -143,7 +162,9 @@ impl<'a> Lexer<'a> {
             }
             return Ok((Tok::Ident(word.to_owned()), pos));
         }
-        if c.is_ascii_digit() || (c == '-' && self.src[self.at + 1..].starts_with(|d: char| d.is_ascii_digit())) {
+        if c.is_ascii_digit()
+            || (c == '-' && self.src[self.at + 1..].starts_with(|d: char| d.is_ascii_digit()))
+        {
             let start = self.at;
             self.bump();
             while self.peek().is_some_and(|d| d.is_ascii_digit()) {
@@ -172,17 +193,31 @@ impl<'a> Lexer<'a> {
                             Some('n') => s.push('\n'),
                             Some('t') => s.push('\t'),
                             Some('r') => s.push('\r'),
+                            Some('u') => match self.unicode_escape() {
+                                Some(c) => s.push(c),
+                                None => {
+                                    return Err(self.err(
+                                        esc_pos,
+                                        "a unicode escape such as \\u{1F600}",
+                                        "a malformed one".into(),
+                                    ));
+                                }
+                            },
                             other => {
                                 return Err(self.err(
                                     esc_pos,
-                                    "an escape: \\\" \\\\ \\n \\t \\r",
+                                    "an escape: \\\" \\\\ \\n \\t \\r \\u{…}",
                                     other.map_or("end of input".into(), |c| format!("`\\{c}`")),
                                 ));
                             }
                         }
                     }
                     '\n' => {
-                        return Err(self.err(pos, "a closing `\"` on the same line", "a line break".into()));
+                        return Err(self.err(
+                            pos,
+                            "a closing `\"` on the same line",
+                            "a line break".into(),
+                        ));
                     }
                     c => s.push(c),
                 }
@@ -213,7 +248,11 @@ impl<'a> Lexer<'a> {
                 return Ok((Tok::Punct(p), pos));
             }
         }
-        Err(self.err(pos, "a name, literal or symbol", format!("`{}`", c.escape_default())))
+        Err(self.err(
+            pos,
+            "a name, literal or symbol",
+            format!("`{}`", c.escape_default()),
+        ))
     }
 }
 
@@ -577,7 +616,7 @@ impl<'a> Parser<'a> {
     fn when(&mut self) -> Result<Option<Expr>, ParseError> {
         if self.is_word("when") {
             self.advance()?;
-            Ok(Some(self.expr(0)?))
+            Ok(Some(self.expr(0)?.0))
         } else {
             Ok(None)
         }
@@ -627,54 +666,68 @@ impl<'a> Parser<'a> {
     }
 
     pub(crate) fn expr_only(mut self) -> Result<Expr, ParseError> {
-        let e = self.expr(0)?;
+        let (e, _) = self.expr(0)?;
         if !matches!(self.tok, Tok::Eof) {
             return self.fail("an operator or end of input");
         }
         Ok(e)
     }
 
-    fn deeper(&self, depth: usize) -> Result<usize, ParseError> {
-        if depth >= MAX_DEPTH {
-            Err(ParseError {
-                pos: self.pos,
-                expected: format!("a condition nested at most {MAX_DEPTH} deep"),
-                found: "deeper nesting".into(),
-            })
-        } else {
-            Ok(depth + 1)
+    /// One more level of `(` or `!`: bounds the parser's recursion. Printing writes `!(…)`,
+    /// two levels per node, so twice the tree's limit keeps every printed condition parseable.
+    fn nested(&self, nest: usize) -> Result<usize, ParseError> {
+        if nest >= 2 * MAX_DEPTH {
+            return self.too_deep();
         }
+        Ok(nest + 1)
     }
 
-    fn expr(&mut self, depth: usize) -> Result<Expr, ParseError> {
-        let depth = self.deeper(depth)?;
-        let mut left = self.and_expr(depth)?;
+    /// Bounds the depth of the tree built (long `&&`/`||` chains nest too), so evaluation,
+    /// printing and dropping a parsed condition never recurse deeper than [`MAX_DEPTH`].
+    fn node(&self, depth: usize) -> Result<usize, ParseError> {
+        if depth > MAX_DEPTH {
+            return self.too_deep();
+        }
+        Ok(depth)
+    }
+
+    fn too_deep<T>(&self) -> Result<T, ParseError> {
+        Err(ParseError {
+            pos: self.pos,
+            expected: format!("a condition nested at most {MAX_DEPTH} deep"),
+            found: "deeper nesting".into(),
+        })
+    }
+
+    fn expr(&mut self, nest: usize) -> Result<(Expr, usize), ParseError> {
+        let (mut left, mut depth) = self.and_expr(nest)?;
         while self.eat_punct("||")? {
-            let right = self.and_expr(self.deeper(depth)?)?;
+            let (right, d) = self.and_expr(nest)?;
+            depth = self.node(1 + depth.max(d))?;
             left = Expr::Or(Box::new(left), Box::new(right));
         }
-        Ok(left)
+        Ok((left, depth))
     }
 
-    fn and_expr(&mut self, depth: usize) -> Result<Expr, ParseError> {
-        let depth = self.deeper(depth)?;
-        let mut left = self.unary(depth)?;
+    fn and_expr(&mut self, nest: usize) -> Result<(Expr, usize), ParseError> {
+        let (mut left, mut depth) = self.unary(nest)?;
         while self.eat_punct("&&")? {
-            let right = self.unary(self.deeper(depth)?)?;
+            let (right, d) = self.unary(nest)?;
+            depth = self.node(1 + depth.max(d))?;
             left = Expr::And(Box::new(left), Box::new(right));
         }
-        Ok(left)
+        Ok((left, depth))
     }
 
-    fn unary(&mut self, depth: usize) -> Result<Expr, ParseError> {
-        let depth = self.deeper(depth)?;
+    fn unary(&mut self, nest: usize) -> Result<(Expr, usize), ParseError> {
         if self.eat_punct("!")? {
-            return Ok(Expr::Not(Box::new(self.unary(depth)?)));
+            let (e, d) = self.unary(self.nested(nest)?)?;
+            return Ok((Expr::Not(Box::new(e)), self.node(d + 1)?));
         }
-        self.comparison(depth)
+        self.comparison(nest)
     }
 
-    fn comparison(&mut self, depth: usize) -> Result<Expr, ParseError> {
+    fn comparison(&mut self, nest: usize) -> Result<(Expr, usize), ParseError> {
         // `var has name` starts with a bare variable.
         if let Tok::Ident(w) = &self.tok
             && let Some(var) = var_of(w)
@@ -685,7 +738,7 @@ impl<'a> Parser<'a> {
             if self.is_word("has") {
                 self.advance()?;
                 let name = self.ident("an attribute name")?;
-                return Ok(Expr::Has(var, name));
+                return Ok((Expr::Has(var, name), 1));
             }
             // Not `has`: rewind and parse an attribute reference.
             self.lex.at = save_lex_at;
@@ -694,7 +747,7 @@ impl<'a> Parser<'a> {
             self.tok = save_tok;
             self.pos = save_pos;
         }
-        let left = self.primary(depth)?;
+        let (left, dl) = self.primary(nest)?;
         let op = match &self.tok {
             Tok::Punct("==") => Some(CmpOp::Eq),
             Tok::Punct("!=") => Some(CmpOp::Ne),
@@ -704,30 +757,30 @@ impl<'a> Parser<'a> {
             Tok::Punct(">=") => Some(CmpOp::Ge),
             _ => None,
         };
+        let build: fn(Box<Expr>, Box<Expr>) -> Expr;
         if let Some(op) = op {
             self.advance()?;
-            let right = self.primary(depth)?;
-            return Ok(Expr::Cmp(op, Box::new(left), Box::new(right)));
+            let (right, dr) = self.primary(nest)?;
+            let depth = self.node(1 + dl.max(dr))?;
+            return Ok((Expr::Cmp(op, Box::new(left), Box::new(right)), depth));
+        } else if self.is_word("in") {
+            build = Expr::In;
+        } else if self.is_word("starts_with") {
+            build = Expr::StartsWith;
+        } else {
+            return Ok((left, dl));
         }
-        if self.is_word("in") {
-            self.advance()?;
-            let right = self.primary(depth)?;
-            return Ok(Expr::In(Box::new(left), Box::new(right)));
-        }
-        if self.is_word("starts_with") {
-            self.advance()?;
-            let right = self.primary(depth)?;
-            return Ok(Expr::StartsWith(Box::new(left), Box::new(right)));
-        }
-        Ok(left)
+        self.advance()?;
+        let (right, dr) = self.primary(nest)?;
+        let depth = self.node(1 + dl.max(dr))?;
+        Ok((build(Box::new(left), Box::new(right)), depth))
     }
 
-    fn primary(&mut self, depth: usize) -> Result<Expr, ParseError> {
-        let depth = self.deeper(depth)?;
+    fn primary(&mut self, nest: usize) -> Result<(Expr, usize), ParseError> {
         match self.tok.clone() {
             Tok::Punct("(") => {
                 self.advance()?;
-                let e = self.expr(depth)?;
+                let e = self.expr(self.nested(nest)?)?;
                 self.expect_punct(")")?;
                 Ok(e)
             }
@@ -744,16 +797,16 @@ impl<'a> Parser<'a> {
                     }
                 }
                 self.expect_punct("]")?;
-                Ok(Expr::Lit(Value::Set(items.into_boxed_slice())))
+                Ok((Expr::Lit(Value::Set(items.into_boxed_slice())), 1))
             }
             Tok::Ident(w) if var_of(&w).is_some() => {
                 let var = var_of(&w).unwrap_or(Var::Context);
                 self.advance()?;
                 self.expect_punct(".")?;
                 let name = self.ident("an attribute name")?;
-                Ok(Expr::Attr(var, name))
+                Ok((Expr::Attr(var, name), 1))
             }
-            _ => Ok(Expr::Lit(self.scalar_literal()?)),
+            _ => Ok((Expr::Lit(self.scalar_literal()?), 1)),
         }
     }
 
@@ -806,20 +859,47 @@ fn is_keyword(w: &str) -> bool {
 /// Parses `YYYY-MM-DDTHH:MM:SSZ` into seconds since the Unix epoch.
 pub(crate) fn parse_utc(s: &str) -> Option<u64> {
     let b = s.as_bytes();
-    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z' {
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<u64> {
         let part = s.get(r)?;
-        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok())?
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
     };
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1970..=9999).contains(&year) || !(1..=12).contains(&month) || hour > 23 || min > 59 || sec > 59 {
+    if !(1970..=9999).contains(&year)
+        || !(1..=12).contains(&month)
+        || hour > 23
+        || min > 59
+        || sec > 59
+    {
         return None;
     }
     let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let days_in = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let days_in = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     if day == 0 || day > days_in[usize::try_from(month - 1).ok()?] {
         return None;
     }
@@ -865,9 +945,18 @@ mod tests {
         assert_eq!(parse_utc("2000-03-01T00:00:00Z"), Some(951_868_800));
         assert_eq!(parse_utc("2026-12-01T00:00:00Z"), Some(1_796_083_200));
         assert_eq!(format_utc(1_796_083_200), "2026-12-01T00:00:00Z");
-        for bad in ["2026-02-29T00:00:00Z", "2026-13-01T00:00:00Z", "2026-12-01 00:00:00Z", "", "2026-12-01T24:00:00Z"] {
+        for bad in [
+            "2026-02-29T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2026-12-01 00:00:00Z",
+            "",
+            "2026-12-01T24:00:00Z",
+        ] {
             assert_eq!(parse_utc(bad), None, "{bad}");
         }
-        assert_eq!(parse_utc("2024-02-29T12:34:56Z").map(format_utc).as_deref(), Some("2024-02-29T12:34:56Z"));
+        assert_eq!(
+            parse_utc("2024-02-29T12:34:56Z").map(format_utc).as_deref(),
+            Some("2024-02-29T12:34:56Z")
+        );
     }
 }

@@ -225,7 +225,14 @@ impl Grant {
         expires_at: u64,
         granted_by: &str,
     ) -> Self {
-        Self::new(id, Grantee::Role(role.into()), actions, resource_type, expires_at, granted_by)
+        Self::new(
+            id,
+            Grantee::Role(role.into()),
+            actions,
+            resource_type,
+            expires_at,
+            granted_by,
+        )
     }
 
     /// A grant to one principal, by id.

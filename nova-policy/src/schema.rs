@@ -194,7 +194,12 @@ impl SchemaBuilder {
         self.entity_at(name, decls, Pos::default())
     }
 
-    fn entity_at(mut self, name: &str, decls: Vec<AttrDecl>, pos: Pos) -> Result<Self, SchemaError> {
+    fn entity_at(
+        mut self,
+        name: &str,
+        decls: Vec<AttrDecl>,
+        pos: Pos,
+    ) -> Result<Self, SchemaError> {
         check_name(name)?;
         let ty = EntityType::from_decls(name, decls, pos)?;
         if self.schema.entities.insert(name.into(), ty).is_some() {

@@ -183,18 +183,22 @@ fn to_param(v: &Value, ty: Type) -> Result<(SqlParam, &'static str), SqlError> {
         Value::Str(s) => SqlParam::Text(text(s)?),
         Value::Set(items) => match ty {
             Type::Set(Scalar::Bool) => SqlParam::Bools(
-                items.iter().filter_map(|i| match i {
-                    Value::Bool(b) => Some(*b),
-                    _ => None,
-                })
-                .collect(),
+                items
+                    .iter()
+                    .filter_map(|i| match i {
+                        Value::Bool(b) => Some(*b),
+                        _ => None,
+                    })
+                    .collect(),
             ),
             Type::Set(Scalar::Long) => SqlParam::Longs(
-                items.iter().filter_map(|i| match i {
-                    Value::Long(n) => Some(*n),
-                    _ => None,
-                })
-                .collect(),
+                items
+                    .iter()
+                    .filter_map(|i| match i {
+                        Value::Long(n) => Some(*n),
+                        _ => None,
+                    })
+                    .collect(),
             ),
             _ => SqlParam::Texts(
                 items
@@ -273,12 +277,10 @@ impl<'e> Lower<'_, 'e> {
                 name,
                 ..
             } => Ok((self.table.column_sql(name)?, true)),
-            CExpr::Attr { var, name, ty } => {
-                match self.env.get(*var).attr(name) {
-                    Some(v) if v.conforms_to(*ty) => Ok((self.sink.value(v, *ty)?, false)),
-                    _ => Ok((format!("NULL::{}", cast_of(*ty)), true)),
-                }
-            }
+            CExpr::Attr { var, name, ty } => match self.env.get(*var).attr(name) {
+                Some(v) if v.conforms_to(*ty) => Ok((self.sink.value(v, *ty)?, false)),
+                _ => Ok((format!("NULL::{}", cast_of(*ty)), true)),
+            },
             CExpr::Lit(v) => {
                 let ty = v.type_of().unwrap_or(Type::Set(Scalar::String));
                 let ty = match (v, ty) {
@@ -300,7 +302,6 @@ impl<'e> Lower<'_, 'e> {
         }
     }
 
-
     fn cond(&mut self, e: &CExpr) -> Result<Residual, SqlError> {
         if !mentions_resource(e) {
             return Ok(match e.truth(self.env) {
@@ -309,7 +310,9 @@ impl<'e> Lower<'_, 'e> {
             });
         }
         Ok(match e {
-            CExpr::Has(_, name) => Residual::Sql(format!("({} IS NOT NULL)", self.table.column_sql(name)?)),
+            CExpr::Has(_, name) => {
+                Residual::Sql(format!("({} IS NOT NULL)", self.table.column_sql(name)?))
+            }
             CExpr::Attr { .. } => Residual::Sql(self.operand(e)?.0),
             CExpr::Cmp(op, a, b) => {
                 let (x, _) = self.operand(a)?;
@@ -327,7 +330,9 @@ impl<'e> Lower<'_, 'e> {
                 // `NULL = ANY('{}')` is false in SQL, but reading an absent attribute fails
                 // in the evaluator: keep it NULL.
                 if x_nullable {
-                    Residual::Sql(format!("(CASE WHEN {x} IS NULL THEN NULL ELSE {x} = ANY({y}) END)"))
+                    Residual::Sql(format!(
+                        "(CASE WHEN {x} IS NULL THEN NULL ELSE {x} = ANY({y}) END)"
+                    ))
                 } else {
                     Residual::Sql(format!("({x} = ANY({y}))"))
                 }
@@ -343,7 +348,9 @@ impl<'e> Lower<'_, 'e> {
                 Residual::Known(true) => self.cond(b)?,
                 Residual::Sql(x) => {
                     let y = sql_of(self.cond(b)?);
-                    Residual::Sql(format!("(CASE {x} WHEN TRUE THEN {y} WHEN FALSE THEN FALSE END)"))
+                    Residual::Sql(format!(
+                        "(CASE {x} WHEN TRUE THEN {y} WHEN FALSE THEN FALSE END)"
+                    ))
                 }
             },
             CExpr::Or(a, b) => match self.cond(a)? {
@@ -352,7 +359,9 @@ impl<'e> Lower<'_, 'e> {
                 Residual::Known(false) => self.cond(b)?,
                 Residual::Sql(x) => {
                     let y = sql_of(self.cond(b)?);
-                    Residual::Sql(format!("(CASE {x} WHEN TRUE THEN TRUE WHEN FALSE THEN {y} END)"))
+                    Residual::Sql(format!(
+                        "(CASE {x} WHEN TRUE THEN TRUE WHEN FALSE THEN {y} END)"
+                    ))
                 }
             },
             CExpr::Not(a) => match self.cond(a)? {
@@ -414,7 +423,10 @@ impl CompiledPolicy {
         };
         let marked = self.predicate(req, &mut lower)?;
         let Sink::Params { mut params, .. } = lower.sink else {
-            return Ok(SqlFilter { sql: marked, params: Vec::new() });
+            return Ok(SqlFilter {
+                sql: marked,
+                params: Vec::new(),
+            });
         };
         let mut sql = String::with_capacity(marked.len());
         let mut used = Vec::new();
@@ -422,7 +434,9 @@ impl CompiledPolicy {
         sql.push_str(parts.next().unwrap_or(""));
         while let (Some(index), Some(rest)) = (parts.next(), parts.next()) {
             let index: usize = index.parse().map_err(|_| SqlError::Internal)?;
-            let param = params.get_mut(index).map(|p| std::mem::replace(p, SqlParam::Bool(false)));
+            let param = params
+                .get_mut(index)
+                .map(|p| std::mem::replace(p, SqlParam::Bool(false)));
             let Some(param) = param else {
                 return Err(SqlError::Internal);
             };

@@ -157,7 +157,12 @@ impl PolicyStore {
         self.put_tenant(&shared, tenant, own)
     }
 
-    fn put_tenant(&self, shared: &PolicySet, tenant: TenantId, own: PolicySet) -> Result<(), PolicyError> {
+    fn put_tenant(
+        &self,
+        shared: &PolicySet,
+        tenant: TenantId,
+        own: PolicySet,
+    ) -> Result<(), PolicyError> {
         let compiled = Arc::new(compile(&shared.merged(&own), &self.schema)?);
         let old = self.state.load_full();
         let mut tenants = old.tenants.clone();

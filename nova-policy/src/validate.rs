@@ -9,8 +9,7 @@ use foldhash::{HashMap, HashSet};
 
 use crate::ast::{Actions, CmpOp, Effect, Expr, Grantee, Pos, Principals, Var};
 use crate::compiled::{
-    Bucket, CExpr, CGrant, CRule, CompiledPolicy, GranteeMatch, PolicyVersion, RoleMatch,
-    TypeIndex,
+    Bucket, CExpr, CGrant, CRule, CompiledPolicy, GranteeMatch, PolicyVersion, RoleMatch, TypeIndex,
 };
 use crate::parser::{MAX_DEPTH, MAX_NAME_LEN};
 use crate::policy_set::PolicySet;
@@ -115,7 +114,7 @@ pub enum Problem {
     /// A role, action or id is empty, too long or uses characters outside `[A-Za-z0-9_.:-]`.
     #[error("`{0}` is not a valid name")]
     BadName(Box<str>),
-    /// A condition nests deeper than the limit.
+    /// A condition (built in Rust) nests deeper than the limit.
     #[error("condition nested deeper than {MAX_DEPTH}")]
     TooDeep,
     /// More roles, rules or grants than [`MAX_ITEMS`].
@@ -167,7 +166,8 @@ fn scalar_of(t: Ty) -> Option<Scalar> {
 pub(crate) fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_NAME_LEN
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
 struct Checker<'s> {
@@ -186,7 +186,11 @@ impl<'s> Checker<'s> {
         });
     }
 
-    fn entity_for<'r>(&mut self, var: Var, resource: Option<&'r EntityType>) -> Option<&'r EntityType>
+    fn entity_for<'r>(
+        &mut self,
+        var: Var,
+        resource: Option<&'r EntityType>,
+    ) -> Option<&'r EntityType>
     where
         's: 'r,
     {
@@ -211,7 +215,10 @@ impl<'s> Checker<'s> {
     fn type_err(&mut self, expr: &Expr, message: String) {
         let mut expr = expr.to_string();
         if expr.len() > 80 {
-            let cut = (0..=77).rev().find(|&i| expr.is_char_boundary(i)).unwrap_or(0);
+            let cut = (0..=77)
+                .rev()
+                .find(|&i| expr.is_char_boundary(i))
+                .unwrap_or(0);
             expr.truncate(cut);
             expr.push('…');
         }
@@ -267,7 +274,10 @@ impl<'s> Checker<'s> {
                         CmpOp::Eq | CmpOp::Ne => "two scalars of the same type",
                         _ => "two Longs",
                     };
-                    self.type_err(e, format!("`{}` needs {want}, got {ta} and {tb}", op.symbol()));
+                    self.type_err(
+                        e,
+                        format!("`{}` needs {want}, got {ta} and {tb}", op.symbol()),
+                    );
                     return None;
                 }
                 Some((CExpr::Cmp(*op, Box::new(ca), Box::new(cb)), Ty::Bool))
@@ -281,7 +291,10 @@ impl<'s> Checker<'s> {
                     _ => false,
                 };
                 if !ok {
-                    self.type_err(e, format!("`in` needs a scalar and a set of its type, got {ta} and {tb}"));
+                    self.type_err(
+                        e,
+                        format!("`in` needs a scalar and a set of its type, got {ta} and {tb}"),
+                    );
                     return None;
                 }
                 Some((CExpr::In(Box::new(ca), Box::new(cb)), Ty::Bool))
@@ -290,7 +303,10 @@ impl<'s> Checker<'s> {
                 let (ca, ta) = self.check(a, resource)?;
                 let (cb, tb) = self.check(b, resource)?;
                 if ta != Ty::String || tb != Ty::String {
-                    self.type_err(e, format!("`starts_with` needs two Strings, got {ta} and {tb}"));
+                    self.type_err(
+                        e,
+                        format!("`starts_with` needs two Strings, got {ta} and {tb}"),
+                    );
                     return None;
                 }
                 Some((CExpr::StartsWith(Box::new(ca), Box::new(cb)), Ty::Bool))
@@ -321,11 +337,15 @@ impl<'s> Checker<'s> {
         Some(c)
     }
 
-    fn condition(&mut self, e: Option<&Expr>, resource: Option<&EntityType>) -> Option<Option<CExpr>> {
+    fn condition(
+        &mut self,
+        e: Option<&Expr>,
+        resource: Option<&EntityType>,
+    ) -> Option<Option<CExpr>> {
         let Some(e) = e else {
             return Some(None);
         };
-        if e.depth() > MAX_DEPTH * 2 {
+        if e.depth() > MAX_DEPTH {
             self.err(Problem::TooDeep);
             return None;
         }
@@ -335,7 +355,10 @@ impl<'s> Checker<'s> {
 
 static NEXT_VERSION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-pub(crate) fn compile(set: &PolicySet, schema: &Arc<Schema>) -> Result<CompiledPolicy, PolicyError> {
+pub(crate) fn compile(
+    set: &PolicySet,
+    schema: &Arc<Schema>,
+) -> Result<CompiledPolicy, PolicyError> {
     let mut ck = Checker {
         schema,
         errors: Vec::new(),
@@ -362,13 +385,18 @@ pub(crate) fn compile(set: &PolicySet, schema: &Arc<Schema>) -> Result<CompiledP
             ck.err(Problem::DuplicateRole);
             continue;
         }
-        role_index.insert(r.name.clone(), u32::try_from(role_names.len()).unwrap_or(u32::MAX));
+        role_index.insert(
+            r.name.clone(),
+            u32::try_from(role_names.len()).unwrap_or(u32::MAX),
+        );
         role_names.push(r.name.clone());
     }
     let n = role_names.len();
     let mut parents: Vec<Vec<usize>> = vec![Vec::new(); n];
     for r in &set.roles {
-        let Some(&me) = role_index.get(&r.name) else { continue };
+        let Some(&me) = role_index.get(&r.name) else {
+            continue;
+        };
         ck.pos = r.pos;
         ck.item = r.name.clone();
         for p in &r.inherits {
@@ -396,10 +424,16 @@ pub(crate) fn compile(set: &PolicySet, schema: &Arc<Schema>) -> Result<CompiledP
                     }
                     1 => {
                         let from = stack.iter().position(|&(x, _)| x == p).unwrap_or(0);
-                        let mut path: Vec<&str> =
-                            stack[from..].iter().map(|&(x, _)| &*role_names[x]).collect();
+                        let mut path: Vec<&str> = stack[from..]
+                            .iter()
+                            .map(|&(x, _)| &*role_names[x])
+                            .collect();
                         path.push(&role_names[p]);
-                        ck.pos = set.roles.iter().find(|r| r.name == role_names[p]).map_or_else(Pos::default, |r| r.pos);
+                        ck.pos = set
+                            .roles
+                            .iter()
+                            .find(|r| r.name == role_names[p])
+                            .map_or_else(Pos::default, |r| r.pos);
                         ck.item = role_names[p].clone();
                         ck.err(Problem::RoleCycle(path.join(" → ")));
                     }
@@ -478,7 +512,13 @@ pub(crate) fn compile(set: &PolicySet, schema: &Arc<Schema>) -> Result<CompiledP
         ck.pos = r.pos;
         ck.item = id.clone();
         if id.len() > 128 || id.chars().any(char::is_control) {
-            ck.err(Problem::BadName(id.chars().take(32).filter(|c| !c.is_control()).collect::<String>().into()));
+            ck.err(Problem::BadName(
+                id.chars()
+                    .take(32)
+                    .filter(|c| !c.is_control())
+                    .collect::<String>()
+                    .into(),
+            ));
         }
         if !ids.insert(id.clone()) {
             ck.err(Problem::DuplicateId);
@@ -518,16 +558,28 @@ pub(crate) fn compile(set: &PolicySet, schema: &Arc<Schema>) -> Result<CompiledP
         ck.pos = g.pos;
         ck.item = g.id.clone();
         if g.id.is_empty() || g.id.len() > 128 || g.id.chars().any(char::is_control) {
-            ck.err(Problem::BadName(g.id.chars().take(32).filter(|c| !c.is_control()).collect::<String>().into()));
+            ck.err(Problem::BadName(
+                g.id.chars()
+                    .take(32)
+                    .filter(|c| !c.is_control())
+                    .collect::<String>()
+                    .into(),
+            ));
         }
         if !ids.insert(g.id.clone()) {
             ck.err(Problem::DuplicateId);
         }
         let grantee = match &g.grantee {
-            Grantee::Role(name) => role_bits(&mut ck, std::slice::from_ref(name)).map(GranteeMatch::Roles),
-            Grantee::Principal(p) if !p.is_empty() && p.len() <= 128 => Some(GranteeMatch::Principal(p.clone())),
+            Grantee::Role(name) => {
+                role_bits(&mut ck, std::slice::from_ref(name)).map(GranteeMatch::Roles)
+            }
+            Grantee::Principal(p) if !p.is_empty() && p.len() <= 128 => {
+                Some(GranteeMatch::Principal(p.clone()))
+            }
             Grantee::Principal(p) => {
-                ck.err(Problem::BadName(p.chars().take(32).collect::<String>().into()));
+                ck.err(Problem::BadName(
+                    p.chars().take(32).collect::<String>().into(),
+                ));
                 None
             }
         };
@@ -612,7 +664,9 @@ pub(crate) fn compile(set: &PolicySet, schema: &Arc<Schema>) -> Result<CompiledP
         let grant_idx: Vec<u32> = grants
             .iter()
             .enumerate()
-            .filter(|(_, g)| Some(&*g.source.resource_type) == ty && covers(&g.source.actions, action))
+            .filter(|(_, g)| {
+                Some(&*g.source.resource_type) == ty && covers(&g.source.actions, action)
+            })
             .map(|(i, _)| u32::try_from(i).unwrap_or(u32::MAX))
             .collect();
         Bucket {
@@ -629,7 +683,10 @@ pub(crate) fn compile(set: &PolicySet, schema: &Arc<Schema>) -> Result<CompiledP
             names.extend(a.iter().copied());
         }
         TypeIndex {
-            actions: names.into_iter().map(|a| (Box::from(a), bucket(ty, Some(a)))).collect(),
+            actions: names
+                .into_iter()
+                .map(|a| (Box::from(a), bucket(ty, Some(a))))
+                .collect(),
             other: bucket(ty, None),
         }
     };
@@ -656,7 +713,13 @@ fn check_actions(ck: &mut Checker<'_>, actions: &Actions) {
     if let Actions::Named(names) = actions {
         for a in names {
             if !valid_name(a) {
-                ck.err(Problem::BadName(a.chars().take(32).filter(|c| !c.is_control()).collect::<String>().into()));
+                ck.err(Problem::BadName(
+                    a.chars()
+                        .take(32)
+                        .filter(|c| !c.is_control())
+                        .collect::<String>()
+                        .into(),
+                ));
             }
         }
     }

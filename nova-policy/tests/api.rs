@@ -60,7 +60,10 @@ fn schema() -> Schema {
 }
 
 fn policy() -> CompiledPolicy {
-    PolicySet::parse(POLICY).unwrap().compile(&schema()).unwrap()
+    PolicySet::parse(POLICY)
+        .unwrap()
+        .compile(&schema())
+        .unwrap()
 }
 
 fn user(dept: &str, queues: &[&str]) -> Attrs {
@@ -84,10 +87,24 @@ fn ctx(mfa: bool, hour: i64) -> Attrs {
     Attrs::new().with("mfa", mfa).with("hour", hour)
 }
 
-fn allowed(p: &CompiledPolicy, roles: &[&str], u: &Attrs, action: &str, t: &Attrs, c: &Attrs) -> bool {
-    let req = Request::new(action, "Ticket").principal("u-1", roles, u).resource(t).context(c);
+fn allowed(
+    p: &CompiledPolicy,
+    roles: &[&str],
+    u: &Attrs,
+    action: &str,
+    t: &Attrs,
+    c: &Attrs,
+) -> bool {
+    let req = Request::new(action, "Ticket")
+        .principal("u-1", roles, u)
+        .resource(t)
+        .context(c);
     let fast = p.is_allowed(&req);
-    assert_eq!(fast, p.explain(&req).is_allowed(), "explain and is_allowed disagree");
+    assert_eq!(
+        fast,
+        p.explain(&req).is_allowed(),
+        "explain and is_allowed disagree"
+    );
     assert_eq!(fast, p.decide(&req).is_allowed());
     fast
 }
@@ -97,9 +114,30 @@ fn agent_reads_tickets_of_their_queues_only() {
     let p = policy();
     let alice = user("support", &["billing", "vip"]);
     let c = ctx(true, 12);
-    assert!(allowed(&p, &["agent"], &alice, "read", &ticket("billing", "x", false), &c));
-    assert!(!allowed(&p, &["agent"], &alice, "read", &ticket("sales", "x", false), &c));
-    assert!(!allowed(&p, &["agent"], &alice, "update", &ticket("billing", "x", false), &c));
+    assert!(allowed(
+        &p,
+        &["agent"],
+        &alice,
+        "read",
+        &ticket("billing", "x", false),
+        &c
+    ));
+    assert!(!allowed(
+        &p,
+        &["agent"],
+        &alice,
+        "read",
+        &ticket("sales", "x", false),
+        &c
+    ));
+    assert!(!allowed(
+        &p,
+        &["agent"],
+        &alice,
+        "update",
+        &ticket("billing", "x", false),
+        &c
+    ));
 }
 
 #[test]
@@ -108,7 +146,14 @@ fn role_inheritance_is_transitive() {
     let bob = user("support", &["billing"]);
     let c = ctx(true, 12);
     // manager → senior → agent: the agent rule applies to a manager.
-    assert!(allowed(&p, &["manager"], &bob, "comment", &ticket("billing", "sales", false), &c));
+    assert!(allowed(
+        &p,
+        &["manager"],
+        &bob,
+        "comment",
+        &ticket("billing", "sales", false),
+        &c
+    ));
     assert!(p.inherits("manager", "agent"));
     assert!(!p.inherits("agent", "manager"));
 }
@@ -118,8 +163,22 @@ fn default_deny_and_unknown_roles_grant_nothing() {
     let p = policy();
     let u = user("support", &["billing"]);
     let c = ctx(true, 12);
-    assert!(!allowed(&p, &[], &u, "read", &ticket("billing", "x", false), &c));
-    assert!(!allowed(&p, &["superuser"], &u, "read", &ticket("billing", "x", false), &c));
+    assert!(!allowed(
+        &p,
+        &[],
+        &u,
+        "read",
+        &ticket("billing", "x", false),
+        &c
+    ));
+    assert!(!allowed(
+        &p,
+        &["superuser"],
+        &u,
+        "read",
+        &ticket("billing", "x", false),
+        &c
+    ));
     let e = p.explain(
         &Request::new("read", "Ticket")
             .principal("u", &["superuser"], &u)
@@ -134,22 +193,48 @@ fn deny_overrides_allow() {
     let p = policy();
     let admin = user("it", &[]);
     // Admins may do anything on non-HR tickets, but not delete at night.
-    assert!(allowed(&p, &["admin"], &admin, "delete", &ticket("q", "x", false), &ctx(true, 12)));
-    assert!(!allowed(&p, &["admin"], &admin, "delete", &ticket("q", "x", false), &ctx(true, 3)));
+    assert!(allowed(
+        &p,
+        &["admin"],
+        &admin,
+        "delete",
+        &ticket("q", "x", false),
+        &ctx(true, 12)
+    ));
+    assert!(!allowed(
+        &p,
+        &["admin"],
+        &admin,
+        "delete",
+        &ticket("q", "x", false),
+        &ctx(true, 3)
+    ));
     let e = p.explain(
         &Request::new("delete", "Ticket")
             .principal("u", &["admin"], &admin)
             .resource(&ticket("q", "x", false))
             .context(&ctx(true, 3)),
     );
-    assert_eq!(e.reasons, vec![Reason::Denied { rule: Arc::from("no-deletes-at-night") }]);
+    assert_eq!(
+        e.reasons,
+        vec![Reason::Denied {
+            rule: Arc::from("no-deletes-at-night")
+        }]
+    );
 }
 
 #[test]
 fn admins_see_nothing_of_hr() {
     let p = policy();
     let admin = user("it", &[]);
-    assert!(!allowed(&p, &["admin"], &admin, "read", &ticket("q", "hr", true), &ctx(true, 12)));
+    assert!(!allowed(
+        &p,
+        &["admin"],
+        &admin,
+        "read",
+        &ticket("q", "hr", true),
+        &ctx(true, 12)
+    ));
 }
 
 #[test]
@@ -158,10 +243,14 @@ fn role_prefix_wildcard_matches_declared_roles() {
     let u = user("support", &[]);
     for role in ["support.lead", "support.night"] {
         let roles = [role];
-        let req = Request::new("read", "Report").principal("u", &roles, &u).resource(&u);
+        let req = Request::new("read", "Report")
+            .principal("u", &roles, &u)
+            .resource(&u);
         assert!(p.is_allowed(&req), "{role}");
     }
-    let req = Request::new("read", "Report").principal("u", &["agent"], &u).resource(&u);
+    let req = Request::new("read", "Report")
+        .principal("u", &["agent"], &u)
+        .resource(&u);
     assert!(!p.is_allowed(&req));
 }
 
@@ -171,24 +260,42 @@ fn a_failing_deny_denies_and_a_failing_allow_does_not_allow() {
     let u = user("support", &["billing"]);
     // No context: `hr-needs-mfa` cannot read context.mfa, but it only reads it for HR tickets.
     let t = ticket("billing", "x", false);
-    let req = Request::new("read", "Ticket").principal("u", &["agent"], &u).resource(&t);
-    assert!(p.is_allowed(&req), "&& short-circuits before the missing attribute");
+    let req = Request::new("read", "Ticket")
+        .principal("u", &["agent"], &u)
+        .resource(&t);
+    assert!(
+        p.is_allowed(&req),
+        "&& short-circuits before the missing attribute"
+    );
     let hr = ticket("billing", "hr", true);
-    let req = Request::new("read", "Ticket").principal("u", &["agent"], &u).resource(&hr);
+    let req = Request::new("read", "Ticket")
+        .principal("u", &["agent"], &u)
+        .resource(&hr);
     assert!(!p.is_allowed(&req));
     let e = p.explain(&req);
-    assert!(matches!(&e.reasons[0], Reason::DeniedOnError { rule, .. } if &**rule == "hr-needs-mfa"));
+    assert!(
+        matches!(&e.reasons[0], Reason::DeniedOnError { rule, .. } if &**rule == "hr-needs-mfa")
+    );
     // A resource missing `queue`: the agent rule cannot be evaluated, so it does not allow.
     let mut broken = ticket("billing", "x", false);
     broken.remove("queue");
     let c = ctx(true, 12);
-    let req = Request::new("read", "Ticket").principal("u", &["agent"], &u).resource(&broken).context(&c);
+    let req = Request::new("read", "Ticket")
+        .principal("u", &["agent"], &u)
+        .resource(&broken)
+        .context(&c);
     assert!(!p.is_allowed(&req));
-    assert!(matches!(&p.explain(&req).reasons[0], Reason::ConditionError { .. }));
+    assert!(matches!(
+        &p.explain(&req).reasons[0],
+        Reason::ConditionError { .. }
+    ));
     // An attribute of the wrong type is a failure too, never a coercion.
     let mut wrong = ticket("billing", "x", false);
     wrong.insert("queue", 7);
-    let req = Request::new("read", "Ticket").principal("u", &["agent"], &u).resource(&wrong).context(&c);
+    let req = Request::new("read", "Ticket")
+        .principal("u", &["agent"], &u)
+        .resource(&wrong)
+        .context(&c);
     assert!(!p.is_allowed(&req));
 }
 
@@ -198,14 +305,26 @@ fn explanation_of_a_default_deny_says_why_nothing_matched() {
     let u = user("support", &["billing"]);
     let c = ctx(true, 12);
     let t = ticket("sales", "x", false);
-    let e = p.explain(&Request::new("read", "Ticket").principal("u", &["agent"], &u).resource(&t).context(&c));
+    let e = p.explain(
+        &Request::new("read", "Ticket")
+            .principal("u", &["agent"], &u)
+            .resource(&t)
+            .context(&c),
+    );
     assert!(!e.is_allowed());
-    assert!(e.reasons.contains(&Reason::ConditionFalse { rule: Arc::from("agents-read-queues") }));
-    assert!(e.reasons.contains(&Reason::RoleMismatch { rule: Arc::from("admins-not-hr") }));
+    assert!(e.reasons.contains(&Reason::ConditionFalse {
+        rule: Arc::from("agents-read-queues")
+    }));
+    assert!(e.reasons.contains(&Reason::RoleMismatch {
+        rule: Arc::from("admins-not-hr")
+    }));
     let e = p.explain(&Request::new("archive", "Invoice"));
     assert_eq!(
         e.reasons,
-        vec![Reason::NoRules { resource_type: "Invoice".into(), action: "archive".into() }]
+        vec![Reason::NoRules {
+            resource_type: "Invoice".into(),
+            action: "archive".into()
+        }]
     );
     assert!(e.to_string().starts_with("deny (v"));
 }
@@ -224,9 +343,15 @@ fn conditions_cover_every_operator() {
         ("resource.queue in [\"billing\", \"vip\"]", true),
         ("resource.queue in []", false),
         ("resource has assignee", false),
-        ("!(resource has assignee) || resource.assignee == \"x\"", true),
+        (
+            "!(resource has assignee) || resource.assignee == \"x\"",
+            true,
+        ),
         ("principal has nickname || principal.level == 1", true),
-        ("resource.hr == false && (context.mfa || context.hour > 20)", true),
+        (
+            "resource.hr == false && (context.mfa || context.hour > 20)",
+            true,
+        ),
         ("-5 < resource.priority", true),
     ];
     let u = user("support", &[]);
@@ -235,14 +360,19 @@ fn conditions_cover_every_operator() {
     for (cond, want) in cases {
         let text = format!("role r; allow r to read on Ticket when {cond};");
         let p = PolicySet::parse(&text).unwrap().compile(&s).unwrap();
-        let req = Request::new("read", "Ticket").principal("u", &["r"], &u).resource(&t).context(&c);
+        let req = Request::new("read", "Ticket")
+            .principal("u", &["r"], &u)
+            .resource(&t)
+            .context(&c);
         assert_eq!(p.is_allowed(&req), want, "{cond}");
     }
 }
 
 #[test]
 fn parse_errors_give_line_column_and_expectation() {
-    let err = PolicySet::parse("role agent;\nallow agent to read on Ticket when resource.queue = \"x\";").unwrap_err();
+    let err =
+        PolicySet::parse("role agent;\nallow agent to read on Ticket when resource.queue = \"x\";")
+            .unwrap_err();
     assert_eq!((err.pos.line, err.pos.column), (2, 51));
     assert_eq!(err.expected, "`==`");
     let err = PolicySet::parse("role agent;\n  allow agent read on Ticket;").unwrap_err();
@@ -252,19 +382,42 @@ fn parse_errors_give_line_column_and_expectation() {
     let err = PolicySet::parse("allow * to read on Ticket when (resource.a").unwrap_err();
     assert_eq!(err.expected, "`)`");
     assert_eq!(err.found, "end of input");
-    let err = PolicySet::parse("allow * to read on Ticket when resource.a == \"unterminated").unwrap_err();
-    assert_eq!(err.expected, "a closing `\"`");
-    let err = PolicySet::parse("allow * to read on T when resource.a == \"broken\n\";").unwrap_err();
-    assert_eq!(err.expected, "a closing `\"` on the same line");
-    let err = PolicySet::parse("grant \"g\" to role admin: read on Ticket until \"2026-02-30T00:00:00Z\" by \"x\";")
+    let err = PolicySet::parse("allow * to read on Ticket when resource.a == \"unterminated")
         .unwrap_err();
+    assert_eq!(err.expected, "a closing `\"`");
+    let err =
+        PolicySet::parse("allow * to read on T when resource.a == \"broken\n\";").unwrap_err();
+    assert_eq!(err.expected, "a closing `\"` on the same line");
+    let err = PolicySet::parse(
+        "grant \"g\" to role admin: read on Ticket until \"2026-02-30T00:00:00Z\" by \"x\";",
+    )
+    .unwrap_err();
     assert!(err.expected.contains("UTC time"));
     let err = Schema::parse("entity User { level: Integer };").unwrap_err();
     assert!(err.to_string().contains("1:22"), "{err}");
-    let deep = format!("allow * to read on T when {}true{};", "(".repeat(200), ")".repeat(200));
+    let deep = format!(
+        "allow * to read on T when {}true{};",
+        "(".repeat(200),
+        ")".repeat(200)
+    );
     let err = PolicySet::parse(&deep).unwrap_err();
     assert!(err.expected.contains("nested at most"));
     assert!(PolicySet::parse(&"x".repeat(nova_policy::MAX_TEXT_LEN + 1)).is_err());
+    // Long chains nest too: the tree's depth is bounded, not only parentheses.
+    let chain = format!(
+        "allow * to read on T when {};",
+        vec!["context.a"; 10_000].join(" && ")
+    );
+    assert!(
+        PolicySet::parse(&chain)
+            .unwrap_err()
+            .expected
+            .contains("nested at most")
+    );
+    // Reasonable nesting is fine, and prints back to an equal condition.
+    let nested = format!("{}context.a{}", "!(".repeat(20), ")".repeat(20));
+    let e = nova_policy::Expr::parse(&nested).unwrap();
+    assert_eq!(nova_policy::Expr::parse(&e.to_string()).unwrap(), e);
 }
 
 fn problems(text: &str) -> Vec<Problem> {
@@ -276,20 +429,41 @@ fn problems(text: &str) -> Vec<Problem> {
 
 #[test]
 fn validation_rejects_unknown_names_mismatched_types_and_cycles() {
-    assert_eq!(problems("allow ghost to read on Ticket;"), vec![Problem::UnknownRole("ghost".into())]);
-    assert_eq!(problems("role a; allow a to read on Invoice;"), vec![Problem::UnknownType("Invoice".into())]);
+    assert_eq!(
+        problems("allow ghost to read on Ticket;"),
+        vec![Problem::UnknownRole("ghost".into())]
+    );
+    assert_eq!(
+        problems("role a; allow a to read on Invoice;"),
+        vec![Problem::UnknownType("Invoice".into())]
+    );
     assert_eq!(
         problems("role a; allow a to read on Ticket when resource.owner == \"x\";"),
-        vec![Problem::UnknownAttribute { var: "resource", name: "owner".into() }]
+        vec![Problem::UnknownAttribute {
+            var: "resource",
+            name: "owner".into()
+        }]
     );
     assert!(matches!(
         &problems("role a; allow a to read on Ticket when resource.priority == \"2\";")[..],
         [Problem::Type { .. }]
     ));
-    assert!(matches!(&problems("role a; allow a to read on Ticket when resource.queue < 3;")[..], [Problem::Type { .. }]));
-    assert!(matches!(&problems("role a; allow a to read on Ticket when resource.priority;")[..], [Problem::Type { .. }]));
-    assert!(matches!(&problems("role a; allow a to read on Ticket when resource.priority in resource.tags;")[..], [Problem::Type { .. }]));
-    assert!(matches!(&problems("role a; allow a to read on Ticket when resource.tags == resource.tags;")[..], [Problem::Type { .. }]));
+    assert!(matches!(
+        &problems("role a; allow a to read on Ticket when resource.queue < 3;")[..],
+        [Problem::Type { .. }]
+    ));
+    assert!(matches!(
+        &problems("role a; allow a to read on Ticket when resource.priority;")[..],
+        [Problem::Type { .. }]
+    ));
+    assert!(matches!(
+        &problems("role a; allow a to read on Ticket when resource.priority in resource.tags;")[..],
+        [Problem::Type { .. }]
+    ));
+    assert!(matches!(
+        &problems("role a; allow a to read on Ticket when resource.tags == resource.tags;")[..],
+        [Problem::Type { .. }]
+    ));
     assert_eq!(
         problems("role a; allow a to read on * when resource.hr;"),
         vec![Problem::ResourceAttributeOnWildcard]
@@ -300,16 +474,30 @@ fn validation_rejects_unknown_names_mismatched_types_and_cycles() {
     ));
     assert_eq!(problems("role a; role a;"), vec![Problem::DuplicateRole]);
     assert_eq!(
-        problems("role a; @id(\"x\") allow a to read on Ticket; @id(\"x\") deny a to read on Ticket;"),
+        problems(
+            "role a; @id(\"x\") allow a to read on Ticket; @id(\"x\") deny a to read on Ticket;"
+        ),
         vec![Problem::DuplicateId]
     );
-    assert_eq!(problems("role a; allow ops.* to read on Ticket;"), vec![Problem::EmptyPattern("ops.*".into())]);
+    assert_eq!(
+        problems("role a; allow ops.* to read on Ticket;"),
+        vec![Problem::EmptyPattern("ops.*".into())]
+    );
     // Every problem is listed, not just the first.
-    assert_eq!(problems("allow x to read on Ticket; allow y to read on Nope;").len(), 3);
+    assert_eq!(
+        problems("allow x to read on Ticket; allow y to read on Nope;").len(),
+        3
+    );
     // Without a principal type, principal attributes cannot be read.
     let bare = Schema::parse("entity Ticket { hr: Bool };").unwrap();
-    let err = PolicySet::parse("allow * to read on Ticket when principal.level > 1;").unwrap().compile(&bare).unwrap_err();
-    assert!(err.problems().iter().any(|p| matches!(p.kind, Problem::NoPrincipalType | Problem::UnknownAttribute { .. })));
+    let err = PolicySet::parse("allow * to read on Ticket when principal.level > 1;")
+        .unwrap()
+        .compile(&bare)
+        .unwrap_err();
+    assert!(err.problems().iter().any(|p| matches!(
+        p.kind,
+        Problem::NoPrincipalType | Problem::UnknownAttribute { .. }
+    )));
 }
 
 #[test]
@@ -323,7 +511,11 @@ fn builder_expresses_the_same_model_as_text() {
                 .id("q")
                 .when(Expr::resource("queue").is_in(Expr::principal("queues"))),
         )
-        .rule(RuleBuilder::deny(["*"], ["*"], "Ticket").id("hr").when(Expr::resource("hr")))
+        .rule(
+            RuleBuilder::deny(["*"], ["*"], "Ticket")
+                .id("hr")
+                .when(Expr::resource("hr")),
+        )
         .compile(&s)
         .unwrap();
     let text = PolicySet::parse(
@@ -336,9 +528,16 @@ fn builder_expresses_the_same_model_as_text() {
     .unwrap();
     let u = user("d", &["billing"]);
     let c = ctx(true, 12);
-    for t in [ticket("billing", "d", false), ticket("billing", "d", true), ticket("x", "d", false)] {
+    for t in [
+        ticket("billing", "d", false),
+        ticket("billing", "d", true),
+        ticket("x", "d", false),
+    ] {
         for roles in [&["manager"][..], &["agent"], &[]] {
-            let req = Request::new("read", "Ticket").principal("u", roles, &u).resource(&t).context(&c);
+            let req = Request::new("read", "Ticket")
+                .principal("u", roles, &u)
+                .resource(&t)
+                .context(&c);
             assert_eq!(built.is_allowed(&req), text.is_allowed(&req));
         }
     }
@@ -356,38 +555,73 @@ fn delegation_gives_scoped_expiring_access_and_every_use_is_visible() {
     let admin = user("it", &[]);
     let hr = ticket("q", "hr", true);
     let c = ctx(true, 12);
-    let req = |at| Request::new("read", "Ticket").principal("a", &["admin"], &admin).resource(&hr).context(&c).at(at);
+    let req = |at| {
+        Request::new("read", "Ticket")
+            .principal("a", &["admin"], &admin)
+            .resource(&hr)
+            .context(&c)
+            .at(at)
+    };
     // Before expiry: allowed, and the explanation names the grant and its grantor.
     assert!(p.is_allowed(&req(T0 - 1)));
     let e = p.explain(&req(T0 - 1));
     assert!(e.used_delegation());
     assert_eq!(
         e.reasons,
-        vec![Reason::Delegated { grant: Arc::from("hr-review"), granted_by: Arc::from("carol"), expires_at: T0 }]
+        vec![Reason::Delegated {
+            grant: Arc::from("hr-review"),
+            granted_by: Arc::from("carol"),
+            expires_at: T0
+        }]
     );
     // At expiry: denied, and the explanation says the grant expired.
     assert!(!p.is_allowed(&req(T0)));
-    assert!(p.explain(&req(T0)).reasons.contains(&Reason::GrantExpired { grant: Arc::from("hr-review"), expired_at: T0 }));
+    assert!(p.explain(&req(T0)).reasons.contains(&Reason::GrantExpired {
+        grant: Arc::from("hr-review"),
+        expired_at: T0
+    }));
     // Out of scope: another department's HR ticket, or another action.
     let other = ticket("q", "legal", true);
-    let r = Request::new("read", "Ticket").principal("a", &["admin"], &admin).resource(&other).context(&c).at(T0 - 1);
+    let r = Request::new("read", "Ticket")
+        .principal("a", &["admin"], &admin)
+        .resource(&other)
+        .context(&c)
+        .at(T0 - 1);
     assert!(!p.is_allowed(&r));
-    let r = Request::new("update", "Ticket").principal("a", &["admin"], &admin).resource(&hr).context(&c).at(T0 - 1);
+    let r = Request::new("update", "Ticket")
+        .principal("a", &["admin"], &admin)
+        .resource(&hr)
+        .context(&c)
+        .at(T0 - 1);
     assert!(!p.is_allowed(&r));
     // A deny still wins over a grant: without MFA, HR tickets stay closed.
     let no_mfa = ctx(false, 12);
-    let r = Request::new("read", "Ticket").principal("a", &["admin"], &admin).resource(&hr).context(&no_mfa).at(T0 - 1);
+    let r = Request::new("read", "Ticket")
+        .principal("a", &["admin"], &admin)
+        .resource(&hr)
+        .context(&no_mfa)
+        .at(T0 - 1);
     assert!(!p.is_allowed(&r));
 }
 
 #[test]
 fn delegation_to_one_principal_applies_to_that_principal_only() {
     let g = Grant::to_principal("one", "u-7", ["read"], "Ticket", T0, "carol");
-    let p = PolicySet::parse(POLICY).unwrap().grant(g).compile(&schema()).unwrap();
+    let p = PolicySet::parse(POLICY)
+        .unwrap()
+        .grant(g)
+        .compile(&schema())
+        .unwrap();
     let u = user("x", &[]);
     let t = ticket("q", "x", false);
     let c = ctx(true, 12);
-    let r = |id| Request::new("read", "Ticket").principal(id, &[], &u).resource(&t).context(&c).at(T0 - 10);
+    let r = |id| {
+        Request::new("read", "Ticket")
+            .principal(id, &[], &u)
+            .resource(&t)
+            .context(&c)
+            .at(T0 - 10)
+    };
     assert!(p.is_allowed(&r("u-7")));
     assert!(!p.is_allowed(&r("u-8")));
     assert!(!p.is_allowed(&r("")));
@@ -395,11 +629,23 @@ fn delegation_to_one_principal_applies_to_that_principal_only() {
 
 #[test]
 fn tenant_rules_and_grants_never_leak_to_another_tenant() {
-    let store = PolicyStore::new(schema(), PolicySet::parse("role agent; role admin;").unwrap()).unwrap();
+    let store = PolicyStore::new(
+        schema(),
+        PolicySet::parse("role agent; role admin;").unwrap(),
+    )
+    .unwrap();
     let (a, b) = (TenantId::new_v4(), TenantId::new_v4());
-    store.set_tenant(a, PolicySet::parse("allow agent to read on Ticket;").unwrap()).unwrap();
     store
-        .grant(b, Grant::to_role("g", "admin", ["read"], "Ticket", u64::MAX, "root"))
+        .set_tenant(
+            a,
+            PolicySet::parse("allow agent to read on Ticket;").unwrap(),
+        )
+        .unwrap();
+    store
+        .grant(
+            b,
+            Grant::to_role("g", "admin", ["read"], "Ticket", u64::MAX, "root"),
+        )
         .unwrap();
     let u = user("x", &[]);
     let agent = Request::new("read", "Ticket").principal("u", &["agent"], &u);
@@ -420,22 +666,39 @@ fn tenant_rules_and_grants_never_leak_to_another_tenant() {
 
 #[test]
 fn reload_swaps_versions_and_an_invalid_set_keeps_the_old_one() {
-    let store = PolicyStore::new(schema(), PolicySet::parse("role agent; allow agent to read on Ticket;").unwrap()).unwrap();
+    let store = PolicyStore::new(
+        schema(),
+        PolicySet::parse("role agent; allow agent to read on Ticket;").unwrap(),
+    )
+    .unwrap();
     let t = TenantId::new_v4();
     let u = user("x", &[]);
     let req = Request::new("read", "Ticket").principal("u", &["agent"], &u);
     let d1 = store.decide(t, &req);
     assert!(d1.is_allowed());
-    store.set_shared(PolicySet::parse("role agent; deny agent to read on Ticket;").unwrap()).unwrap();
+    store
+        .set_shared(PolicySet::parse("role agent; deny agent to read on Ticket;").unwrap())
+        .unwrap();
     let d2 = store.decide(t, &req);
     assert!(!d2.is_allowed());
     assert!(d2.version() > d1.version());
-    let err = store.set_shared(PolicySet::parse("role agent; allow agent to read on Ticket when resource.nope;").unwrap());
+    let err = store.set_shared(
+        PolicySet::parse("role agent; allow agent to read on Ticket when resource.nope;").unwrap(),
+    );
     assert!(err.is_err());
     let d3 = store.decide(t, &req);
     assert_eq!(d3, d2, "the refused set changed nothing, version included");
     // A tenant layering that the new shared set would break blocks the whole update.
-    store.set_tenant(t, PolicySet::parse("role extra : agent;").unwrap()).unwrap();
-    assert!(store.set_shared(PolicySet::parse("role other;").unwrap()).is_err());
-    assert_eq!(store.explain(t, &req).decision.version(), store.policy(t).version());
+    store
+        .set_tenant(t, PolicySet::parse("role extra : agent;").unwrap())
+        .unwrap();
+    assert!(
+        store
+            .set_shared(PolicySet::parse("role other;").unwrap())
+            .is_err()
+    );
+    assert_eq!(
+        store.explain(t, &req).decision.version(),
+        store.policy(t).version()
+    );
 }

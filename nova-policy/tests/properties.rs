@@ -84,13 +84,27 @@ fn roles() -> impl Strategy<Value = Roles> {
 
 fn rule(effect: &'static str) -> impl Strategy<Value = String> {
     (
-        prop_oneof![Just(None), proptest::sample::subsequence((0..ROLES).collect::<Vec<_>>(), 1..=2).prop_map(Some)],
-        prop_oneof![Just(None), proptest::sample::subsequence(ACTIONS.to_vec(), 1..=2).prop_map(Some)],
+        prop_oneof![
+            Just(None),
+            proptest::sample::subsequence((0..ROLES).collect::<Vec<_>>(), 1..=2).prop_map(Some)
+        ],
+        prop_oneof![
+            Just(None),
+            proptest::sample::subsequence(ACTIONS.to_vec(), 1..=2).prop_map(Some)
+        ],
         proptest::sample::select(TYPES.to_vec()),
-        prop_oneof![Just(None), proptest::sample::select(CONDITIONS.to_vec()).prop_map(Some)],
+        prop_oneof![
+            Just(None),
+            proptest::sample::select(CONDITIONS.to_vec()).prop_map(Some)
+        ],
     )
         .prop_map(move |(who, acts, ty, cond)| {
-            let who = who.map_or("*".to_owned(), |rs| rs.iter().map(|r| format!("r{r}")).collect::<Vec<_>>().join(", "));
+            let who = who.map_or("*".to_owned(), |rs| {
+                rs.iter()
+                    .map(|r| format!("r{r}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            });
             let acts = acts.map_or("*".to_owned(), |a| a.join(", "));
             let cond = cond.map_or(String::new(), |c| format!(" when {c}"));
             format!("{effect} {who} to {acts} on {ty}{cond};\n")
@@ -124,7 +138,11 @@ fn decide(p: &CompiledPolicy, r: &Req) -> bool {
         .resource(&r.res)
         .context(&r.ctx);
     let fast = p.is_allowed(&req);
-    assert_eq!(fast, p.explain(&req).is_allowed(), "explain disagrees with is_allowed");
+    assert_eq!(
+        fast,
+        p.explain(&req).is_allowed(),
+        "explain disagrees with is_allowed"
+    );
     fast
 }
 
@@ -133,24 +151,30 @@ fn request() -> impl Strategy<Value = Req> {
         proptest::sample::subsequence((0..ROLES).collect::<Vec<_>>(), 0..=2),
         proptest::sample::select(ACTIONS.to_vec()),
         proptest::sample::select(TYPES.to_vec()),
-        (0..3usize, 0..4i64, proptest::sample::subsequence(vec!["q0", "q1", "q2"], 0..=3)),
+        (
+            0..3usize,
+            0..4i64,
+            proptest::sample::subsequence(vec!["q0", "q1", "q2"], 0..=3),
+        ),
         (0..3usize, 0..3usize, 0..4i64, any::<bool>(), any::<bool>()),
     )
-        .prop_map(|(roles, action, ty, (ud, level, queues), (rd, rq, prio, hr, mfa))| Req {
-            roles: roles.iter().map(|r| format!("r{r}")).collect(),
-            action,
-            ty,
-            user: Attrs::new()
-                .with("dept", DEPTS[ud])
-                .with("level", level)
-                .with("queues", Value::strings(queues)),
-            res: Attrs::new()
-                .with("dept", DEPTS[rd])
-                .with("queue", format!("q{rq}"))
-                .with("priority", prio)
-                .with("hr", hr),
-            ctx: Attrs::new().with("mfa", mfa),
-        })
+        .prop_map(
+            |(roles, action, ty, (ud, level, queues), (rd, rq, prio, hr, mfa))| Req {
+                roles: roles.iter().map(|r| format!("r{r}")).collect(),
+                action,
+                ty,
+                user: Attrs::new()
+                    .with("dept", DEPTS[ud])
+                    .with("level", level)
+                    .with("queues", Value::strings(queues)),
+                res: Attrs::new()
+                    .with("dept", DEPTS[rd])
+                    .with("queue", format!("q{rq}"))
+                    .with("priority", prio)
+                    .with("hr", hr),
+                ctx: Attrs::new().with("mfa", mfa),
+            },
+        )
 }
 
 fn compile(roles: &Roles, rules: &[String]) -> CompiledPolicy {
@@ -240,8 +264,11 @@ proptest! {
 fn reload_is_atomic_under_concurrent_readers() {
     // Two sets with opposite answers; every decision must match the set its version names.
     let schema = schema();
-    let allow = PolicySet::parse("role r0; allow r0 to read on Ticket; allow r0 to update on Ticket;").unwrap();
-    let deny = PolicySet::parse("role r0; deny r0 to read on Ticket; deny r0 to update on Ticket;").unwrap();
+    let allow =
+        PolicySet::parse("role r0; allow r0 to read on Ticket; allow r0 to update on Ticket;")
+            .unwrap();
+    let deny = PolicySet::parse("role r0; deny r0 to read on Ticket; deny r0 to update on Ticket;")
+        .unwrap();
     let store = Arc::new(PolicyStore::new(schema, allow.clone()).unwrap());
     let tenant = TenantId::new_v4();
     let mut answers: HashMap<u64, bool> = HashMap::new();
@@ -250,7 +277,8 @@ fn reload_is_atomic_under_concurrent_readers() {
     let observed = Arc::new(AtomicUsize::new(0));
     let readers: Vec<_> = (0..2)
         .map(|_| {
-            let (store, stop, observed) = (Arc::clone(&store), Arc::clone(&stop), Arc::clone(&observed));
+            let (store, stop, observed) =
+                (Arc::clone(&store), Arc::clone(&stop), Arc::clone(&observed));
             std::thread::spawn(move || {
                 let user = Attrs::new();
                 let roles = ["r0"];
@@ -258,11 +286,16 @@ fn reload_is_atomic_under_concurrent_readers() {
                 while !stop.load(Ordering::Relaxed) {
                     // Two decisions from one snapshot must come from one version.
                     let snap = store.policy(tenant);
-                    let read = snap.decide(&Request::new("read", "Ticket").principal("u", &roles, &user));
-                    let update = snap.decide(&Request::new("update", "Ticket").principal("u", &roles, &user));
+                    let read =
+                        snap.decide(&Request::new("read", "Ticket").principal("u", &roles, &user));
+                    let update = snap
+                        .decide(&Request::new("update", "Ticket").principal("u", &roles, &user));
                     assert_eq!(read.version(), update.version());
                     assert_eq!(read.is_allowed(), update.is_allowed());
-                    let d = store.decide(tenant, &Request::new("read", "Ticket").principal("u", &roles, &user));
+                    let d = store.decide(
+                        tenant,
+                        &Request::new("read", "Ticket").principal("u", &roles, &user),
+                    );
                     seen.push((read.version().0, read.is_allowed()));
                     seen.push((d.version().0, d.is_allowed()));
                     observed.fetch_add(2, Ordering::Relaxed);
@@ -275,11 +308,19 @@ fn reload_is_atomic_under_concurrent_readers() {
     let mut i = 0usize;
     while i < 200 || observed.load(Ordering::Relaxed) < 20_000 {
         i += 1;
-        let (set, ans) = if i % 2 == 0 { (&deny, false) } else { (&allow, true) };
+        let (set, ans) = if i.is_multiple_of(2) {
+            (&deny, false)
+        } else {
+            (&allow, true)
+        };
         store.set_shared(set.clone()).unwrap();
         answers.insert(store.policy(tenant).version().0, ans);
         // An invalid set in between is refused and changes nothing.
-        assert!(store.set_shared(PolicySet::parse("allow ghost to read on Ticket;").unwrap()).is_err());
+        assert!(
+            store
+                .set_shared(PolicySet::parse("allow ghost to read on Ticket;").unwrap())
+                .is_err()
+        );
     }
     stop.store(true, Ordering::Relaxed);
     let mut checked = 0usize;
