@@ -87,7 +87,11 @@ fn random_policy(rng: &mut Rng) -> String {
         let effect = if rng.chance(25) { "deny" } else { "allow" };
         let who = rng.pick(&["*", "r0", "r1", "r2", "r1, r2"]);
         let actions = rng.pick(&["*", "read", "read, update", "update"]);
-        let cond = if rng.chance(85) { format!(" when {}", expr(rng, 3)) } else { String::new() };
+        let cond = if rng.chance(85) {
+            format!(" when {}", expr(rng, 3))
+        } else {
+            String::new()
+        };
         text.push_str(&format!("{effect} {who} to {actions} on Ticket{cond};\n"));
     }
     text
@@ -100,17 +104,32 @@ struct Row_ {
 
 fn random_row(rng: &mut Rng, id: i32) -> (String, Row_) {
     let dept = rng.pick(&["hr", "it", "ops"]);
-    let queue = if rng.chance(10) { None } else { Some(rng.pick(&["q0", "q1", "q2", "q3"])) };
+    let queue = if rng.chance(10) {
+        None
+    } else {
+        Some(rng.pick(&["q0", "q1", "q2", "q3"]))
+    };
     let priority = i64::try_from(rng.below(5)).unwrap();
     let hr = rng.chance(30);
-    let path = rng.pick(&["/a/x", "/ab", "/b/a", "/home/it/1", "/home/ops/2", "%_odd'\\"]);
+    let path = rng.pick(&[
+        "/a/x",
+        "/ab",
+        "/b/a",
+        "/home/it/1",
+        "/home/ops/2",
+        "%_odd'\\",
+    ]);
     let mut tags: Vec<&str> = Vec::new();
     for t in ["urgent", "hr", "it", "ops"] {
         if rng.chance(30) {
             tags.push(t);
         }
     }
-    let assignee = if rng.chance(50) { Some(rng.pick(&["u1", "u2"])) } else { None };
+    let assignee = if rng.chance(50) {
+        Some(rng.pick(&["u1", "u2"]))
+    } else {
+        None
+    };
     let q = |s: &str| format!("'{}'", s.replace('\'', "''"));
     let sql = format!(
         "({id}, {}, {}, {priority}, {hr}, {}, ARRAY[{}]::text[], {})",
@@ -174,7 +193,10 @@ fn random_principal(rng: &mut Rng) -> Principal {
     Principal { roles, attrs, ctx }
 }
 
-fn bind<'q>(mut q: Query<'q, sqlx::Postgres, PgArguments>, params: &'q [SqlParam]) -> Query<'q, sqlx::Postgres, PgArguments> {
+fn bind<'q>(
+    mut q: Query<'q, sqlx::Postgres, PgArguments>,
+    params: &'q [SqlParam],
+) -> Query<'q, sqlx::Postgres, PgArguments> {
     for p in params {
         q = match p {
             SqlParam::Bool(b) => q.bind(*b),
@@ -230,10 +252,12 @@ async fn compiled_predicate_returns_exactly_the_rows_the_evaluator_allows() {
         values.push(sql);
         rows.push(row);
     }
-    fx.exec(&format!("INSERT INTO tickets VALUES {}", values.join(","))).await;
+    fx.exec(&format!("INSERT INTO tickets VALUES {}", values.join(",")))
+        .await;
     // Query as a non-superuser role, as an application would.
     let reader = fx.login_role("filter_reader", &[]).await;
-    fx.exec(&format!("GRANT SELECT ON tickets TO \"{reader}\"")).await;
+    fx.exec(&format!("GRANT SELECT ON tickets TO \"{reader}\""))
+        .await;
     let pool = fx.pool_as(&reader, 2).await;
 
     let schema = Schema::parse(SCHEMA).unwrap();
@@ -253,7 +277,11 @@ async fn compiled_predicate_returns_exactly_the_rows_the_evaluator_allows() {
                 let sql = format!("SELECT id FROM tickets WHERE {} ORDER BY id", filter.sql);
                 let got = ids(&pool, &sql, &filter.params).await;
                 let want = expected(&policy, &who, action, &rows);
-                assert_eq!(got, want, "policy:\n{text}\nroles {:?}\nSQL: {}", who.roles, filter.sql);
+                assert_eq!(
+                    got, want,
+                    "policy:\n{text}\nroles {:?}\nSQL: {}",
+                    who.roles, filter.sql
+                );
                 checks += 1;
                 nonempty += usize::from(!want.is_empty());
                 partial += usize::from(!want.is_empty() && want.len() < rows.len());
@@ -262,25 +290,45 @@ async fn compiled_predicate_returns_exactly_the_rows_the_evaluator_allows() {
     }
     // The cases must not be degenerate: many listings return some but not all rows.
     assert_eq!(checks, 720);
-    assert!(partial > 100, "only {partial} partial listings of {nonempty} non-empty");
+    assert!(
+        partial > 100,
+        "only {partial} partial listings of {nonempty} non-empty"
+    );
 
     // With an alias and a renamed column, inside a larger query.
-    let policy = PolicySet::parse("role a; allow a to read on Ticket when resource.queue in principal.queues;")
-        .unwrap()
-        .compile(&schema)
-        .unwrap();
-    let who = Attrs::new().with("dept", "it").with("level", 1).with("queues", Value::strings(["q1"])).with("flag", true);
+    let policy = PolicySet::parse(
+        "role a; allow a to read on Ticket when resource.queue in principal.queues;",
+    )
+    .unwrap()
+    .compile(&schema)
+    .unwrap();
+    let who = Attrs::new()
+        .with("dept", "it")
+        .with("level", 1)
+        .with("queues", Value::strings(["q1"]))
+        .with("flag", true);
     let req = Request::new("read", "Ticket").principal("u", &["a"], &who);
-    let table = ResourceTable::new().alias("t").unwrap().column("queue", "queue").unwrap();
+    let table = ResourceTable::new()
+        .alias("t")
+        .unwrap()
+        .column("queue", "queue")
+        .unwrap();
     let f = policy.sql_filter(&req, &table, 2).unwrap();
     assert!(f.sql.contains("$2::text[]"), "{}", f.sql);
-    let sql = format!("SELECT t.id FROM tickets t WHERE t.priority >= $1 AND {} ORDER BY t.id", f.sql);
+    let sql = format!(
+        "SELECT t.id FROM tickets t WHERE t.priority >= $1 AND {} ORDER BY t.id",
+        f.sql
+    );
     let mut params = vec![SqlParam::Long(0)];
     params.extend(f.params);
     let got = ids(&pool, &sql, &params).await;
     let want: BTreeSet<i32> = rows
         .iter()
-        .filter(|r| r.attrs.iter().any(|(k, v)| k == "queue" && *v == Value::from("q1")))
+        .filter(|r| {
+            r.attrs
+                .iter()
+                .any(|(k, v)| k == "queue" && *v == Value::from("q1"))
+        })
         .map(|r| r.id)
         .collect();
     assert_eq!(got, want);
@@ -302,7 +350,8 @@ async fn generated_rls_policy_shows_a_role_exactly_the_allowed_rows() {
         values.push(sql);
         rows.push(row);
     }
-    fx.exec(&format!("INSERT INTO tickets VALUES {}", values.join(","))).await;
+    fx.exec(&format!("INSERT INTO tickets VALUES {}", values.join(",")))
+        .await;
     let svc = fx.login_role("filter_svc", &[]).await;
     fx.exec(&format!(
         "GRANT SELECT ON tickets TO \"{svc}\";
@@ -331,7 +380,14 @@ async fn generated_rls_policy_shows_a_role_exactly_the_allowed_rows() {
             .principal("u1", &who.roles, &who.attrs)
             .context(&who.ctx);
         let ddl = policy
-            .rls_policy_sql(&req, &ResourceTable::new(), &table, &name, &role, RlsCommand::Select)
+            .rls_policy_sql(
+                &req,
+                &ResourceTable::new(),
+                &table,
+                &name,
+                &role,
+                RlsCommand::Select,
+            )
             .unwrap();
         fx.exec(&ddl).await;
         let got = ids(&pool, "SELECT id FROM tickets ORDER BY id", &[]).await;
