@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use foldhash::HashMap;
-use nova_tenancy::TenantId;
+use nova_tenancy::{Actor, SecurityEvent, TenantContext, TenantId, report};
 
 use crate::ast::Grant;
 use crate::compiled::{CompiledPolicy, Decision, Explanation, Request};
@@ -37,7 +37,7 @@ struct State {
 ///
 /// ```
 /// use nova_policy::{Attrs, Grant, PolicySet, PolicyStore, Request, Schema};
-/// use nova_tenancy::TenantId;
+/// use nova_tenancy::{Actor, SecurityEvent, TenantContext, TenantId, report};
 ///
 /// let schema = Schema::parse("entity User {}; entity Ticket { department: String }; principal User;")?;
 /// let store = PolicyStore::new(schema, PolicySet::parse("role admin;")?)?;
@@ -113,6 +113,55 @@ impl PolicyStore {
             Some(e) => e.compiled.explain(req),
             None => state.shared.explain(req),
         }
+    }
+
+    /// Decides for a verified caller in its own tenant, and reports to the audit hook (see
+    /// [`nova_tenancy::set_audit_hook`]) every denial (`policy_denied`) and every use of a
+    /// delegation (`policy_delegation_used`), with the rules or grants involved and the policy
+    /// version. Use it at the request boundary; use [`PolicyStore::decide`] or a
+    /// [`CompiledPolicy`] directly for bulk filtering, where a deny is not an event.
+    ///
+    /// ```
+    /// use nova_policy::{PolicySet, PolicyStore, Request, Schema};
+    /// use nova_tenancy::{TenantContext, TenantId};
+    /// let store = PolicyStore::new(Schema::parse("entity Ticket {};")?, PolicySet::parse("role agent;")?)?;
+    /// let ctx = TenantContext::system(TenantId::new_v4(), "example")?;
+    /// let e = store.authorize(&ctx, &Request::new("read", "Ticket"));
+    /// assert!(!e.is_allowed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn authorize(&self, ctx: &TenantContext, req: &Request<'_>) -> Explanation {
+        let e = self.explain(ctx.tenant(), req);
+        let name = if !e.is_allowed() {
+            "policy_denied"
+        } else if e.used_delegation() {
+            "policy_delegation_used"
+        } else {
+            return e;
+        };
+        let reasons = e
+            .reasons
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        let version = e.decision.version();
+        let (action, resource_type) = (req.action(), req.resource_type());
+        let details: [(&'static str, &dyn std::fmt::Display); 4] = [
+            ("action", &action),
+            ("resource_type", &resource_type),
+            ("policy_version", &version),
+            ("reasons", &reasons),
+        ];
+        let mut event = SecurityEvent::new(name)
+            .tenant(ctx.tenant())
+            .request_id(ctx.request_id())
+            .details(&details);
+        if let Some(user) = ctx.user() {
+            event = event.actor(Actor::User(user));
+        }
+        report(&event);
+        e
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PolicySet> {
