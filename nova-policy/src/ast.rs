@@ -311,7 +311,8 @@ pub struct RoleDecl {
 /// An `allow` or `deny` rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
-    /// The rule's id (from `@id("…")`, or `line:column` of the rule when it has none).
+    /// The rule's id from `@id("…")`; empty when it has none, and the compiled set then names
+    /// it by where it was written (`line:column`) or, for a rule built in Rust, by its index.
     pub id: Box<str>,
     /// Allow or deny.
     pub effect: Effect,

@@ -589,7 +589,7 @@ impl<'a> Parser<'a> {
         let condition = self.when()?;
         self.expect_punct(";")?;
         Ok(Rule {
-            id: id.unwrap_or_else(|| format!("{pos}").into_boxed_str()),
+            id: id.unwrap_or_default(),
             effect,
             principals,
             actions,

@@ -504,12 +504,23 @@ pub(crate) fn compile(
     let mut ids: HashSet<Box<str>> = HashSet::default();
     let mut rules: Vec<CRule> = Vec::with_capacity(set.rules.len());
     for (i, r) in set.rules.iter().enumerate() {
+        ck.pos = r.pos;
         let id: Box<str> = if r.id.is_empty() {
-            format!("rule#{i}").into()
+            // Unnamed rules are named by position; layered sets (shared + tenant) can repeat a
+            // position, so the index disambiguates, and only explicit ids must be unique.
+            let auto = if r.pos == Pos::default() {
+                format!("rule#{i}")
+            } else {
+                r.pos.to_string()
+            };
+            if ids.contains(auto.as_str()) {
+                format!("{auto}#{i}").into()
+            } else {
+                auto.into()
+            }
         } else {
             r.id.clone()
         };
-        ck.pos = r.pos;
         ck.item = id.clone();
         if id.len() > 128 || id.chars().any(char::is_control) {
             ck.err(Problem::BadName(
@@ -520,7 +531,7 @@ pub(crate) fn compile(
                     .into(),
             ));
         }
-        if !ids.insert(id.clone()) {
+        if !ids.insert(id.clone()) && !r.id.is_empty() {
             ck.err(Problem::DuplicateId);
         }
         let roles = match &r.principals {

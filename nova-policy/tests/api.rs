@@ -654,6 +654,18 @@ fn tenant_rules_and_grants_never_leak_to_another_tenant() {
     assert!(!store.decide(b, &agent).is_allowed());
     assert!(!store.decide(a, &admin).is_allowed());
     assert!(store.decide(b, &admin).is_allowed());
+    // Unnamed rules at the same position in the shared and a tenant's text do not clash.
+    let layered = PolicyStore::new(
+        schema(),
+        PolicySet::parse("role agent; allow agent to read on Report;").unwrap(),
+    )
+    .unwrap();
+    layered
+        .set_tenant(
+            a,
+            PolicySet::parse("role extra; allow extra to read on Ticket;").unwrap(),
+        )
+        .unwrap();
     // A tenant with nothing of its own gets only the shared set.
     let c = TenantId::new_v4();
     assert!(!store.decide(c, &agent).is_allowed());
