@@ -10,6 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use foldhash::HashMap;
+use smallvec::SmallVec;
 
 use crate::ast::{CmpOp, Effect, Grant, Rule, Var};
 use crate::parser::format_utc;
@@ -499,10 +500,10 @@ pub enum Reason {
         /// The action asked for.
         action: Box<str>,
     },
-    /// This rule covers the request but the principal holds none of its roles.
-    RoleMismatch {
-        /// The rule's id.
-        rule: Arc<str>,
+    /// This many rules cover the request but need roles the principal does not hold.
+    RolesNotHeld {
+        /// How many rules.
+        rules: usize,
     },
     /// This rule covers the request but its condition was false.
     ConditionFalse {
@@ -560,8 +561,11 @@ impl fmt::Display for Reason {
                 resource_type,
                 action,
             } => write!(f, "no rule covers `{action}` on `{resource_type}`"),
-            Self::RoleMismatch { rule } => {
-                write!(f, "rule `{rule}` needs a role the principal does not hold")
+            Self::RolesNotHeld { rules: 1 } => {
+                write!(f, "1 rule needs a role the principal does not hold")
+            }
+            Self::RolesNotHeld { rules } => {
+                write!(f, "{rules} rules need roles the principal does not hold")
             }
             Self::ConditionFalse { rule } => write!(f, "rule `{rule}`: condition is false"),
             Self::ConditionError { rule, error } => {
@@ -585,12 +589,20 @@ impl fmt::Display for Reason {
 pub struct Explanation {
     /// The decision.
     pub decision: Decision,
-    /// For an allow: each rule and grant that allowed. For a deny by rule: each deny that
-    /// fired. For a default deny: why each candidate rule or grant did not apply.
-    pub reasons: Vec<Reason>,
+    // Inline for the usual one or two reasons: explaining must cost little more than deciding.
+    reasons: SmallVec<[Reason; 2]>,
 }
 
 impl Explanation {
+    /// For an allow: the rule that allowed (unconditional rules are tried first), or, when no
+    /// rule did, the grant used. For a deny by rule: every deny that fired. For a default deny: the rules whose conditions
+    /// were false or failed, the grants that expired or did not cover the resource, how many
+    /// rules needed roles the principal lacks, and undeclared roles it holds.
+    #[must_use]
+    pub fn reasons(&self) -> &[Reason] {
+        &self.reasons
+    }
+
     /// Whether access is granted.
     #[must_use]
     pub fn is_allowed(&self) -> bool {
@@ -773,63 +785,66 @@ impl CompiledPolicy {
     ///     .compile(&schema)?;
     /// let e = policy.explain(&Request::new("read", "Ticket"));
     /// assert!(!e.is_allowed());
-    /// assert!(matches!(&e.reasons[0], Reason::RoleMismatch { rule } if &**rule == "agents-read"));
+    /// assert_eq!(e.reasons(), [Reason::RolesNotHeld { rules: 1 }]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn explain(&self, req: &Request<'_>) -> Explanation {
         let bucket = self.bucket(req.resource_type, req.action);
         let held = self.held_roles(req);
         let env = req.env();
-        let mut denied = Vec::new();
-        let mut misses = Vec::new();
+        let decision = |allowed| Decision {
+            allowed,
+            version: self.version,
+        };
+        let mut reasons: SmallVec<[Reason; 2]> = SmallVec::new();
         for &i in &*bucket.deny {
             let rule = &self.rules[i as usize];
             if !self.rule_applies(rule, &held) {
                 continue;
             }
             match rule.cond.as_ref().map(|c| c.truth(&env)) {
-                None | Some(Ok(true)) => denied.push(Reason::Denied {
+                None | Some(Ok(true)) => reasons.push(Reason::Denied {
                     rule: Arc::clone(&rule.id),
                 }),
-                Some(Err(error)) => denied.push(Reason::DeniedOnError {
+                Some(Err(error)) => reasons.push(Reason::DeniedOnError {
                     rule: Arc::clone(&rule.id),
                     error,
                 }),
                 Some(Ok(false)) => {}
             }
         }
-        let decision = |allowed| Decision {
-            allowed,
-            version: self.version,
-        };
-        if !denied.is_empty() {
+        if !reasons.is_empty() {
             return Explanation {
                 decision: decision(false),
-                reasons: denied,
+                reasons,
             };
         }
-        let mut allowed = Vec::new();
+        // Near misses are kept as indices and only turned into reasons for a default deny.
+        let mut roles_not_held = 0usize;
+        let mut near: SmallVec<[(u32, Option<EvalError>); 4]> = SmallVec::new();
         for &i in &*bucket.allow {
             let rule = &self.rules[i as usize];
             if !self.rule_applies(rule, &held) {
-                misses.push(Reason::RoleMismatch {
-                    rule: Arc::clone(&rule.id),
-                });
+                roles_not_held += 1;
                 continue;
             }
             match rule.cond.as_ref().map(|c| c.truth(&env)) {
-                None | Some(Ok(true)) => allowed.push(Reason::Allowed {
-                    rule: Arc::clone(&rule.id),
-                }),
-                Some(Ok(false)) => misses.push(Reason::ConditionFalse {
-                    rule: Arc::clone(&rule.id),
-                }),
-                Some(Err(error)) => misses.push(Reason::ConditionError {
-                    rule: Arc::clone(&rule.id),
-                    error,
-                }),
+                // The first allow decides, as in `is_allowed`: explaining costs little more
+                // than deciding, and the rule named is the one that decided.
+                None | Some(Ok(true)) => {
+                    reasons.push(Reason::Allowed {
+                        rule: Arc::clone(&rule.id),
+                    });
+                    return Explanation {
+                        decision: decision(true),
+                        reasons,
+                    };
+                }
+                Some(Ok(false)) => near.push((i, None)),
+                Some(Err(error)) => near.push((i, Some(error))),
             }
         }
+        let mut grant_misses: SmallVec<[Reason; 2]> = SmallVec::new();
         if !bucket.grants.is_empty() {
             let now = req.now_secs();
             for &i in &*bucket.grants {
@@ -838,7 +853,7 @@ impl CompiledPolicy {
                     continue;
                 }
                 if now >= g.expires_at {
-                    misses.push(Reason::GrantExpired {
+                    grant_misses.push(Reason::GrantExpired {
                         grant: Arc::clone(&g.id),
                         expired_at: g.expires_at,
                     });
@@ -847,38 +862,50 @@ impl CompiledPolicy {
                     .as_ref()
                     .is_none_or(|c| c.truth(&env).unwrap_or(false))
                 {
-                    allowed.push(Reason::Delegated {
+                    // The first live grant decides, as in `is_allowed`.
+                    reasons.push(Reason::Delegated {
                         grant: Arc::clone(&g.id),
                         granted_by: Arc::clone(&g.granted_by),
                         expires_at: g.expires_at,
                     });
+                    return Explanation {
+                        decision: decision(true),
+                        reasons,
+                    };
                 } else {
-                    misses.push(Reason::GrantOutOfScope {
+                    grant_misses.push(Reason::GrantOutOfScope {
                         grant: Arc::clone(&g.id),
                     });
                 }
             }
         }
-        if !allowed.is_empty() {
-            return Explanation {
-                decision: decision(true),
-                reasons: allowed,
-            };
+        for (i, error) in near {
+            let rule = Arc::clone(&self.rules[i as usize].id);
+            reasons.push(match error {
+                None => Reason::ConditionFalse { rule },
+                Some(error) => Reason::ConditionError { rule, error },
+            });
+        }
+        reasons.extend(grant_misses);
+        if roles_not_held > 0 {
+            reasons.push(Reason::RolesNotHeld {
+                rules: roles_not_held,
+            });
         }
         if bucket.allow.is_empty() && bucket.grants.is_empty() {
-            misses.push(Reason::NoRules {
+            reasons.push(Reason::NoRules {
                 resource_type: req.resource_type.into(),
                 action: req.action.into(),
             });
         }
         if held.unknown > 0 {
-            misses.push(Reason::UnknownRoles {
+            reasons.push(Reason::UnknownRoles {
                 count: held.unknown,
             });
         }
         Explanation {
             decision: decision(false),
-            reasons: misses,
+            reasons,
         }
     }
 

@@ -140,7 +140,7 @@ impl PolicyStore {
             return e;
         };
         let reasons = e
-            .reasons
+            .reasons()
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
