@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use foldhash::HashMap;
 use smallvec::SmallVec;
+use smol_str::SmolStr;
 
 use crate::ast::{CmpOp, Effect, Grant, Rule, Var};
 use crate::parser::format_utc;
@@ -215,7 +216,7 @@ pub(crate) enum RoleMatch {
 
 #[derive(Debug, Clone)]
 pub(crate) struct CRule {
-    pub(crate) id: Arc<str>,
+    pub(crate) id: SmolStr,
     pub(crate) effect: Effect,
     pub(crate) roles: RoleMatch,
     pub(crate) cond: Option<CExpr>,
@@ -230,20 +231,57 @@ pub(crate) enum GranteeMatch {
 
 #[derive(Debug, Clone)]
 pub(crate) struct CGrant {
-    pub(crate) id: Arc<str>,
+    pub(crate) id: SmolStr,
     pub(crate) grantee: GranteeMatch,
     pub(crate) cond: Option<CExpr>,
     pub(crate) expires_at: u64,
-    pub(crate) granted_by: Arc<str>,
+    pub(crate) granted_by: SmolStr,
     pub(crate) source: Grant,
+}
+
+/// A rule as a bucket holds it: compact and contiguous, so a decision walks a small array
+/// and touches the full rule only to evaluate a condition.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entry {
+    /// The first 64 bits of the rule's role mask (inheritance folded in).
+    pub(crate) mask0: u64,
+    /// Where the rest of the mask starts in `CompiledPolicy::masks` (more than 64 roles).
+    pub(crate) rest: u32,
+    /// Index of the rule in `CompiledPolicy::rules`.
+    pub(crate) rule: u32,
+    /// `*`: applies to every principal, with or without roles.
+    pub(crate) any: bool,
+    /// Whether the rule has a condition.
+    pub(crate) cond: bool,
 }
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Bucket {
-    pub(crate) deny: Box<[u32]>,
-    pub(crate) allow: Box<[u32]>,
+    /// Unconditional rules first within each list.
+    pub(crate) deny: Box<[Entry]>,
+    pub(crate) allow: Box<[Entry]>,
     pub(crate) grants: Box<[u32]>,
 }
+
+/// Looks up a `(type, action)` key without building one: hashes exactly as the tuple of
+/// strings does.
+pub(crate) struct Pair<'a>(pub(crate) &'a str, pub(crate) &'a str);
+
+impl std::hash::Hash for Pair<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+        self.1.hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<(Box<str>, Box<str>)> for Pair<'_> {
+    fn equivalent(&self, key: &(Box<str>, Box<str>)) -> bool {
+        *key.0 == *self.0 && *key.1 == *self.1
+    }
+}
+
+pub(crate) type PairMap =
+    hashbrown::HashMap<(Box<str>, Box<str>), Bucket, foldhash::fast::RandomState>;
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TypeIndex {
@@ -260,7 +298,15 @@ pub struct CompiledPolicy {
     pub(crate) role_names: Vec<Box<str>>,
     pub(crate) rules: Vec<CRule>,
     pub(crate) grants: Vec<CGrant>,
-    pub(crate) types: HashMap<Box<str>, TypeIndex>,
+    /// Words of a role mask (`ceil(roles / 64)`, at least 1).
+    pub(crate) words: usize,
+    /// The mask words past the first, `words - 1` per rule, for sets of more than 64 roles.
+    pub(crate) masks: Vec<u64>,
+    /// Every `(type, action)` some rule or grant names.
+    pub(crate) pairs: PairMap,
+    /// For each named type, the bucket of actions no rule names for it.
+    pub(crate) types: HashMap<Box<str>, Bucket>,
+    /// Types no rule names: only rules on `*` apply.
     pub(crate) fallback: TypeIndex,
     pub(crate) schema: Arc<Schema>,
     pub(crate) source: PolicySet,
@@ -411,33 +457,16 @@ impl<'a> Request<'a> {
     }
 }
 
-/// The principal's role indices, inline for the usual handful.
+/// The principal's roles as a bitmask over the declared roles.
 pub(crate) struct HeldRoles {
-    inline: [u32; 8],
-    len: usize,
-    spill: Vec<u32>,
+    first: u64,
+    rest: SmallVec<[u64; 3]>,
     pub(crate) unknown: usize,
 }
 
 impl HeldRoles {
-    fn push(&mut self, i: u32) {
-        if self.len < self.inline.len() {
-            self.inline[self.len] = i;
-            self.len += 1;
-        } else {
-            self.spill.push(i);
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        self.inline[..self.len].iter().chain(&self.spill).copied()
-    }
-
-    pub(crate) fn matches(&self, bits: &[u64]) -> bool {
-        self.iter().any(|i| {
-            bits.get(i as usize / 64)
-                .is_some_and(|w| w >> (i % 64) & 1 == 1)
-        })
+    fn matches(&self, first: u64, rest: &[u64]) -> bool {
+        first & self.first != 0 || rest.iter().zip(&self.rest).any(|(a, b)| a & b != 0)
     }
 }
 
@@ -470,26 +499,26 @@ pub enum Reason {
     /// This `allow` rule applied and its condition held.
     Allowed {
         /// The rule's id.
-        rule: Arc<str>,
+        rule: SmolStr,
     },
     /// This `deny` rule applied and its condition held.
     Denied {
         /// The rule's id.
-        rule: Arc<str>,
+        rule: SmolStr,
     },
     /// This `deny` rule applied but its condition could not be evaluated, so it denied.
     DeniedOnError {
         /// The rule's id.
-        rule: Arc<str>,
+        rule: SmolStr,
         /// What went wrong.
         error: EvalError,
     },
     /// This delegation grant applied.
     Delegated {
         /// The grant's id.
-        grant: Arc<str>,
+        grant: SmolStr,
         /// Who granted it.
-        granted_by: Arc<str>,
+        granted_by: SmolStr,
         /// When it expires (seconds since the Unix epoch).
         expires_at: u64,
     },
@@ -508,19 +537,19 @@ pub enum Reason {
     /// This rule covers the request but its condition was false.
     ConditionFalse {
         /// The rule's id.
-        rule: Arc<str>,
+        rule: SmolStr,
     },
     /// This `allow` rule's condition could not be evaluated, so it did not allow.
     ConditionError {
         /// The rule's id.
-        rule: Arc<str>,
+        rule: SmolStr,
         /// What went wrong.
         error: EvalError,
     },
     /// This grant would apply but expired.
     GrantExpired {
         /// The grant's id.
-        grant: Arc<str>,
+        grant: SmolStr,
         /// When it expired.
         expired_at: u64,
     },
@@ -528,7 +557,7 @@ pub enum Reason {
     /// condition could not be evaluated).
     GrantOutOfScope {
         /// The grant's id.
-        grant: Arc<str>,
+        grant: SmolStr,
     },
     /// The principal holds roles the policy does not declare (they grant nothing).
     UnknownRoles {
@@ -590,7 +619,7 @@ pub struct Explanation {
     /// The decision.
     pub decision: Decision,
     // Inline for the usual one or two reasons: explaining must cost little more than deciding.
-    reasons: SmallVec<[Reason; 2]>,
+    reasons: SmallVec<[Reason; 1]>,
 }
 
 impl Explanation {
@@ -667,36 +696,63 @@ impl CompiledPolicy {
     }
 
     pub(crate) fn bucket(&self, resource_type: &str, action: &str) -> &Bucket {
-        let idx = self.types.get(resource_type).unwrap_or(&self.fallback);
-        idx.actions.get(action).unwrap_or(&idx.other)
+        if let Some(b) = self.pairs.get(&Pair(resource_type, action)) {
+            return b;
+        }
+        if let Some(b) = self.types.get(resource_type) {
+            return b;
+        }
+        self.fallback
+            .actions
+            .get(action)
+            .unwrap_or(&self.fallback.other)
     }
 
     pub(crate) fn held_roles(&self, req: &Request<'_>) -> HeldRoles {
         let mut held = HeldRoles {
-            inline: [0; 8],
-            len: 0,
-            spill: Vec::new(),
+            first: 0,
+            rest: SmallVec::from_elem(0, self.words - 1),
             unknown: 0,
         };
         for name in req.role_names() {
             match self.role_index.get(name) {
-                Some(&i) => held.push(i),
+                Some(&i) if i < 64 => held.first |= 1 << i,
+                Some(&i) => {
+                    if let Some(w) = held.rest.get_mut(i as usize / 64 - 1) {
+                        *w |= 1 << (i % 64);
+                    }
+                }
                 None => held.unknown += 1,
             }
         }
         held
     }
 
-    pub(crate) fn rule_applies(&self, rule: &CRule, held: &HeldRoles) -> bool {
-        match &rule.roles {
-            RoleMatch::Any => true,
-            RoleMatch::Bits(bits) => held.matches(bits),
+    pub(crate) fn entry_applies(&self, e: &Entry, held: &HeldRoles) -> bool {
+        if e.any || e.mask0 & held.first != 0 {
+            return true;
+        }
+        self.words > 1 && {
+            let at = e.rest as usize;
+            let rest = self.masks.get(at..at + self.words - 1).unwrap_or(&[]);
+            held.matches(0, rest)
+        }
+    }
+
+    pub(crate) fn condition(&self, e: &Entry) -> Option<&CExpr> {
+        if e.cond {
+            self.rules[e.rule as usize].cond.as_ref()
+        } else {
+            None
         }
     }
 
     pub(crate) fn grant_for(&self, grant: &CGrant, held: &HeldRoles, principal_id: &str) -> bool {
         match &grant.grantee {
-            GranteeMatch::Roles(bits) => held.matches(bits),
+            GranteeMatch::Roles(bits) => held.matches(
+                bits.first().copied().unwrap_or(0),
+                bits.get(1..).unwrap_or(&[]),
+            ),
             // Principal ids are identifiers, not secrets: a plain comparison is fine.
             GranteeMatch::Principal(p) => !principal_id.is_empty() && &**p == principal_id,
         }
@@ -734,10 +790,9 @@ impl CompiledPolicy {
         }
         let held = self.held_roles(req);
         let env = req.env();
-        for &i in &*bucket.deny {
-            let rule = &self.rules[i as usize];
-            if self.rule_applies(rule, &held) {
-                match &rule.cond {
+        for e in &*bucket.deny {
+            if self.entry_applies(e, &held) {
+                match self.condition(e) {
                     None => return false,
                     // A deny that cannot be evaluated denies.
                     Some(c) => {
@@ -748,12 +803,10 @@ impl CompiledPolicy {
                 }
             }
         }
-        for &i in &*bucket.allow {
-            let rule = &self.rules[i as usize];
-            if self.rule_applies(rule, &held)
-                && rule
-                    .cond
-                    .as_ref()
+        for e in &*bucket.allow {
+            if self.entry_applies(e, &held)
+                && self
+                    .condition(e)
                     .is_none_or(|c| c.truth(&env).unwrap_or(false))
             {
                 return true;
@@ -796,18 +849,18 @@ impl CompiledPolicy {
             allowed,
             version: self.version,
         };
-        let mut reasons: SmallVec<[Reason; 2]> = SmallVec::new();
-        for &i in &*bucket.deny {
-            let rule = &self.rules[i as usize];
-            if !self.rule_applies(rule, &held) {
+        let mut reasons: SmallVec<[Reason; 1]> = SmallVec::new();
+        for e in &*bucket.deny {
+            if !self.entry_applies(e, &held) {
                 continue;
             }
-            match rule.cond.as_ref().map(|c| c.truth(&env)) {
+            let rule = &self.rules[e.rule as usize];
+            match self.condition(e).map(|c| c.truth(&env)) {
                 None | Some(Ok(true)) => reasons.push(Reason::Denied {
-                    rule: Arc::clone(&rule.id),
+                    rule: rule.id.clone(),
                 }),
                 Some(Err(error)) => reasons.push(Reason::DeniedOnError {
-                    rule: Arc::clone(&rule.id),
+                    rule: rule.id.clone(),
                     error,
                 }),
                 Some(Ok(false)) => {}
@@ -819,74 +872,99 @@ impl CompiledPolicy {
                 reasons,
             };
         }
-        // Near misses are kept as indices and only turned into reasons for a default deny.
-        let mut roles_not_held = 0usize;
-        let mut near: SmallVec<[(u32, Option<EvalError>); 4]> = SmallVec::new();
-        for &i in &*bucket.allow {
-            let rule = &self.rules[i as usize];
-            if !self.rule_applies(rule, &held) {
-                roles_not_held += 1;
+        for e in &*bucket.allow {
+            if !self.entry_applies(e, &held) {
                 continue;
             }
-            match rule.cond.as_ref().map(|c| c.truth(&env)) {
-                // The first allow decides, as in `is_allowed`: explaining costs little more
-                // than deciding, and the rule named is the one that decided.
-                None | Some(Ok(true)) => {
-                    reasons.push(Reason::Allowed {
-                        rule: Arc::clone(&rule.id),
-                    });
-                    return Explanation {
-                        decision: decision(true),
-                        reasons,
-                    };
-                }
-                Some(Ok(false)) => near.push((i, None)),
-                Some(Err(error)) => near.push((i, Some(error))),
+            // The first allow decides, as in `is_allowed`: explaining costs little more than
+            // deciding, and the rule named is the one that decided.
+            if self
+                .condition(e)
+                .is_none_or(|c| c.truth(&env).unwrap_or(false))
+            {
+                reasons.push(Reason::Allowed {
+                    rule: self.rules[e.rule as usize].id.clone(),
+                });
+                return Explanation {
+                    decision: decision(true),
+                    reasons,
+                };
             }
         }
-        let mut grant_misses: SmallVec<[Reason; 2]> = SmallVec::new();
         if !bucket.grants.is_empty() {
             let now = req.now_secs();
             for &i in &*bucket.grants {
                 let g = &self.grants[i as usize];
-                if !self.grant_for(g, &held, req.principal_id) {
-                    continue;
-                }
-                if now >= g.expires_at {
-                    grant_misses.push(Reason::GrantExpired {
-                        grant: Arc::clone(&g.id),
-                        expired_at: g.expires_at,
-                    });
-                } else if g
-                    .cond
-                    .as_ref()
-                    .is_none_or(|c| c.truth(&env).unwrap_or(false))
+                if now < g.expires_at
+                    && self.grant_for(g, &held, req.principal_id)
+                    && g.cond
+                        .as_ref()
+                        .is_none_or(|c| c.truth(&env).unwrap_or(false))
                 {
                     // The first live grant decides, as in `is_allowed`.
                     reasons.push(Reason::Delegated {
-                        grant: Arc::clone(&g.id),
-                        granted_by: Arc::clone(&g.granted_by),
+                        grant: g.id.clone(),
+                        granted_by: g.granted_by.clone(),
                         expires_at: g.expires_at,
                     });
                     return Explanation {
                         decision: decision(true),
                         reasons,
                     };
+                }
+            }
+        }
+        Explanation {
+            decision: decision(false),
+            reasons: self.why_nothing_matched(bucket, &held, &env, req),
+        }
+    }
+
+    /// The reasons of a default deny: a second, slower walk of the bucket that is only taken
+    /// when nothing allowed, so that explaining an allow costs little more than deciding it.
+    #[cold]
+    #[inline(never)]
+    fn why_nothing_matched(
+        &self,
+        bucket: &Bucket,
+        held: &HeldRoles,
+        env: &Env<'_>,
+        req: &Request<'_>,
+    ) -> SmallVec<[Reason; 1]> {
+        let mut reasons = SmallVec::new();
+        let mut roles_not_held = 0usize;
+        for e in &*bucket.allow {
+            if !self.entry_applies(e, held) {
+                roles_not_held += 1;
+                continue;
+            }
+            let rule = self.rules[e.rule as usize].id.clone();
+            match self.condition(e).map(|c| c.truth(env)) {
+                Some(Ok(false)) => reasons.push(Reason::ConditionFalse { rule }),
+                Some(Err(error)) => reasons.push(Reason::ConditionError { rule, error }),
+                // Not reached: such a rule would have allowed.
+                None | Some(Ok(true)) => {}
+            }
+        }
+        if !bucket.grants.is_empty() {
+            let now = req.now_secs();
+            for &i in &*bucket.grants {
+                let g = &self.grants[i as usize];
+                if !self.grant_for(g, held, req.principal_id) {
+                    continue;
+                }
+                if now >= g.expires_at {
+                    reasons.push(Reason::GrantExpired {
+                        grant: g.id.clone(),
+                        expired_at: g.expires_at,
+                    });
                 } else {
-                    grant_misses.push(Reason::GrantOutOfScope {
-                        grant: Arc::clone(&g.id),
+                    reasons.push(Reason::GrantOutOfScope {
+                        grant: g.id.clone(),
                     });
                 }
             }
         }
-        for (i, error) in near {
-            let rule = Arc::clone(&self.rules[i as usize].id);
-            reasons.push(match error {
-                None => Reason::ConditionFalse { rule },
-                Some(error) => Reason::ConditionError { rule, error },
-            });
-        }
-        reasons.extend(grant_misses);
         if roles_not_held > 0 {
             reasons.push(Reason::RolesNotHeld {
                 rules: roles_not_held,
@@ -903,10 +981,7 @@ impl CompiledPolicy {
                 count: held.unknown,
             });
         }
-        Explanation {
-            decision: decision(false),
-            reasons,
-        }
+        reasons
     }
 
     /// The declared roles, in declaration order.

@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use foldhash::HashMap;
 use nova_tenancy::{Ident, IdentError};
 
-use crate::ast::{Effect, Var};
+use crate::ast::Var;
 use crate::compiled::{CExpr, CompiledPolicy, Env, Request};
 use crate::value::{Scalar, Type, Value};
 
@@ -451,12 +451,11 @@ impl CompiledPolicy {
         let bucket = self.bucket(req.resource_type(), req.action());
         let held = self.held_roles(req);
         let mut denies = Vec::new();
-        for &i in &*bucket.deny {
-            let rule = &self.rules[i as usize];
-            if !self.rule_applies(rule, &held) {
+        for e in &*bucket.deny {
+            if !self.entry_applies(e, &held) {
                 continue;
             }
-            match rule.cond.as_ref().map(|c| lower.cond(c)).transpose()? {
+            match self.condition(e).map(|c| lower.cond(c)).transpose()? {
                 None | Some(Residual::Known(true) | Residual::Failed) => return Ok("FALSE".into()),
                 Some(Residual::Known(false)) => {}
                 Some(Residual::Sql(s)) => denies.push(format!("COALESCE({s}, TRUE)")),
@@ -467,9 +466,8 @@ impl CompiledPolicy {
         let conds = bucket
             .allow
             .iter()
-            .map(|&i| &self.rules[i as usize])
-            .filter(|r| r.effect == Effect::Allow && self.rule_applies(r, &held))
-            .map(|r| r.cond.as_ref());
+            .filter(|e| self.entry_applies(e, &held))
+            .map(|e| self.condition(e));
         let now = req_now(req);
         let grants = bucket
             .grants

@@ -6,10 +6,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use foldhash::{HashMap, HashSet};
+use smol_str::SmolStr;
 
 use crate::ast::{Actions, CmpOp, Effect, Expr, Grantee, Pos, Principals, Var};
 use crate::compiled::{
-    Bucket, CExpr, CGrant, CRule, CompiledPolicy, GranteeMatch, PolicyVersion, RoleMatch, TypeIndex,
+    Bucket, CExpr, CGrant, CRule, CompiledPolicy, Entry, GranteeMatch, PairMap, PolicyVersion,
+    RoleMatch, TypeIndex,
 };
 use crate::parser::{MAX_DEPTH, MAX_NAME_LEN};
 use crate::policy_set::PolicySet;
@@ -448,7 +450,8 @@ pub(crate) fn compile(
     if !ck.errors.is_empty() {
         return Err(PolicyError::Invalid(ck.errors));
     }
-    let words = n.div_ceil(64).max(1);
+    let words_per_mask = n.div_ceil(64).max(1);
+    let words = words_per_mask;
     // ancestors[r]: r and every role r inherits from.
     let mut ancestors: Vec<Vec<usize>> = Vec::with_capacity(n);
     for r in 0..n {
@@ -555,7 +558,7 @@ pub(crate) fn compile(
         };
         if let (Some(roles), Some(cond)) = (roles, cond) {
             rules.push(CRule {
-                id: Arc::from(id),
+                id: SmolStr::from(&*id),
                 effect: r.effect,
                 roles,
                 cond,
@@ -604,11 +607,11 @@ pub(crate) fn compile(
         };
         if let (Some(grantee), Some(cond)) = (grantee, cond) {
             grants.push(CGrant {
-                id: Arc::from(g.id.clone()),
+                id: SmolStr::from(&*g.id),
                 grantee,
                 cond,
                 expires_at: g.expires_at,
-                granted_by: Arc::from(g.granted_by.clone()),
+                granted_by: SmolStr::from(&*g.granted_by),
                 source: g.clone(),
             });
         }
@@ -652,6 +655,30 @@ pub(crate) fn compile(
         (Actions::Named(names), Some(a)) => names.iter().any(|n| &**n == a),
         (Actions::Named(_), None) => false,
     };
+    // Each rule's mask: the first word inline in its entries, the rest (sets of more than 64
+    // roles) in one shared array.
+    let mut masks: Vec<u64> = Vec::new();
+    let entries: Vec<Entry> = rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (any, bits): (bool, &[u64]) = match &r.roles {
+                RoleMatch::Any => (true, &[]),
+                RoleMatch::Bits(b) => (false, b),
+            };
+            let rest = u32::try_from(masks.len()).unwrap_or(u32::MAX);
+            let mut words = bits.iter().copied().chain(std::iter::repeat(0));
+            let mask0 = words.next().unwrap_or(0);
+            masks.extend(words.take(words_per_mask - 1));
+            Entry {
+                mask0,
+                rest,
+                rule: u32::try_from(i).unwrap_or(u32::MAX),
+                any,
+                cond: r.cond.is_some(),
+            }
+        })
+        .collect();
     let bucket = |ty: Option<&str>, action: Option<&str>| -> Bucket {
         let mut deny = Vec::new();
         let mut allow = Vec::new();
@@ -662,16 +689,15 @@ pub(crate) fn compile(
                 (Some(_), None) => false,
             };
             if type_ok && covers(&r.source.actions, action) {
-                let idx = u32::try_from(i).unwrap_or(u32::MAX);
                 match r.effect {
-                    Effect::Deny => deny.push(idx),
-                    Effect::Allow => allow.push(idx),
+                    Effect::Deny => deny.push(entries[i]),
+                    Effect::Allow => allow.push(entries[i]),
                 }
             }
         }
         // Unconditional rules first: they decide without reading any attribute.
-        deny.sort_by_key(|&i| rules[i as usize].cond.is_some());
-        allow.sort_by_key(|&i| rules[i as usize].cond.is_some());
+        deny.sort_by_key(|e| e.cond);
+        allow.sort_by_key(|e| e.cond);
         let grant_idx: Vec<u32> = grants
             .iter()
             .enumerate()
@@ -701,10 +727,15 @@ pub(crate) fn compile(
             other: bucket(ty, None),
         }
     };
-    let types: HashMap<Box<str>, TypeIndex> = type_names
-        .iter()
-        .map(|t| (Box::from(*t), make_index(Some(t))))
-        .collect();
+    let mut pairs = PairMap::default();
+    let mut types: HashMap<Box<str>, Bucket> = HashMap::default();
+    for t in &type_names {
+        let index = make_index(Some(t));
+        for (a, b) in index.actions {
+            pairs.insert((Box::from(*t), a), b);
+        }
+        types.insert(Box::from(*t), index.other);
+    }
     let fallback = make_index(None);
 
     Ok(CompiledPolicy {
@@ -713,6 +744,9 @@ pub(crate) fn compile(
         role_names,
         rules,
         grants,
+        words: words_per_mask,
+        masks,
+        pairs,
         types,
         fallback,
         schema: Arc::clone(schema),

@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-
 use nova_policy::{
     Attrs, CompiledPolicy, Expr, Grant, PolicyError, PolicySet, PolicyStore, Problem, Reason,
     Request, RuleBuilder, Schema, Type, Value,
@@ -218,7 +216,7 @@ fn deny_overrides_allow() {
     assert_eq!(
         e.reasons(),
         [Reason::Denied {
-            rule: Arc::from("no-deletes-at-night")
+            rule: "no-deletes-at-night".into()
         }]
     );
 }
@@ -313,7 +311,7 @@ fn explanation_of_a_default_deny_says_why_nothing_matched() {
     );
     assert!(!e.is_allowed());
     assert!(e.reasons().contains(&Reason::ConditionFalse {
-        rule: Arc::from("agents-read-queues")
+        rule: "agents-read-queues".into()
     }));
     // `managers-department` and `admins-not-hr` need roles the agent does not hold.
     assert!(e.reasons().contains(&Reason::RolesNotHeld { rules: 2 }));
@@ -568,8 +566,8 @@ fn delegation_gives_scoped_expiring_access_and_every_use_is_visible() {
     assert_eq!(
         e.reasons(),
         [Reason::Delegated {
-            grant: Arc::from("hr-review"),
-            granted_by: Arc::from("carol"),
+            grant: "hr-review".into(),
+            granted_by: "carol".into(),
             expires_at: T0
         }]
     );
@@ -579,7 +577,7 @@ fn delegation_gives_scoped_expiring_access_and_every_use_is_visible() {
         p.explain(&req(T0))
             .reasons()
             .contains(&Reason::GrantExpired {
-                grant: Arc::from("hr-review"),
+                grant: "hr-review".into(),
                 expired_at: T0
             })
     );
@@ -716,4 +714,39 @@ fn reload_swaps_versions_and_an_invalid_set_keeps_the_old_one() {
         store.explain(t, &req).decision.version(),
         store.policy(t).version()
     );
+}
+
+#[test]
+fn role_sets_wider_than_one_word_keep_inheritance_exact() {
+    // 150 roles in one chain (r_i inherits r_{i-1}): masks span three 64-bit words.
+    let mut text = String::from("role r0;\n");
+    for i in 1..150 {
+        text.push_str(&format!("role r{i} : r{};\n", i - 1));
+    }
+    text.push_str("allow r5 to read on Ticket;\nallow r140 to update on Ticket;\nallow r70, r130 to comment on Ticket;\n");
+    text.push_str(
+        "grant \"g\" to role r100: delete on Ticket until \"2100-01-01T00:00:00Z\" by \"x\";\n",
+    );
+    let p = PolicySet::parse(&text).unwrap().compile(&schema()).unwrap();
+    let u = user("x", &[]);
+    let t = ticket("q", "x", false);
+    let c = ctx(true, 12);
+    let check = |role: usize, action: &str| {
+        let name = [format!("r{role}")];
+        let roles: Vec<&str> = name.iter().map(String::as_str).collect();
+        let req = Request::new(action, "Ticket")
+            .principal("u", &roles, &u)
+            .resource(&t)
+            .context(&c)
+            .at(T0);
+        let fast = p.is_allowed(&req);
+        assert_eq!(fast, p.explain(&req).is_allowed());
+        fast
+    };
+    for role in [0, 4, 5, 63, 64, 65, 127, 128, 139, 140, 149] {
+        assert_eq!(check(role, "read"), role >= 5, "read r{role}");
+        assert_eq!(check(role, "update"), role >= 140, "update r{role}");
+        assert_eq!(check(role, "comment"), role >= 70, "comment r{role}");
+        assert_eq!(check(role, "delete"), role >= 100, "delete r{role}");
+    }
 }
