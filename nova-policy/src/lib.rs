@@ -133,7 +133,7 @@
 //! panics. Text is at most [`MAX_TEXT_LEN`] bytes, conditions nest at most [`MAX_DEPTH`] deep,
 //! strings are at most [`MAX_STRING_LEN`] bytes, set literals hold at most [`MAX_SET_LEN`]
 //! elements, names are at most [`MAX_NAME_LEN`] bytes and a set holds at most [`MAX_ITEMS`]
-//! rules, roles or grants.
+//! rules, roles or grants, and its index at most [`MAX_INDEX_ENTRIES`] entries.
 //!
 //! ## Performance
 //!
@@ -165,5 +165,5 @@ pub use policy_set::{PolicySet, RuleBuilder};
 pub use schema::{EntityType, Schema, SchemaBuilder, SchemaError};
 pub use sql::{ResourceTable, RlsCommand, SqlError, SqlFilter, SqlParam};
 pub use store::PolicyStore;
-pub use validate::{MAX_ITEMS, PolicyError, Problem, ValidationError};
+pub use validate::{MAX_INDEX_ENTRIES, MAX_ITEMS, PolicyError, Problem, ValidationError};
 pub use value::{Attrs, Entity, NoAttrs, Scalar, Type, Value};

@@ -20,6 +20,9 @@ use crate::value::{Scalar, Type, Value};
 
 /// Most roles, rules or grants in one compiled set.
 pub const MAX_ITEMS: usize = 100_000;
+/// Most rule entries across a compiled set's index buckets (a wildcard rule counts once per
+/// bucket it is copied into).
+pub const MAX_INDEX_ENTRIES: usize = 2_000_000;
 
 /// Why a policy set was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -122,6 +125,10 @@ pub enum Problem {
     /// More roles, rules or grants than [`MAX_ITEMS`].
     #[error("more than {MAX_ITEMS} items")]
     TooMany,
+    /// Wildcard rules would be copied into so many index buckets that the set is refused
+    /// (more than [`MAX_INDEX_ENTRIES`]); name actions and types more narrowly.
+    #[error("the index would hold {0} entries, more than {MAX_INDEX_ENTRIES}")]
+    TooLarge(usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -650,11 +657,6 @@ pub(crate) fn compile(
             e.extend(a.iter().map(|s| &**s));
         }
     }
-    let covers = |actions: &Actions, action: Option<&str>| match (actions, action) {
-        (Actions::Any, _) => true,
-        (Actions::Named(names), Some(a)) => names.iter().any(|n| &**n == a),
-        (Actions::Named(_), None) => false,
-    };
     // Each rule's mask: the first word inline in its entries, the rest (sets of more than 64
     // roles) in one shared array.
     let mut masks: Vec<u64> = Vec::new();
@@ -679,64 +681,162 @@ pub(crate) fn compile(
             }
         })
         .collect();
-    let bucket = |ty: Option<&str>, action: Option<&str>| -> Bucket {
-        let mut deny = Vec::new();
-        let mut allow = Vec::new();
-        for (i, r) in rules.iter().enumerate() {
-            let type_ok = match (&r.source.resource_type, ty) {
-                (None, _) => true,
-                (Some(rt), Some(t)) => &**rt == t,
-                (Some(_), None) => false,
-            };
-            if type_ok && covers(&r.source.actions, action) {
-                match r.effect {
-                    Effect::Deny => deny.push(entries[i]),
-                    Effect::Allow => allow.push(entries[i]),
+
+    // Wildcard rules are copied into every bucket they can match, so a decision walks one
+    // list; refuse a set whose copies would make the index huge (a policy is untrusted input:
+    // many actions times many wildcard rules must not exhaust memory or time).
+    for t in &type_names {
+        actions_of
+            .entry(t)
+            .or_default()
+            .extend(any_type_actions.iter().copied());
+    }
+    let pair_count: usize = type_names.iter().map(|t| actions_of[t].len()).sum();
+    let landing = |ty: Option<&str>, actions: &Actions| -> usize {
+        match (ty, actions) {
+            (Some(_), Actions::Named(a)) => a.len(),
+            (Some(t), Actions::Any) => actions_of.get(t).map_or(0, HashSet::len) + 1,
+            (None, Actions::Named(a)) => a.len() * (type_names.len() + 1),
+            (None, Actions::Any) => pair_count + type_names.len() + any_type_actions.len() + 1,
+        }
+    };
+    let index_size: usize = set
+        .rules
+        .iter()
+        .map(|r| landing(r.resource_type.as_deref(), &r.actions))
+        .chain(
+            set.grants
+                .iter()
+                .map(|g| landing(Some(&g.resource_type), &g.actions)),
+        )
+        .fold(0usize, usize::saturating_add);
+    if index_size > MAX_INDEX_ENTRIES {
+        ck.pos = Pos::default();
+        ck.item = "index".into();
+        ck.err(Problem::TooLarge(index_size));
+        return Err(PolicyError::Invalid(ck.errors));
+    }
+
+    #[derive(Default)]
+    struct Builder {
+        deny: Vec<Entry>,
+        allow: Vec<Entry>,
+        grants: Vec<u32>,
+    }
+    impl Builder {
+        fn push(&mut self, effect: Effect, e: Entry) {
+            match effect {
+                Effect::Deny => self.deny.push(e),
+                Effect::Allow => self.allow.push(e),
+            }
+        }
+        fn build(mut self) -> Bucket {
+            // Unconditional rules first (stable, so rule order is kept otherwise): they decide
+            // without reading any attribute.
+            self.deny.sort_by_key(|e| e.cond);
+            self.allow.sort_by_key(|e| e.cond);
+            Bucket {
+                deny: self.deny.into(),
+                allow: self.allow.into(),
+                grants: self.grants.into(),
+            }
+        }
+    }
+    let mut pair_b: HashMap<(&str, &str), Builder> = HashMap::default();
+    let mut type_b: HashMap<&str, Builder> = HashMap::default();
+    let mut fb_action_b: HashMap<&str, Builder> = any_type_actions
+        .iter()
+        .map(|a| (*a, Builder::default()))
+        .collect();
+    let mut fb_other = Builder::default();
+    for t in &type_names {
+        type_b.insert(t, Builder::default());
+        for a in &actions_of[t] {
+            pair_b.insert((t, a), Builder::default());
+        }
+    }
+    for (r, &e) in rules.iter().zip(&entries) {
+        let effect = r.effect;
+        match (r.source.resource_type.as_deref(), &r.source.actions) {
+            (Some(t), Actions::Named(names)) => {
+                for a in names {
+                    if let Some(b) = pair_b.get_mut(&(t, &**a)) {
+                        b.push(effect, e);
+                    }
+                }
+            }
+            (Some(t), Actions::Any) => {
+                for ((pt, _), b) in &mut pair_b {
+                    if *pt == t {
+                        b.push(effect, e);
+                    }
+                }
+                if let Some(b) = type_b.get_mut(t) {
+                    b.push(effect, e);
+                }
+            }
+            (None, Actions::Named(names)) => {
+                for a in names {
+                    for t in &type_names {
+                        if let Some(b) = pair_b.get_mut(&(*t, &**a)) {
+                            b.push(effect, e);
+                        }
+                    }
+                    if let Some(b) = fb_action_b.get_mut(&**a) {
+                        b.push(effect, e);
+                    }
+                }
+            }
+            (None, Actions::Any) => {
+                for b in pair_b
+                    .values_mut()
+                    .chain(type_b.values_mut())
+                    .chain(fb_action_b.values_mut())
+                {
+                    b.push(effect, e);
+                }
+                fb_other.push(effect, e);
+            }
+        }
+    }
+    for (i, g) in grants.iter().enumerate() {
+        let idx = u32::try_from(i).unwrap_or(u32::MAX);
+        let t = &*g.source.resource_type;
+        match &g.source.actions {
+            Actions::Named(names) => {
+                for a in names {
+                    if let Some(b) = pair_b.get_mut(&(t, &**a)) {
+                        b.grants.push(idx);
+                    }
+                }
+            }
+            Actions::Any => {
+                for ((pt, _), b) in &mut pair_b {
+                    if *pt == t {
+                        b.grants.push(idx);
+                    }
+                }
+                if let Some(b) = type_b.get_mut(t) {
+                    b.grants.push(idx);
                 }
             }
         }
-        // Unconditional rules first: they decide without reading any attribute.
-        deny.sort_by_key(|e| e.cond);
-        allow.sort_by_key(|e| e.cond);
-        let grant_idx: Vec<u32> = grants
-            .iter()
-            .enumerate()
-            .filter(|(_, g)| {
-                Some(&*g.source.resource_type) == ty && covers(&g.source.actions, action)
-            })
-            .map(|(i, _)| u32::try_from(i).unwrap_or(u32::MAX))
-            .collect();
-        Bucket {
-            deny: deny.into(),
-            allow: allow.into(),
-            grants: grant_idx.into(),
-        }
-    };
-    let make_index = |ty: Option<&str>| -> TypeIndex {
-        let mut names: HashSet<&str> = any_type_actions.clone();
-        if let Some(t) = ty
-            && let Some(a) = actions_of.get(t)
-        {
-            names.extend(a.iter().copied());
-        }
-        TypeIndex {
-            actions: names
-                .into_iter()
-                .map(|a| (Box::from(a), bucket(ty, Some(a))))
-                .collect(),
-            other: bucket(ty, None),
-        }
-    };
-    let mut pairs = PairMap::default();
-    let mut types: HashMap<Box<str>, Bucket> = HashMap::default();
-    for t in &type_names {
-        let index = make_index(Some(t));
-        for (a, b) in index.actions {
-            pairs.insert((Box::from(*t), a), b);
-        }
-        types.insert(Box::from(*t), index.other);
     }
-    let fallback = make_index(None);
+    let mut pairs = PairMap::default();
+    for ((t, a), b) in pair_b {
+        pairs.insert((Box::from(t), Box::from(a)), b.build());
+    }
+    let types: HashMap<Box<str>, Bucket> = type_b
+        .into_iter()
+        .map(|(t, b)| (Box::from(t), b.build()))
+        .collect();
+    let fallback = TypeIndex {
+        actions: fb_action_b
+            .into_iter()
+            .map(|(a, b)| (Box::from(a), b.build()))
+            .collect(),
+        other: fb_other.build(),
+    };
 
     Ok(CompiledPolicy {
         version: PolicyVersion(NEXT_VERSION.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),

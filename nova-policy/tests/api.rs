@@ -750,3 +750,24 @@ fn role_sets_wider_than_one_word_keep_inheritance_exact() {
         assert_eq!(check(role, "delete"), role >= 100, "delete r{role}");
     }
 }
+
+#[test]
+fn a_policy_whose_index_would_explode_is_refused_before_it_is_built() {
+    // 2,000 distinct actions on one type and 1,500 wildcard rules: each wildcard rule would be
+    // copied into every (type, action) bucket. Counted before anything is built.
+    let mut text = String::from("role a;\n");
+    for i in 0..2_000 {
+        text.push_str(&format!("allow a to act{i} on Ticket;\n"));
+    }
+    for _ in 0..1_500 {
+        text.push_str("deny * to * on *;\n");
+    }
+    let err = PolicySet::parse(&text)
+        .unwrap()
+        .compile(&schema())
+        .unwrap_err();
+    assert!(
+        matches!(err.problems(), [p] if matches!(p.kind, Problem::TooLarge(3_003_000..))),
+        "{err}"
+    );
+}
