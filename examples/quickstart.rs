@@ -261,7 +261,7 @@ fn policy_demo(alice: &TenantContext) -> Result<(), Box<dyn std::error::Error>> 
         return Err("the HR grant should have been used".into());
     }
     let after =
-        policy.explain(&admin_hr.at(Grant::parse_time("2030-01-01T00:00:00Z").unwrap_or(0)));
+        policy.explain(&admin_hr.at(Grant::parse_time("2099-01-01T00:00:00Z").unwrap_or(0)));
     println!("the same request once the grant expires: {after}");
 
     // The listing: one predicate, bind parameters only.

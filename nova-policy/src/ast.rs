@@ -227,12 +227,25 @@ impl std::fmt::Display for Expr {
             Self::Lit(v) => write_value(f, v),
             Self::Attr(var, name) => write!(f, "{}.{name}", var.name()),
             Self::Has(var, name) => write!(f, "{} has {name}", var.name()),
-            Self::Cmp(op, a, b) => write!(f, "{a} {} {b}", op.symbol()),
-            Self::In(a, b) => write!(f, "{a} in {b}"),
-            Self::StartsWith(a, b) => write!(f, "{a} starts_with {b}"),
+            Self::Cmp(op, a, b) => write!(f, "{} {} {}", Operand(a), op.symbol(), Operand(b)),
+            Self::In(a, b) => write!(f, "{} in {}", Operand(a), Operand(b)),
+            Self::StartsWith(a, b) => write!(f, "{} starts_with {}", Operand(a), Operand(b)),
             Self::And(a, b) => write!(f, "({a} && {b})"),
             Self::Or(a, b) => write!(f, "({a} || {b})"),
             Self::Not(a) => write!(f, "!({a})"),
+        }
+    }
+}
+
+/// An operand of a comparison, parenthesised unless it is a literal or an attribute, so
+/// that printed conditions parse back to the same tree.
+struct Operand<'a>(&'a Expr);
+
+impl std::fmt::Display for Operand<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Expr::Lit(_) | Expr::Attr(..) => write!(f, "{}", self.0),
+            e => write!(f, "({e})"),
         }
     }
 }

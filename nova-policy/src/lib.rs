@@ -132,15 +132,20 @@
 //! Policy and schema text, and attribute values, are untrusted: errors are typed and nothing
 //! panics. Text is at most [`MAX_TEXT_LEN`] bytes, conditions nest at most [`MAX_DEPTH`] deep,
 //! strings are at most [`MAX_STRING_LEN`] bytes, set literals hold at most [`MAX_SET_LEN`]
-//! elements, names are at most [`MAX_NAME_LEN`] bytes and a set holds at most [`MAX_ITEMS`]
-//! rules, roles or grants, and its index at most [`MAX_INDEX_ENTRIES`] entries.
+//! elements, names are at most [`MAX_NAME_LEN`] bytes, a set declares at most [`MAX_ROLES`]
+//! roles and holds at most [`MAX_ITEMS`] rules or grants, and its index at most
+//! [`MAX_INDEX_ENTRIES`] entries. Conditions built in Rust are trusted code: their depth is
+//! checked at compilation, but printing or dropping an absurdly deep one recurses.
 //!
 //! ## Performance
 //!
 //! Compilation indexes rules by resource type and action and folds role inheritance into a
-//! bitset per rule, so a decision costs two hash lookups, one per role held, and the
-//! conditions of the rules that can apply. `is_allowed` allocates nothing; `explain` allocates
-//! its reasons. See `BENCHMARKS.md` for the figures against cedar-policy and casbin.
+//! bitmask per rule, so a decision costs one hash lookup for its `(type, action)` bucket, one
+//! per role held, a mask test per rule in the bucket, and the conditions of the rules whose
+//! roles match. Neither `is_allowed` nor `explain` allocates unless the set declares more than
+//! 256 roles (or a default deny has more than one reason to give). See `BENCHMARKS.md`: about
+//! 24 ns per decision on 500 rules, 1.1–1.2× a hand-written index for the same workload, and
+//! four orders of magnitude below cedar-policy and casbin.
 
 #![forbid(unsafe_code)]
 
@@ -165,5 +170,7 @@ pub use policy_set::{PolicySet, RuleBuilder};
 pub use schema::{EntityType, Schema, SchemaBuilder, SchemaError};
 pub use sql::{ResourceTable, RlsCommand, SqlError, SqlFilter, SqlParam};
 pub use store::PolicyStore;
-pub use validate::{MAX_INDEX_ENTRIES, MAX_ITEMS, PolicyError, Problem, ValidationError};
+pub use validate::{
+    MAX_INDEX_ENTRIES, MAX_ITEMS, MAX_ROLES, PolicyError, Problem, ValidationError,
+};
 pub use value::{Attrs, Entity, NoAttrs, Scalar, Type, Value};

@@ -90,8 +90,9 @@ impl ResourceTable {
     }
 }
 
-/// A bind parameter of a [`SqlFilter`], in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A bind parameter of a [`SqlFilter`], in order. `Debug` prints its type and size, not
+/// its value (values come from principal and context attributes).
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SqlParam {
     /// `boolean`.
@@ -106,6 +107,19 @@ pub enum SqlParam {
     Longs(Vec<i64>),
     /// `text[]`.
     Texts(Vec<String>),
+}
+
+impl std::fmt::Debug for SqlParam {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bool(_) => f.write_str("boolean"),
+            Self::Long(_) => f.write_str("bigint"),
+            Self::Text(_) => f.write_str("text"),
+            Self::Bools(v) => write!(f, "boolean[{}]", v.len()),
+            Self::Longs(v) => write!(f, "bigint[{}]", v.len()),
+            Self::Texts(v) => write!(f, "text[{}]", v.len()),
+        }
+    }
 }
 
 /// A parameterised predicate: put `sql` in a `WHERE` clause and bind `params` in order,
@@ -220,7 +234,9 @@ fn quote_text(s: &str) -> Result<String, SqlError> {
     let s = text(s)?;
     let mut tag = String::from("$n$");
     let mut i = 0u32;
-    while s.contains(&tag) || s.ends_with('$') && s.contains(&tag[..tag.len() - 1]) {
+    // The literal ends at the first `tag` after the opening one: that must be the closing
+    // tag itself, not an occurrence inside the value or straddling its end.
+    while format!("{s}{tag}").find(&tag) != Some(s.len()) {
         i += 1;
         tag = format!("$n{i}$");
     }
@@ -230,7 +246,8 @@ fn quote_text(s: &str) -> Result<String, SqlError> {
 fn literal(v: &Value, ty: Type) -> Result<String, SqlError> {
     Ok(match v {
         Value::Bool(b) => if *b { "TRUE" } else { "FALSE" }.to_owned(),
-        Value::Long(n) => format!("({n}::bigint)"),
+        // Quoted, so that `i64::MIN` is not read as the negation of an out-of-range number.
+        Value::Long(n) => format!("'{n}'::bigint"),
         Value::Str(s) => format!("{}::text", quote_text(s)?),
         Value::Set(items) => {
             let parts = items
@@ -323,6 +340,12 @@ impl<'e> Lower<'_, 'e> {
                     s => s,
                 };
                 Residual::Sql(format!("({x} {sym} {y})"))
+            }
+            CExpr::In(a, b) if matches!(&**b, CExpr::Lit(Value::Set(items)) if items.is_empty()) => {
+                // `x in []`: false, or NULL when `x` cannot be read. No array is written, so
+                // the column's element type does not matter.
+                let (x, _) = self.operand(a)?;
+                Residual::Sql(format!("(CASE WHEN {x} IS NULL THEN NULL ELSE FALSE END)"))
             }
             CExpr::In(a, b) => {
                 let (x, x_nullable) = self.operand(a)?;
@@ -428,22 +451,30 @@ impl CompiledPolicy {
                 params: Vec::new(),
             });
         };
+        // Number the parameters that survived, in order of first use; a fragment written
+        // twice (a nullable operand is tested, then compared) uses the same number twice.
         let mut sql = String::with_capacity(marked.len());
         let mut used = Vec::new();
+        let mut numbers: Vec<Option<usize>> = vec![None; params.len()];
         let mut parts = marked.split(MARK);
         sql.push_str(parts.next().unwrap_or(""));
         while let (Some(index), Some(rest)) = (parts.next(), parts.next()) {
             let index: usize = index.parse().map_err(|_| SqlError::Internal)?;
-            let param = params
-                .get_mut(index)
-                .map(|p| std::mem::replace(p, SqlParam::Bool(false)));
-            let Some(param) = param else {
-                return Err(SqlError::Internal);
+            let slot = numbers.get_mut(index).ok_or(SqlError::Internal)?;
+            let number = match *slot {
+                Some(n) => n,
+                None => {
+                    let param = params.get(index).ok_or(SqlError::Internal)?.clone();
+                    let n = first_param + used.len();
+                    used.push(param);
+                    *slot = Some(n);
+                    n
+                }
             };
-            let _ = write!(sql, "${}", first_param + used.len());
-            used.push(param);
+            let _ = write!(sql, "${number}");
             sql.push_str(rest);
         }
+        params.clear();
         Ok(SqlFilter { sql, params: used })
     }
 
@@ -474,9 +505,28 @@ impl CompiledPolicy {
             .iter()
             .map(|&i| &self.grants[i as usize])
             .filter(|g| now < g.expires_at && self.grant_for(g, &held, req.principal_id()))
-            .map(|g| g.cond.as_ref());
-        for cond in conds.chain(grants) {
-            match cond.map(|c| lower.cond(c)).transpose()? {
+            .map(|g| (g.cond.as_ref(), Some(g.expires_at)));
+        for (cond, expires_at) in conds.map(|c| (c, None)).chain(grants) {
+            let lowered = cond.map(|c| lower.cond(c)).transpose()?;
+            // RLS DDL outlives the moment it is built: a grant carries its expiry into it.
+            let lowered = match (expires_at, &lower.sink) {
+                (Some(at), Sink::Literals) => {
+                    // PostgreSQL timestamps end in year 294276; `to_timestamp` refuses later
+                    // instants, and a grant expiring after year 9999 never expires in practice.
+                    let live = if at >= 253_402_300_800 {
+                        "TRUE".to_owned()
+                    } else {
+                        format!("(now() < to_timestamp({at}))")
+                    };
+                    match lowered {
+                        None | Some(Residual::Known(true)) => Some(Residual::Sql(live)),
+                        Some(Residual::Sql(s)) => Some(Residual::Sql(format!("({live} AND {s})"))),
+                        other => other,
+                    }
+                }
+                _ => lowered,
+            };
+            match lowered {
                 None | Some(Residual::Known(true)) => {
                     all = true;
                     break;
@@ -503,6 +553,9 @@ impl CompiledPolicy {
     /// against `table_name`: a `RESTRICTIVE` policy, so it narrows (never widens) the tenant
     /// isolation policies of `nova-tenancy`. The principal is fixed when the DDL is built
     /// (typically a service account mapped to `db_role`); values are written as literals.
+    /// A grant's expiry is carried into the DDL (`now() < to_timestamp(…)`), so it stops
+    /// applying in the database when it expires; a grant revoked, or a policy changed, needs
+    /// the DDL built and applied again.
     ///
     /// # Errors
     /// [`SqlError`] for an invalid identifier or a value that cannot be written.

@@ -170,17 +170,26 @@ impl PolicyStore {
     }
 
     /// Replaces the shared set. Every tenant's layered set is recompiled; if the new shared set
-    /// or any tenant's layering fails to validate, nothing changes.
+    /// or any tenant's layering fails to validate, nothing changes (the error names the
+    /// tenant). A tenant's own items can therefore hold back a shared update that clashes with
+    /// them (say, both declare a role): fix or remove that tenant's set first.
     ///
     /// # Errors
-    /// [`PolicyError`] describing the first set that failed.
+    /// [`PolicyError`] for the shared set, or [`PolicyError::Tenant`] naming the first tenant
+    /// whose layered set failed.
     pub fn set_shared(&self, shared: PolicySet) -> Result<(), PolicyError> {
         let mut current = self.lock();
         let compiled = Arc::new(compile(&shared, &self.schema)?);
         let old = self.state.load_full();
         let mut tenants = HashMap::default();
         for (tenant, entry) in &old.tenants {
-            let layered = Arc::new(compile(&shared.merged(&entry.own), &self.schema)?);
+            let layered = compile(&shared.merged(&entry.own), &self.schema).map_err(|error| {
+                PolicyError::Tenant {
+                    tenant: *tenant,
+                    error: Box::new(error),
+                }
+            })?;
+            let layered = Arc::new(layered);
             tenants.insert(
                 *tenant,
                 Arc::new(TenantEntry {

@@ -20,6 +20,9 @@ use crate::value::{Scalar, Type, Value};
 
 /// Most roles, rules or grants in one compiled set.
 pub const MAX_ITEMS: usize = 100_000;
+/// Most roles in one compiled set (role masks are `MAX_ROLES / 64` words per rule).
+pub const MAX_ROLES: usize = 1024;
+
 /// Most rule entries across a compiled set's index buckets (a wildcard rule counts once per
 /// bucket it is copied into).
 pub const MAX_INDEX_ENTRIES: usize = 2_000_000;
@@ -34,6 +37,16 @@ pub enum PolicyError {
     /// The set does not fit its schema or is inconsistent; every problem is listed.
     #[error("policy refused: {}", list(.0))]
     Invalid(Vec<ValidationError>),
+    /// A new shared set was refused because layering it under this tenant's own items
+    /// fails (a role or id both declare, a rule of the tenant's naming a role the new set
+    /// drops…); nothing changed for any tenant.
+    #[error("tenant {tenant}: {error}")]
+    Tenant {
+        /// The tenant whose own items clash.
+        tenant: nova_tenancy::TenantId,
+        /// Why its layered set was refused.
+        error: Box<PolicyError>,
+    },
 }
 
 fn list(errors: &[ValidationError]) -> String {
@@ -50,6 +63,7 @@ impl PolicyError {
     pub fn problems(&self) -> &[ValidationError] {
         match self {
             Self::Invalid(v) => v,
+            Self::Tenant { error, .. } => error.problems(),
             Self::Parse(_) => &[],
         }
     }
@@ -122,6 +136,15 @@ pub enum Problem {
     /// A condition (built in Rust) nests deeper than the limit.
     #[error("condition nested deeper than {MAX_DEPTH}")]
     TooDeep,
+    /// More roles than [`MAX_ROLES`].
+    #[error("{0} roles, more than {MAX_ROLES}")]
+    TooManyRoles(usize),
+    /// A rule names no role, or a rule or grant names no action (use `*` for all).
+    #[error("an empty list of {0}")]
+    Empty(&'static str),
+    /// A grant names a role pattern; grants go to one role.
+    #[error("grants name one role, not a pattern")]
+    GranteePattern,
     /// More roles, rules or grants than [`MAX_ITEMS`].
     #[error("more than {MAX_ITEMS} items")]
     TooMany,
@@ -374,6 +397,10 @@ pub(crate) fn compile(
         pos: Pos::default(),
         item: "".into(),
     };
+    if set.roles.len() > MAX_ROLES {
+        ck.err(Problem::TooManyRoles(set.roles.len()));
+        return Err(PolicyError::Invalid(ck.errors));
+    }
     if set.roles.len() > MAX_ITEMS || set.rules.len() > MAX_ITEMS || set.grants.len() > MAX_ITEMS {
         ck.err(Problem::TooMany);
         return Err(PolicyError::Invalid(ck.errors));
@@ -459,26 +486,20 @@ pub(crate) fn compile(
     }
     let words_per_mask = n.div_ceil(64).max(1);
     let words = words_per_mask;
-    // ancestors[r]: r and every role r inherits from.
-    let mut ancestors: Vec<Vec<usize>> = Vec::with_capacity(n);
+    // holders[a]: bitset of the roles whose holders get a's permissions (a itself and every
+    // role inheriting from it, transitively). n ≤ MAX_ROLES keeps this at most 128 KiB.
+    let mut holders: Vec<Vec<u64>> = vec![vec![0u64; words]; n];
+    let mut seen = vec![false; n];
+    let mut todo = Vec::new();
     for r in 0..n {
-        let mut seen = vec![false; n];
-        let mut todo = vec![r];
-        let mut out = Vec::new();
+        seen.fill(false);
+        todo.push(r);
         while let Some(x) = todo.pop() {
             if std::mem::replace(&mut seen[x], true) {
                 continue;
             }
-            out.push(x);
+            holders[x][r / 64] |= 1u64 << (r % 64);
             todo.extend(parents[x].iter().copied());
-        }
-        ancestors.push(out);
-    }
-    // holders[r]: bitset of roles whose holders get r's permissions.
-    let mut holders: Vec<Vec<u64>> = vec![vec![0u64; words]; n];
-    for (r, anc) in ancestors.iter().enumerate() {
-        for &a in anc {
-            holders[a][r / 64] |= 1u64 << (r % 64);
         }
     }
     let role_bits = |ck: &mut Checker<'_>, names: &[Box<str>]| -> Option<Box<[u64]>> {
@@ -546,6 +567,10 @@ pub(crate) fn compile(
         }
         let roles = match &r.principals {
             Principals::Any => Some(RoleMatch::Any),
+            Principals::Roles(names) if names.is_empty() => {
+                ck.err(Problem::Empty("roles"));
+                None
+            }
             Principals::Roles(names) => role_bits(&mut ck, names).map(RoleMatch::Bits),
         };
         check_actions(&mut ck, &r.actions);
@@ -591,6 +616,10 @@ pub(crate) fn compile(
             ck.err(Problem::DuplicateId);
         }
         let grantee = match &g.grantee {
+            Grantee::Role(name) if name.contains('*') => {
+                ck.err(Problem::GranteePattern);
+                None
+            }
             Grantee::Role(name) => {
                 role_bits(&mut ck, std::slice::from_ref(name)).map(GranteeMatch::Roles)
             }
@@ -694,9 +723,9 @@ pub(crate) fn compile(
     let pair_count: usize = type_names.iter().map(|t| actions_of[t].len()).sum();
     let landing = |ty: Option<&str>, actions: &Actions| -> usize {
         match (ty, actions) {
-            (Some(_), Actions::Named(a)) => a.len(),
+            (Some(_), Actions::Named(a)) => distinct(a).len(),
             (Some(t), Actions::Any) => actions_of.get(t).map_or(0, HashSet::len) + 1,
-            (None, Actions::Named(a)) => a.len() * (type_names.len() + 1),
+            (None, Actions::Named(a)) => distinct(a).len() * (type_names.len() + 1),
             (None, Actions::Any) => pair_count + type_names.len() + any_type_actions.len() + 1,
         }
     };
@@ -759,15 +788,16 @@ pub(crate) fn compile(
         let effect = r.effect;
         match (r.source.resource_type.as_deref(), &r.source.actions) {
             (Some(t), Actions::Named(names)) => {
-                for a in names {
-                    if let Some(b) = pair_b.get_mut(&(t, &**a)) {
+                for a in distinct(names) {
+                    if let Some(b) = pair_b.get_mut(&(t, a)) {
                         b.push(effect, e);
                     }
                 }
             }
             (Some(t), Actions::Any) => {
-                for ((pt, _), b) in &mut pair_b {
-                    if *pt == t {
+                // Only this type's buckets: the walk costs what the copies cost.
+                for a in actions_of.get(t).into_iter().flatten() {
+                    if let Some(b) = pair_b.get_mut(&(t, *a)) {
                         b.push(effect, e);
                     }
                 }
@@ -776,13 +806,13 @@ pub(crate) fn compile(
                 }
             }
             (None, Actions::Named(names)) => {
-                for a in names {
+                for a in distinct(names) {
                     for t in &type_names {
-                        if let Some(b) = pair_b.get_mut(&(*t, &**a)) {
+                        if let Some(b) = pair_b.get_mut(&(*t, a)) {
                             b.push(effect, e);
                         }
                     }
-                    if let Some(b) = fb_action_b.get_mut(&**a) {
+                    if let Some(b) = fb_action_b.get_mut(a) {
                         b.push(effect, e);
                     }
                 }
@@ -804,15 +834,15 @@ pub(crate) fn compile(
         let t = &*g.source.resource_type;
         match &g.source.actions {
             Actions::Named(names) => {
-                for a in names {
-                    if let Some(b) = pair_b.get_mut(&(t, &**a)) {
+                for a in distinct(names) {
+                    if let Some(b) = pair_b.get_mut(&(t, a)) {
                         b.grants.push(idx);
                     }
                 }
             }
             Actions::Any => {
-                for ((pt, _), b) in &mut pair_b {
-                    if *pt == t {
+                for a in actions_of.get(t).into_iter().flatten() {
+                    if let Some(b) = pair_b.get_mut(&(t, *a)) {
                         b.grants.push(idx);
                     }
                 }
@@ -854,7 +884,18 @@ pub(crate) fn compile(
     })
 }
 
+/// The names of a list, each once (`read, read` must not put a rule twice in a bucket).
+fn distinct(names: &[Box<str>]) -> Vec<&str> {
+    let mut out: Vec<&str> = names.iter().map(|n| &**n).collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 fn check_actions(ck: &mut Checker<'_>, actions: &Actions) {
+    if matches!(actions, Actions::Named(names) if names.is_empty()) {
+        ck.err(Problem::Empty("actions"));
+    }
     if let Actions::Named(names) = actions {
         for a in names {
             if !valid_name(a) {

@@ -170,7 +170,7 @@ pub trait Entity {
 /// assert_eq!(ticket.attr("priority"), Some(&Value::Long(3)));
 /// assert_eq!(ticket.attr("owner"), None);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Attrs {
     map: HashMap<Box<str>, Value>,
 }
@@ -202,6 +202,17 @@ impl Attrs {
     /// The attributes, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.map.iter().map(|(k, v)| (&**k, v))
+    }
+}
+
+impl std::fmt::Debug for Attrs {
+    // Attribute values are often personal data: only the names are printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&str> = self.map.keys().map(|k| &**k).collect();
+        names.sort_unstable();
+        f.debug_struct("Attrs")
+            .field("names", &names)
+            .finish_non_exhaustive()
     }
 }
 

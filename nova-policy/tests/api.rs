@@ -771,3 +771,119 @@ fn a_policy_whose_index_would_explode_is_refused_before_it_is_built() {
         "{err}"
     );
 }
+
+#[test]
+fn printed_conditions_parse_back_to_the_same_tree() {
+    for text in [
+        "(1 == 1) == true",
+        "(!true) == false",
+        "!(true == false)",
+        "(resource has queue) in [true]",
+        "(context.a starts_with \"x\") != (context.b || context.c)",
+        "context.a && (context.b || !context.c) && context.d == -9223372036854775808",
+        "\"tab\\there \\u{1F600} \\\"quoted\\\"\" in [\"a\", \"b\"]",
+    ] {
+        let e = Expr::parse(text).unwrap();
+        let printed = e.to_string();
+        assert_eq!(
+            Expr::parse(&printed).unwrap(),
+            e,
+            "{text} printed as {printed}"
+        );
+    }
+}
+
+#[test]
+fn builder_rules_that_could_never_apply_are_refused() {
+    let empty_roles = PolicySet::new().role("a", []).rule(RuleBuilder::deny(
+        Vec::<&str>::new(),
+        ["read"],
+        "Ticket",
+    ));
+    let empty_actions =
+        PolicySet::new()
+            .role("a", [])
+            .rule(RuleBuilder::deny(["a"], Vec::<&str>::new(), "Ticket"));
+    let pattern_grant = PolicySet::new().role("adm", []).grant(Grant::to_role(
+        "g",
+        "adm*",
+        ["read"],
+        "Ticket",
+        u64::MAX,
+        "x",
+    ));
+    for (set, want) in [
+        (empty_roles, Problem::Empty("roles")),
+        (empty_actions, Problem::Empty("actions")),
+        (pattern_grant, Problem::GranteePattern),
+    ] {
+        let err = set.compile(&schema()).unwrap_err();
+        assert!(err.problems().iter().any(|p| p.kind == want), "{err}");
+    }
+    let mut many = String::new();
+    for i in 0..=nova_policy::MAX_ROLES {
+        many.push_str(&format!("role r{i};\n"));
+    }
+    let err = PolicySet::parse(&many)
+        .unwrap()
+        .compile(&schema())
+        .unwrap_err();
+    assert!(matches!(err.problems()[0].kind, Problem::TooManyRoles(_)));
+}
+
+#[test]
+fn a_repeated_action_does_not_count_a_rule_twice() {
+    let p = PolicySet::parse("role a; role b; allow b to read, read on Ticket;")
+        .unwrap()
+        .compile(&schema())
+        .unwrap();
+    let u = user("x", &[]);
+    let e = p.explain(&Request::new("read", "Ticket").principal("u", &["a"], &u));
+    assert_eq!(e.reasons(), [Reason::RolesNotHeld { rules: 1 }]);
+}
+
+#[test]
+fn a_shared_update_that_clashes_with_a_tenant_names_the_tenant() {
+    let store = PolicyStore::new(schema(), PolicySet::parse("role agent;").unwrap()).unwrap();
+    let t = TenantId::new_v4();
+    store
+        .set_tenant(t, PolicySet::parse("role future;").unwrap())
+        .unwrap();
+    let err = store
+        .set_shared(PolicySet::parse("role agent; role future;").unwrap())
+        .unwrap_err();
+    assert!(
+        matches!(&err, PolicyError::Tenant { tenant, .. } if *tenant == t),
+        "{err}"
+    );
+    assert_eq!(err.problems()[0].kind, Problem::DuplicateRole);
+}
+
+#[test]
+fn debug_output_names_attributes_but_never_prints_their_values() {
+    let u = Attrs::new()
+        .with("email", "alice@example.com")
+        .with("ssn", "078-05-1120");
+    let printed = format!("{u:?}");
+    assert!(
+        printed.contains("email") && printed.contains("ssn"),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains("alice") && !printed.contains("078"),
+        "{printed}"
+    );
+    let p = PolicySet::parse(
+        "role a; allow a to read on Ticket when resource.department == principal.department;",
+    )
+    .unwrap()
+    .compile(&schema())
+    .unwrap();
+    let me = Attrs::new().with("department", "secret-dept");
+    let req = Request::new("read", "Ticket").principal("u", &["a"], &me);
+    let f = p
+        .sql_filter(&req, &nova_policy::ResourceTable::new(), 1)
+        .unwrap();
+    assert!(!format!("{f:?}").contains("secret-dept"));
+    assert!(!format!("{req:?}").contains("secret-dept"));
+}

@@ -20,7 +20,7 @@ const SCHEMA: &str = r#"
     entity User { dept: String, level: Long, queues: Set<String>, home?: String, flag: Bool };
     entity Ticket {
         dept: String, queue: String, priority: Long, hr: Bool, path: String,
-        tags: Set<String>, assignee?: String
+        tags: Set<String>, assignee?: String, levels: Set<Long>
     };
     context { mfa: Bool, hour: Long };
     principal User;
@@ -47,6 +47,14 @@ const ATOMS: &[&str] = &[
     "resource.path starts_with principal.home",
     "principal has home",
     "principal.level > 2",
+    "principal.level in resource.levels",
+    "3 in resource.levels",
+    "resource.priority in []",
+    "resource.priority in [1, 3]",
+    "(resource.hr == true) in [true]",
+    "(resource.priority < 2) == principal.flag",
+    "resource.priority > -9223372036854775808",
+    "resource.path starts_with \"/a$n\"",
 ];
 
 struct Rng(u64);
@@ -94,6 +102,20 @@ fn random_policy(rng: &mut Rng) -> String {
         };
         text.push_str(&format!("{effect} {who} to {actions} on Ticket{cond};\n"));
     }
+    // Grants, live or expired, to a role or to the requesting principal.
+    for g in 0..rng.below(3) {
+        let to = rng.pick(&["role r2", "role r0", "principal \"u1\"", "principal \"u9\""]);
+        let actions = rng.pick(&["*", "read", "update"]);
+        let until = rng.pick(&["2000-01-01T00:00:00Z", "2090-01-01T00:00:00Z"]);
+        let cond = if rng.chance(60) {
+            format!(" when {}", expr(rng, 2))
+        } else {
+            String::new()
+        };
+        text.push_str(&format!(
+            "grant \"g{g}\" to {to}: {actions} on Ticket{cond} until \"{until}\" by \"x\";\n"
+        ));
+    }
     text
 }
 
@@ -118,6 +140,7 @@ fn random_row(rng: &mut Rng, id: i32) -> (String, Row_) {
         "/home/it/1",
         "/home/ops/2",
         "%_odd'\\",
+        "/a$n$x",
     ]);
     let mut tags: Vec<&str> = Vec::new();
     for t in ["urgent", "hr", "it", "ops"] {
@@ -130,21 +153,30 @@ fn random_row(rng: &mut Rng, id: i32) -> (String, Row_) {
     } else {
         None
     };
+    let levels: Vec<i64> = (0..rng.below(4))
+        .map(|_| i64::try_from(rng.below(5)).unwrap())
+        .collect();
     let q = |s: &str| format!("'{}'", s.replace('\'', "''"));
     let sql = format!(
-        "({id}, {}, {}, {priority}, {hr}, {}, ARRAY[{}]::text[], {})",
+        "({id}, {}, {}, {priority}, {hr}, {}, ARRAY[{}]::text[], {}, ARRAY[{}]::bigint[])",
         q(dept),
         queue.map_or("NULL".into(), q),
         q(path),
         tags.iter().map(|t| q(t)).collect::<Vec<_>>().join(","),
         assignee.map_or("NULL".into(), q),
+        levels
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
     );
     let mut attrs = Attrs::new()
         .with("dept", dept)
         .with("priority", priority)
         .with("hr", hr)
         .with("path", path)
-        .with("tags", Value::strings(tags));
+        .with("tags", Value::strings(tags))
+        .with("levels", Value::longs(levels));
     if let Some(qv) = queue {
         attrs.insert("queue", qv);
     }
@@ -179,7 +211,7 @@ fn random_principal(rng: &mut Rng) -> Principal {
         .with("queues", Value::strings(queues))
         .with("flag", rng.chance(50));
     if rng.chance(60) {
-        attrs.insert("home", rng.pick(&["/home/it", "/a", "/"]));
+        attrs.insert("home", rng.pick(&["/home/it", "/a", "/", "/a$n", "x$n$"]));
     }
     // Sometimes a principal lacks a required attribute: conditions reading it fail, and the
     // predicate must fail the same way.
@@ -236,7 +268,8 @@ async fn ids(pool: &PgPool, sql: &str, params: &[SqlParam]) -> BTreeSet<i32> {
 
 const TABLE_DDL: &str = "CREATE TABLE tickets (
     id int PRIMARY KEY, dept text NOT NULL, queue text, priority bigint NOT NULL,
-    hr boolean NOT NULL, path text NOT NULL, tags text[] NOT NULL, assignee text)";
+    hr boolean NOT NULL, path text NOT NULL, tags text[] NOT NULL, assignee text,
+    levels bigint[] NOT NULL)";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compiled_predicate_returns_exactly_the_rows_the_evaluator_allows() {
