@@ -78,12 +78,14 @@ mod jwks;
 mod jws;
 mod jwt;
 mod opaque;
+pub mod password;
 #[cfg(feature = "postgres")]
 mod pg;
 #[cfg(feature = "redis")]
 mod redis_session;
 mod refresh;
 mod session;
+pub mod totp;
 
 pub use api_key::{
     API_KEY_LEN, API_KEY_PREFIX, ApiKeyRecord, ApiKeyStore, ApiKeys, InMemoryApiKeyStore,
