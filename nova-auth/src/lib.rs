@@ -78,6 +78,8 @@ mod jwks;
 mod jws;
 mod jwt;
 mod opaque;
+pub mod ip_rules;
+pub mod lockout;
 pub mod password;
 #[cfg(feature = "postgres")]
 mod pg;
@@ -85,6 +87,7 @@ mod pg;
 mod redis_session;
 mod refresh;
 mod session;
+pub mod rate_limit;
 pub mod totp;
 
 pub use api_key::{
