@@ -18,9 +18,8 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use foldhash::HashMap;
 use nova_tenancy::{Role, TenantId};
 
 /// A quota: up to `burst` requests at once, refilled at `rate` requests per `per`.
@@ -275,9 +274,12 @@ const SWEEP_AT: usize = 4096;
 /// ```
 #[derive(Debug)]
 pub struct LocalLimiter<K = LimitKey> {
-    shards: Box<[Mutex<HashMap<K, Slot>>]>,
+    shards: Box<[Mutex<Shard<K>>]>,
     hasher: foldhash::fast::RandomState,
-    start: Instant,
+    // The TSC through `quanta` (as `governor` uses): a monotonic read costs a few
+    // nanoseconds, where `Instant::now()` costs about 10 here.
+    clock: quanta::Clock,
+    start: u64,
     bans: Option<BanPolicy>,
 }
 
@@ -285,19 +287,26 @@ impl<K: Hash + Eq + Clone> LocalLimiter<K> {
     /// A limiter, with bans if `bans` is set.
     #[must_use]
     pub fn new(bans: Option<BanPolicy>) -> Self {
+        let clock = quanta::Clock::new();
         Self {
             shards: (0..SHARDS)
-                .map(|_| Mutex::new(HashMap::default()))
+                .map(|_| {
+                    Mutex::new(Shard {
+                        table: hashbrown::HashTable::new(),
+                        sweep_at: SWEEP_AT,
+                    })
+                })
                 .collect(),
             hasher: foldhash::fast::RandomState::default(),
-            start: Instant::now(),
+            start: clock.raw(),
+            clock,
             bans,
         }
     }
 
     /// Checks (and on success spends) one request for `key` under `quota`, now.
     pub fn check(&self, key: &K, quota: Quota) -> Verdict {
-        let now = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let now = self.clock.delta_as_nanos(self.start, self.clock.raw());
         self.check_at(key, quota, now)
     }
 
@@ -305,22 +314,40 @@ impl<K: Hash + Eq + Clone> LocalLimiter<K> {
     /// (monotonic; for tests and simulations).
     pub fn check_at(&self, key: &K, quota: Quota, now_ns: u64) -> Verdict {
         use std::hash::BuildHasher as _;
-        let shard = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
+        // One hash per check: it picks the shard and finds the slot.
+        let hash = self.hasher.hash_one(key);
+        let shard = usize::try_from(hash % SHARDS as u64).unwrap_or(0);
         // A panic while holding the lock cannot leave a slot half-updated: every update is
         // one assignment of a `Copy` value.
-        let mut map = self.shards[shard]
+        let mut shard = self.shards[shard]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= SWEEP_AT && !map.contains_key(key) {
-            map.retain(|_, s| {
+        if let Some((_, slot)) = shard.table.find_mut(hash, |(k, _)| k == key) {
+            let (verdict, next) = gcra(*slot, quota, self.bans, now_ns);
+            *slot = next;
+            return verdict;
+        }
+        if shard.table.len() >= shard.sweep_at {
+            // Drop keys whose state has run out; sweep again only once the shard has doubled,
+            // so many live keys (a spray of addresses) cost amortised O(1), not O(n) each.
+            shard.table.retain(|(_, s)| {
                 s.tat_ns > now_ns || s.banned_until_ns > now_ns || s.window_end_ns > now_ns
             });
+            shard.sweep_at = (shard.table.len() * 2).max(SWEEP_AT);
         }
-        let slot = map.entry(key.clone()).or_default();
-        let (verdict, next) = gcra(*slot, quota, self.bans, now_ns);
-        *slot = next;
+        let (verdict, next) = gcra(Slot::default(), quota, self.bans, now_ns);
+        let hasher = &self.hasher;
+        shard
+            .table
+            .insert_unique(hash, (key.clone(), next), |(k, _)| hasher.hash_one(k));
         verdict
     }
+}
+
+#[derive(Debug)]
+struct Shard<K> {
+    table: hashbrown::HashTable<(K, Slot)>,
+    sweep_at: usize,
 }
 
 /// One GCRA step with bans, shared by the local store and (in Lua) the Redis store.
