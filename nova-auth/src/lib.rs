@@ -79,6 +79,8 @@ mod jws;
 mod jwt;
 mod opaque;
 pub mod ip_rules;
+#[cfg(feature = "http")]
+pub mod layer;
 pub mod lockout;
 pub mod password;
 #[cfg(feature = "postgres")]

@@ -240,11 +240,18 @@ impl Tiers {
     /// The quota for a principal with these roles.
     #[must_use]
     pub fn quota_for(&self, roles: &[Role]) -> Quota {
+        self.tier_for(roles).1
+    }
+
+    /// The tier (0 for the default, else 1 + the [`Tier`]) and quota for these roles. Budgets
+    /// are kept per tier: a service and an end user behind one address do not share one.
+    #[must_use]
+    pub fn tier_for(&self, roles: &[Role]) -> (u8, Quota) {
         self.by_role
             .iter()
             .filter(|(name, _, _)| roles.iter().any(|r| r.as_str() == &**name))
             .max_by_key(|(_, tier, _)| *tier)
-            .map_or(self.default, |(_, _, q)| *q)
+            .map_or((0, self.default), |(_, tier, q)| (tier + 1, *q))
     }
 }
 
