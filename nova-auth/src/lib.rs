@@ -72,24 +72,26 @@
 #![forbid(unsafe_code)]
 
 mod api_key;
+#[cfg(feature = "http")]
+pub mod config;
 mod error;
+pub mod ip_rules;
 mod issuer;
 mod jwks;
 mod jws;
 mod jwt;
-mod opaque;
-pub mod ip_rules;
 #[cfg(feature = "http")]
 pub mod layer;
 pub mod lockout;
+mod opaque;
 pub mod password;
 #[cfg(feature = "postgres")]
 mod pg;
+pub mod rate_limit;
 #[cfg(feature = "redis")]
 mod redis_session;
 mod refresh;
 mod session;
-pub mod rate_limit;
 pub mod totp;
 
 pub use api_key::{

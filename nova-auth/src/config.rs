@@ -1,0 +1,650 @@
+//! Configuration for the guards, from the `[security.*]` tables of a TOML file, validated at
+//! start-up. Unknown keys are errors (a misspelt setting must not silently fall back to a
+//! default), values are range-checked, and in the `production` profile insecure settings are
+//! refused with a message naming each one: plaintext HTTP allowed, HS256 with a secret
+//! shorter than 32 bytes, rate limiting off, HSTS off, no lockout.
+//!
+//! ```
+//! use nova_auth::config::AuthConfig;
+//! let cfg = AuthConfig::from_toml(r#"
+//!     [security]
+//!     profile = "production"
+//!
+//!     [security.http]
+//!     max_body_bytes = 1048576
+//!     trusted_proxies = ["10.0.0.0/8"]
+//!
+//!     [security.network]
+//!     default = "allow"
+//!     deny = ["192.0.2.0/24"]
+//!
+//!     [security.rate_limiting]
+//!     enabled = true
+//!     end_user = { rate = 10, per_seconds = 1, burst = 20 }
+//!     agent = { rate = 50, per_seconds = 1, burst = 100 }
+//!     service = { rate = 500, per_seconds = 1, burst = 1000 }
+//!     roles = { agent = "agent", "support.lead" = "agent", svc = "service" }
+//! "#)?;
+//! let guard = cfg.guard_config()?;
+//! assert_eq!(guard.max_body_bytes, 1_048_576);
+//!
+//! let err = AuthConfig::from_toml("[security]\nprofile = \"production\"\n[security.http]\nallow_plaintext = true\n")
+//!     .unwrap_err();
+//! assert!(err.to_string().contains("security.http.allow_plaintext"));
+//! # Ok::<(), nova_auth::config::ConfigError>(())
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use http::HeaderValue;
+use serde::Deserialize;
+
+use crate::ip_rules::{CidrList, DefaultAction, IpRules, TrustedProxies};
+use crate::jwks::MIN_HMAC_SECRET_LEN;
+use crate::layer::{GuardConfig, LimiterStore, RateLimits};
+use crate::lockout::LockoutPolicy;
+use crate::rate_limit::{BanPolicy, Quota, Tier, Tiers};
+
+/// Largest configuration text accepted, in bytes.
+pub const MAX_CONFIG_LEN: usize = 256 * 1024;
+
+/// Why a configuration was refused. Each problem names its setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Not valid TOML for this schema (unknown key, wrong type…); the parser's message.
+    Syntax(String),
+    /// Values out of range or insecure for the profile, one message per setting.
+    Invalid(Vec<String>),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Syntax(m) => write!(f, "configuration: {m}"),
+            Self::Invalid(problems) => write!(f, "configuration refused: {}", problems.join("; ")),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The deployment profile; `production` refuses insecure settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Local development: insecure settings are allowed (and logged).
+    #[default]
+    Development,
+    /// Production: insecure settings are refused.
+    Production,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    security: AuthConfig,
+}
+
+/// The `[security]` table and its sub-tables.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `security.profile`.
+    pub profile: Profile,
+    /// `[security.http]`.
+    pub http: HttpConfig,
+    /// `[security.network]`.
+    pub network: NetworkConfig,
+    /// `[security.jwt]`.
+    pub jwt: Option<JwtSettings>,
+    /// `[security.rate_limiting]`.
+    pub rate_limiting: RateLimitConfig,
+    /// `[security.lockout]`.
+    pub lockout: LockoutConfig,
+}
+
+/// `[security.http]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Serve plain HTTP (no TLS in front). Refused in production.
+    pub allow_plaintext: bool,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// HSTS `max-age`; 0 turns HSTS off (refused in production).
+    pub hsts_max_age_seconds: u64,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            allow_plaintext: false,
+            max_body_bytes: 1 << 20,
+            hsts_max_age_seconds: 31_536_000,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// `[security.network]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// `"allow"` or `"deny"` for addresses no list names.
+    pub default: String,
+    /// Allowed networks.
+    pub allow: Vec<String>,
+    /// Denied networks (deny wins).
+    pub deny: Vec<String>,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            default: "allow".into(),
+            allow: Vec::new(),
+            deny: Vec::new(),
+        }
+    }
+}
+
+/// `[security.jwt]`: checked here; the verifier itself is built with its keys in code.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSettings {
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required `aud`.
+    pub audience: String,
+    /// Accepted algorithms, e.g. `["ES256", "EdDSA"]`.
+    pub algorithms: Vec<String>,
+    /// With `HS256`: the environment variable holding the secret (at least 32 bytes).
+    #[serde(default)]
+    pub hs256_secret_env: Option<String>,
+}
+
+/// A quota in configuration: `rate` requests per `per_seconds`, bursts of `burst`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Requests per period.
+    pub rate: u32,
+    /// The period in seconds.
+    pub per_seconds: u64,
+    /// Burst size.
+    pub burst: u32,
+}
+
+/// `[security.rate_limiting]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Whether rate limits apply (refused off in production).
+    pub enabled: bool,
+    /// `"local"` (one replica) or `"redis"` (shared).
+    pub store: String,
+    /// With `store = "redis"`.
+    pub redis_url: Option<String>,
+    /// The default (end-user) tier.
+    pub end_user: QuotaConfig,
+    /// The agent tier.
+    pub agent: Option<QuotaConfig>,
+    /// The service tier.
+    pub service: Option<QuotaConfig>,
+    /// Role name → `"agent"` or `"service"`.
+    pub roles: std::collections::BTreeMap<String, String>,
+    /// Limited answers within `ban_window_seconds` that ban a key (0: no bans).
+    pub ban_after: u32,
+    /// The window for `ban_after`.
+    pub ban_window_seconds: u64,
+    /// How long a ban lasts.
+    pub ban_duration_minutes: u64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            store: "local".into(),
+            redis_url: None,
+            end_user: QuotaConfig {
+                rate: 10,
+                per_seconds: 1,
+                burst: 20,
+            },
+            agent: None,
+            service: None,
+            roles: std::collections::BTreeMap::new(),
+            ban_after: 50,
+            ban_window_seconds: 60,
+            ban_duration_minutes: 15,
+        }
+    }
+}
+
+/// `[security.lockout]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockoutConfig {
+    /// Failures that lock (0 turns lockout off; refused in production).
+    pub max_failed_attempts: u32,
+    /// The window failures are counted in.
+    pub window_minutes: u64,
+    /// How long a lock lasts.
+    pub lockout_duration_minutes: u64,
+}
+
+impl Default for LockoutConfig {
+    fn default() -> Self {
+        Self {
+            max_failed_attempts: 5,
+            window_minutes: 15,
+            lockout_duration_minutes: 15,
+        }
+    }
+}
+
+fn quota(q: QuotaConfig, name: &str, problems: &mut Vec<String>) -> Option<Quota> {
+    let (Some(burst), Some(rate)) = (
+        std::num::NonZeroU32::new(q.burst),
+        std::num::NonZeroU32::new(q.rate),
+    ) else {
+        problems.push(format!("{name}: rate and burst must be at least 1"));
+        return None;
+    };
+    match Quota::new(burst, rate, Duration::from_secs(q.per_seconds)) {
+        Ok(q) => Some(q),
+        Err(_) => {
+            problems.push(format!(
+                "{name}: the interval between requests must be between 1 µs and 1 day"
+            ));
+            None
+        }
+    }
+}
+
+impl AuthConfig {
+    /// Parses and validates a TOML file with a `[security]` table.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming every bad or (in production) insecure setting.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        if text.len() > MAX_CONFIG_LEN {
+            return Err(ConfigError::Syntax(format!(
+                "longer than {MAX_CONFIG_LEN} bytes"
+            )));
+        }
+        let file: File =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.message().to_owned()))?;
+        let cfg = file.security;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks ranges and, in production, refuses insecure settings.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] with one message per setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut p = Vec::new();
+        let prod = self.profile == Profile::Production;
+        if prod && self.http.allow_plaintext {
+            p.push(
+                "security.http.allow_plaintext = true is not allowed in the production profile"
+                    .into(),
+            );
+        }
+        if prod && self.http.hsts_max_age_seconds < 86_400 {
+            p.push("security.http.hsts_max_age_seconds must be at least 86400 in the production profile".into());
+        }
+        if self.http.max_body_bytes == 0 || self.http.max_body_bytes > 1 << 30 {
+            p.push("security.http.max_body_bytes must be between 1 and 1 GiB".into());
+        }
+        if let Err(e) =
+            CidrList::parse_entries(self.http.trusted_proxies.iter().map(String::as_str))
+        {
+            p.push(format!("security.http.trusted_proxies: {e}"));
+        }
+        if !matches!(self.network.default.as_str(), "allow" | "deny") {
+            p.push("security.network.default must be \"allow\" or \"deny\"".into());
+        }
+        for (name, list) in [("allow", &self.network.allow), ("deny", &self.network.deny)] {
+            if let Err(e) = CidrList::parse_entries(list.iter().map(String::as_str)) {
+                p.push(format!("security.network.{name}: {e}"));
+            }
+        }
+        if let Some(jwt) = &self.jwt {
+            if jwt.algorithms.is_empty() {
+                p.push("security.jwt.algorithms must name at least one algorithm".into());
+            }
+            for a in &jwt.algorithms {
+                if !matches!(a.as_str(), "ES256" | "EdDSA" | "RS256" | "HS256") {
+                    p.push(format!("security.jwt.algorithms: `{a}` is not supported (ES256, EdDSA, RS256, HS256)"));
+                }
+            }
+            if jwt.algorithms.iter().any(|a| a == "HS256") {
+                let len = jwt
+                    .hs256_secret_env
+                    .as_deref()
+                    .and_then(std::env::var_os)
+                    .map_or(0, |v| v.len());
+                if len < MIN_HMAC_SECRET_LEN {
+                    p.push(format!(
+                        "security.jwt.hs256_secret_env: HS256 needs a secret of at least {MIN_HMAC_SECRET_LEN} bytes in that environment variable"
+                    ));
+                }
+                if prod && jwt.algorithms.len() > 1 {
+                    p.push("security.jwt.algorithms: HS256 mixed with public-key algorithms is not allowed in the production profile".into());
+                }
+            }
+        }
+        let rl = &self.rate_limiting;
+        if prod && !rl.enabled {
+            p.push(
+                "security.rate_limiting.enabled = false is not allowed in the production profile"
+                    .into(),
+            );
+        }
+        if !matches!(rl.store.as_str(), "local" | "redis") {
+            p.push("security.rate_limiting.store must be \"local\" or \"redis\"".into());
+        }
+        if rl.store == "redis" && rl.redis_url.is_none() {
+            p.push("security.rate_limiting.redis_url is required with store = \"redis\"".into());
+        }
+        let _ = quota(rl.end_user, "security.rate_limiting.end_user", &mut p);
+        if let Some(q) = rl.agent {
+            let _ = quota(q, "security.rate_limiting.agent", &mut p);
+        }
+        if let Some(q) = rl.service {
+            let _ = quota(q, "security.rate_limiting.service", &mut p);
+        }
+        for (role, tier) in &rl.roles {
+            if nova_tenancy::Role::new(role).is_err() {
+                p.push(format!(
+                    "security.rate_limiting.roles: `{}` is not a role name",
+                    role.escape_debug()
+                ));
+            }
+            let declared = match tier.as_str() {
+                "agent" => rl.agent.is_some(),
+                "service" => rl.service.is_some(),
+                _ => {
+                    p.push(format!(
+                        "security.rate_limiting.roles.{role}: tier must be \"agent\" or \"service\""
+                    ));
+                    true
+                }
+            };
+            if !declared {
+                p.push(format!(
+                    "security.rate_limiting.roles.{role}: the {tier} tier has no quota"
+                ));
+            }
+        }
+        if rl.ban_after > 0 && (rl.ban_window_seconds == 0 || rl.ban_duration_minutes == 0) {
+            p.push("security.rate_limiting: ban_window_seconds and ban_duration_minutes must be positive with ban_after".into());
+        }
+        let lo = &self.lockout;
+        if prod && lo.max_failed_attempts == 0 {
+            p.push("security.lockout.max_failed_attempts = 0 (no lockout) is not allowed in the production profile".into());
+        }
+        if lo.max_failed_attempts > 0
+            && (lo.window_minutes == 0 || lo.lockout_duration_minutes == 0)
+        {
+            p.push(
+                "security.lockout: window_minutes and lockout_duration_minutes must be positive"
+                    .into(),
+            );
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(p))
+        }
+    }
+
+    /// The guard settings with a local rate-limit store. With `store = "redis"` use
+    /// [`AuthConfig::guard_config_connected`].
+    ///
+    /// # Errors
+    /// [`ConfigError`] if the configuration does not validate.
+    pub fn guard_config(&self) -> Result<GuardConfig, ConfigError> {
+        self.validate()?;
+        let bans = self.bans();
+        self.build(LimiterStore::local(bans))
+    }
+
+    /// The guard settings, connecting to Redis when the store is `redis`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] if the configuration does not validate or Redis cannot be reached.
+    #[cfg(feature = "redis")]
+    pub async fn guard_config_connected(&self) -> Result<GuardConfig, ConfigError> {
+        self.validate()?;
+        let bans = self.bans();
+        let store = match (
+            self.rate_limiting.store.as_str(),
+            &self.rate_limiting.redis_url,
+        ) {
+            ("redis", Some(url)) => LimiterStore::Redis(
+                crate::rate_limit::RedisLimiter::connect(url, "nova", bans)
+                    .await
+                    .map_err(|e| {
+                        ConfigError::Invalid(vec![format!("security.rate_limiting.redis_url: {e}")])
+                    })?,
+            ),
+            _ => LimiterStore::local(bans),
+        };
+        self.build(store)
+    }
+
+    fn bans(&self) -> Option<BanPolicy> {
+        let rl = &self.rate_limiting;
+        (rl.ban_after > 0).then(|| BanPolicy {
+            violations: rl.ban_after,
+            window: Duration::from_secs(rl.ban_window_seconds),
+            ban: Duration::from_secs(rl.ban_duration_minutes.saturating_mul(60)),
+        })
+    }
+
+    /// The lockout policy.
+    #[must_use]
+    pub fn lockout_policy(&self) -> LockoutPolicy {
+        LockoutPolicy {
+            max_failures: self.lockout.max_failed_attempts,
+            window: Duration::from_secs(self.lockout.window_minutes.saturating_mul(60)),
+            lock_for: Duration::from_secs(self.lockout.lockout_duration_minutes.saturating_mul(60)),
+        }
+    }
+
+    fn build(&self, store: LimiterStore) -> Result<GuardConfig, ConfigError> {
+        let bad = |m: String| ConfigError::Invalid(vec![m]);
+        let parse = |name: &str, list: &[String]| {
+            CidrList::parse_entries(list.iter().map(String::as_str))
+                .map_err(|e| bad(format!("{name}: {e}")))
+        };
+        let default = if self.network.default == "deny" {
+            DefaultAction::Deny
+        } else {
+            DefaultAction::Allow
+        };
+        let ip_rules = IpRules::new(default)
+            .allow(parse("security.network.allow", &self.network.allow)?)
+            .deny(parse("security.network.deny", &self.network.deny)?);
+        let trusted_proxies = TrustedProxies::new(parse(
+            "security.http.trusted_proxies",
+            &self.http.trusted_proxies,
+        )?);
+        let rl = &self.rate_limiting;
+        let rate_limits = if rl.enabled {
+            let mut p = Vec::new();
+            let base = quota(rl.end_user, "security.rate_limiting.end_user", &mut p);
+            let agent = rl
+                .agent
+                .and_then(|q| quota(q, "security.rate_limiting.agent", &mut p));
+            let service = rl
+                .service
+                .and_then(|q| quota(q, "security.rate_limiting.service", &mut p));
+            let Some(base) = base else {
+                return Err(ConfigError::Invalid(p));
+            };
+            let mut tiers = Tiers::new(base);
+            for (role, tier) in &rl.roles {
+                match (tier.as_str(), agent, service) {
+                    ("agent", Some(q), _) => tiers = tiers.role(role, Tier::Agent, q),
+                    ("service", _, Some(q)) => tiers = tiers.role(role, Tier::Service, q),
+                    _ => {
+                        return Err(bad(format!(
+                            "security.rate_limiting.roles.{role}: no such tier quota"
+                        )));
+                    }
+                }
+            }
+            Some(RateLimits { store, tiers })
+        } else {
+            None
+        };
+        let hsts = (self.http.hsts_max_age_seconds > 0)
+            .then(|| {
+                HeaderValue::try_from(format!(
+                    "max-age={}; includeSubDomains",
+                    self.http.hsts_max_age_seconds
+                ))
+                .ok()
+            })
+            .flatten();
+        Ok(GuardConfig {
+            ip_rules,
+            trusted_proxies,
+            rate_limits,
+            max_body_bytes: self.http.max_body_bytes,
+            hsts,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match AuthConfig::from_toml(text) {
+            Err(ConfigError::Invalid(p)) => p,
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn production_refuses_every_insecure_setting_by_name() {
+        let p = problems(
+            r#"
+            [security]
+            profile = "production"
+            [security.http]
+            allow_plaintext = true
+            hsts_max_age_seconds = 0
+            [security.rate_limiting]
+            enabled = false
+            [security.lockout]
+            max_failed_attempts = 0
+            "#,
+        );
+        for setting in [
+            "security.http.allow_plaintext",
+            "security.http.hsts_max_age_seconds",
+            "security.rate_limiting.enabled",
+            "security.lockout.max_failed_attempts",
+        ] {
+            assert!(
+                p.iter().any(|m| m.starts_with(setting)),
+                "{setting} in {p:?}"
+            );
+        }
+        // The same file is accepted for development.
+        let dev = r#"
+            [security]
+            profile = "development"
+            [security.http]
+            allow_plaintext = true
+            [security.rate_limiting]
+            enabled = false
+        "#;
+        assert!(AuthConfig::from_toml(dev).is_ok());
+    }
+
+    #[test]
+    fn hs256_needs_a_long_secret() {
+        let text = r#"
+            [security.jwt]
+            issuer = "i"
+            audience = "a"
+            algorithms = ["HS256"]
+            hs256_secret_env = "NOVA_TEST_UNSET_SECRET_VARIABLE"
+        "#;
+        let p = problems(text);
+        assert!(p[0].starts_with("security.jwt.hs256_secret_env"), "{p:?}");
+    }
+
+    #[test]
+    fn unknown_keys_bad_values_and_bad_networks_are_refused() {
+        assert!(matches!(
+            AuthConfig::from_toml("[security]\nprofil = \"production\""),
+            Err(ConfigError::Syntax(_))
+        ));
+        assert!(matches!(
+            AuthConfig::from_toml("[security.http]\nmax_body_bytes = \"big\""),
+            Err(ConfigError::Syntax(_))
+        ));
+        assert!(matches!(
+            AuthConfig::from_toml("[security]\nprofile = \"prod\""),
+            Err(ConfigError::Syntax(_))
+        ));
+        let p = problems("[security.network]\ndefault = \"maybe\"\ndeny = [\"10.0.0.1/8\"]");
+        assert!(p.iter().any(|m| m.starts_with("security.network.default")));
+        assert!(p.iter().any(|m| m.starts_with("security.network.deny")));
+        let p = problems(
+            "[security.rate_limiting]\nend_user = { rate = 0, per_seconds = 1, burst = 1 }\nroles = { agent = \"agent\" }",
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("security.rate_limiting.end_user"))
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("security.rate_limiting.roles.agent"))
+        );
+        assert!(matches!(
+            AuthConfig::from_toml(&"#".repeat(MAX_CONFIG_LEN + 1)),
+            Err(ConfigError::Syntax(_))
+        ));
+    }
+
+    #[test]
+    fn a_valid_file_builds_the_guard() {
+        let cfg = AuthConfig::from_toml(
+            r#"
+            [security]
+            profile = "production"
+            [security.http]
+            trusted_proxies = ["10.0.0.0/8"]
+            [security.network]
+            default = "deny"
+            allow = ["192.0.2.0/24"]
+            [security.rate_limiting]
+            service = { rate = 100, per_seconds = 1, burst = 100 }
+            roles = { svc = "service" }
+            "#,
+        )
+        .unwrap();
+        let g = cfg.guard_config().unwrap();
+        assert!(g.ip_rules.permits("192.0.2.1".parse().unwrap()));
+        assert!(!g.ip_rules.permits("198.51.100.1".parse().unwrap()));
+        assert!(g.rate_limits.is_some());
+        assert_eq!(g.hsts.unwrap(), "max-age=31536000; includeSubDomains");
+        assert_eq!(cfg.lockout_policy(), LockoutPolicy::default());
+    }
+}
