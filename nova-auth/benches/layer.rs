@@ -48,6 +48,7 @@ fn main() {
         cfg.rate_limits = Some(RateLimits {
             store: LimiterStore::local(None),
             tiers: Tiers::new(huge).role("svc", Tier::Service, huge),
+            tenant: None,
         });
         let plain = Router::new().route("/", get(hello));
         let guarded = Router::new()

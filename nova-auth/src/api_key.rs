@@ -170,6 +170,9 @@ impl fmt::Debug for ApiKeyRecord {
     }
 }
 
+/// Stands in for "forever" where a configured duration would overflow the clock.
+pub(crate) const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 86_400);
+
 /// How many failures lock a key id, counted over what window, and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LockoutPolicy {
@@ -568,7 +571,8 @@ pub(crate) fn apply_failure(
         r.failure_window_start = Some(at);
     }
     if r.failures >= policy.max_failures {
-        r.locked_until = Some(at + policy.lock_for);
+        // A lock too long to represent lasts as long as time can be told.
+        r.locked_until = Some(at.checked_add(policy.lock_for).unwrap_or(at + FAR_FUTURE));
         r.failures = 0;
         r.failure_window_start = None;
     }

@@ -195,6 +195,8 @@ pub struct RateLimitConfig {
     pub agent: Option<QuotaConfig>,
     /// The service tier.
     pub service: Option<QuotaConfig>,
+    /// A whole tenant's budget, across all its callers.
+    pub tenant: QuotaConfig,
     /// Role name → `"agent"` or `"service"`.
     pub roles: std::collections::BTreeMap<String, String>,
     /// Limited answers within `ban_window_seconds` that ban a key (0: no bans).
@@ -218,6 +220,11 @@ impl Default for RateLimitConfig {
             },
             agent: None,
             service: None,
+            tenant: QuotaConfig {
+                rate: 1000,
+                per_seconds: 1,
+                burst: 2000,
+            },
             roles: std::collections::BTreeMap::new(),
             ban_after: 50,
             ban_window_seconds: 60,
@@ -309,6 +316,20 @@ impl AuthConfig {
         {
             p.push(format!("security.http.trusted_proxies: {e}"));
         }
+        // Trusting everyone (or a huge block) would make X-Forwarded-For the client address.
+        for net in &self.http.trusted_proxies {
+            if let Ok(n) = net.trim().parse::<ipnet::IpNet>() {
+                let too_wide = match n {
+                    ipnet::IpNet::V4(v4) => v4.prefix_len() < if prod { 8 } else { 1 },
+                    ipnet::IpNet::V6(v6) => v6.prefix_len() < if prod { 16 } else { 1 },
+                };
+                if too_wide {
+                    p.push(format!(
+                        "security.http.trusted_proxies: `{n}` trusts too many addresses to be proxies"
+                    ));
+                }
+            }
+        }
         if !matches!(self.network.default.as_str(), "allow" | "deny") {
             p.push("security.network.default must be \"allow\" or \"deny\"".into());
         }
@@ -356,6 +377,23 @@ impl AuthConfig {
             p.push("security.rate_limiting.redis_url is required with store = \"redis\"".into());
         }
         let _ = quota(rl.end_user, "security.rate_limiting.end_user", &mut p);
+        let _ = quota(rl.tenant, "security.rate_limiting.tenant", &mut p);
+        let tiers = [
+            ("end_user", Some(rl.end_user)),
+            ("agent", rl.agent),
+            ("service", rl.service),
+            ("tenant", Some(rl.tenant)),
+        ];
+        for (name, q) in tiers {
+            if prod && q.is_some_and(|q| q.burst > 1_000_000) {
+                p.push(format!(
+                    "security.rate_limiting.{name}.burst over 1000000 is no limit; not allowed in the production profile"
+                ));
+            }
+        }
+        if rl.ban_window_seconds > 86_400 || rl.ban_duration_minutes > 7 * 1440 {
+            p.push("security.rate_limiting: ban_window_seconds is at most 86400 and ban_duration_minutes at most 10080".into());
+        }
         if let Some(q) = rl.agent {
             let _ = quota(q, "security.rate_limiting.agent", &mut p);
         }
@@ -400,6 +438,12 @@ impl AuthConfig {
                     .into(),
             );
         }
+        if lo.window_minutes > 1440 || lo.lockout_duration_minutes > 7 * 1440 {
+            p.push("security.lockout: window_minutes is at most 1440 and lockout_duration_minutes at most 10080".into());
+        }
+        if prod && lo.max_failed_attempts > 20 {
+            p.push("security.lockout.max_failed_attempts over 20 is not allowed in the production profile".into());
+        }
         if p.is_empty() {
             Ok(())
         } else {
@@ -414,6 +458,12 @@ impl AuthConfig {
     /// [`ConfigError`] if the configuration does not validate.
     pub fn guard_config(&self) -> Result<GuardConfig, ConfigError> {
         self.validate()?;
+        if self.rate_limiting.enabled && self.rate_limiting.store == "redis" {
+            // Silently falling back to per-replica budgets would multiply every limit.
+            return Err(ConfigError::Invalid(vec![
+                "security.rate_limiting.store = \"redis\" needs guard_config_connected()".into(),
+            ]));
+        }
         let bans = self.bans();
         self.build(LimiterStore::local(bans))
     }
@@ -504,7 +554,12 @@ impl AuthConfig {
                     }
                 }
             }
-            Some(RateLimits { store, tiers })
+            let tenant = quota(rl.tenant, "security.rate_limiting.tenant", &mut p);
+            Some(RateLimits {
+                store,
+                tiers,
+                tenant,
+            })
         } else {
             None
         };
@@ -574,6 +629,53 @@ mod tests {
             enabled = false
         "#;
         assert!(AuthConfig::from_toml(dev).is_ok());
+    }
+
+    #[test]
+    fn production_refuses_trusting_everyone_and_unbounded_durations() {
+        let p = problems(
+            r#"
+            [security]
+            profile = "production"
+            [security.http]
+            trusted_proxies = ["0.0.0.0/0", "::/0", "10.0.0.0/8"]
+            [security.lockout]
+            max_failed_attempts = 1000
+            lockout_duration_minutes = 9223372036854775807
+            [security.rate_limiting]
+            end_user = { rate = 10, per_seconds = 1, burst = 4000000000 }
+            "#,
+        );
+        assert_eq!(
+            p.iter().filter(|m| m.contains("trusts too many")).count(),
+            2,
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.contains("lockout_duration_minutes at most")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("security.lockout.max_failed_attempts")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("security.rate_limiting.end_user.burst")),
+            "{p:?}"
+        );
+        // `0.0.0.0/0` is refused in every profile.
+        assert!(
+            AuthConfig::from_toml("[security.http]\ntrusted_proxies = [\"0.0.0.0/0\"]").is_err()
+        );
+        // A Redis store cannot be silently replaced by a local one.
+        let cfg = AuthConfig::from_toml(
+            "[security.rate_limiting]\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1\"",
+        )
+        .unwrap();
+        assert!(cfg.guard_config().is_err());
     }
 
     #[test]

@@ -101,15 +101,18 @@ impl LimiterStore {
     }
 }
 
-/// Rate limiting as the guard applies it: one budget per tenant, per client address and per
-/// API key, each at the quota of the caller's tier; unauthenticated failures spend the
+/// Rate limiting as the guard applies it: one budget per client address and per API key at
+/// the quota of the caller's tier, then one tenant-wide budget at its own (larger) quota, so
+/// that one caller cannot spend a whole tenant's budget; unauthenticated failures spend the
 /// client address's budget at the default tier, so guessing credentials is slowed too.
 #[derive(Debug, Clone)]
 pub struct RateLimits {
     /// Where budgets live.
     pub store: LimiterStore,
-    /// Quotas by role.
+    /// Quotas by role, per address and per key.
     pub tiers: Tiers,
+    /// The quota of a whole tenant, across all its callers (`None`: no tenant-wide budget).
+    pub tenant: Option<Quota>,
 }
 
 /// The guard's settings. Build it in code, or from a TOML section with
@@ -379,8 +382,13 @@ async fn admit<A: Authenticator>(
             return Err(refusal_for(&e));
         }
     };
-    // 4. The tenant the request means, if it says.
-    if let Some(want) = req.headers().get(TENANT_HEADER) {
+    // 4. The tenant the request means, if it says (once: two values could be read two ways).
+    let mut tenant_headers = req.headers().get_all(TENANT_HEADER).iter();
+    let (first, second) = (tenant_headers.next(), tenant_headers.next());
+    if second.is_some() {
+        return Err(Refusal::Forbidden);
+    }
+    if let Some(want) = first {
         let want: Option<TenantId> = want.to_str().ok().and_then(|s| s.parse().ok());
         if want != Some(ctx.tenant()) {
             report(
@@ -394,12 +402,14 @@ async fn admit<A: Authenticator>(
     // 5. Rate limits: tenant, address and key, at the caller's tier.
     if let Some(rl) = &cfg.rate_limits {
         let (tier, q) = rl.tiers.tier_for(ctx.roles());
+        // The caller's own budgets first: a caller over its limit must not spend the tenant's.
         let keys = [
-            Some(LimitKey::Tenant(ctx.tenant())),
-            Some(LimitKey::ip(client)),
-            key_id,
+            Some((LimitKey::ip(client), tier, q)),
+            key_id.map(|k| (k, tier, q)),
+            rl.tenant
+                .map(|tq| (LimitKey::Tenant(ctx.tenant()), u8::MAX, tq)),
         ];
-        for key in keys.into_iter().flatten() {
+        for (key, tier, q) in keys.into_iter().flatten() {
             match rl.store.check(key, tier, q).await {
                 Ok(Verdict::Allowed) => {}
                 Ok(v) => return Err(Refusal::TooMany(v.retry_after_secs())),

@@ -93,6 +93,16 @@ struct Entry {
 pub struct LocalLockout {
     policy: LockoutPolicy,
     entries: Mutex<HashMap<LockKey, Entry>>,
+    sweep_at: std::sync::atomic::AtomicUsize,
+}
+
+const SWEEP_AT: usize = 4096;
+
+/// `now + d`, or as far ahead as the clock allows.
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d.min(crate::api_key::FAR_FUTURE))
+        .or_else(|| now.checked_add(Duration::from_secs(86_400)))
+        .unwrap_or(now)
 }
 
 impl LocalLockout {
@@ -102,6 +112,7 @@ impl LocalLockout {
         Self {
             policy,
             entries: Mutex::new(HashMap::default()),
+            sweep_at: std::sync::atomic::AtomicUsize::new(SWEEP_AT),
         }
     }
 
@@ -135,12 +146,20 @@ impl LocalLockout {
     /// As [`LocalLockout::record_failure`], at `now`.
     pub fn record_failure_at(&self, key: &LockKey, now: Instant) -> LockState {
         let mut map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.len() > 100_000 {
+        if map.len() >= self.sweep_at.load(std::sync::atomic::Ordering::Relaxed)
+            && !map.contains_key(key)
+        {
+            // Sweep only once the map has doubled since the last sweep: a spray of made-up
+            // names costs amortised O(1) per failure, not a full scan each.
             map.retain(|_, e| e.window_end > now || e.locked_until.is_some_and(|u| u > now));
+            self.sweep_at.store(
+                (map.len() * 2).max(SWEEP_AT),
+                std::sync::atomic::Ordering::Relaxed,
+            );
         }
         let e = map.entry(key.clone()).or_insert(Entry {
             failures: 0,
-            window_end: now + self.policy.window,
+            window_end: later(now, self.policy.window),
             locked_until: None,
         });
         if let Some(until) = e.locked_until {
@@ -151,15 +170,15 @@ impl LocalLockout {
             }
             e.locked_until = None;
             e.failures = 0;
-            e.window_end = now + self.policy.window;
+            e.window_end = later(now, self.policy.window);
         }
         if e.window_end <= now {
             e.failures = 0;
-            e.window_end = now + self.policy.window;
+            e.window_end = later(now, self.policy.window);
         }
         e.failures += 1;
         if e.failures >= self.policy.max_failures {
-            e.locked_until = Some(now + self.policy.lock_for);
+            e.locked_until = Some(later(now, self.policy.lock_for));
             e.failures = 0;
             return LockState::Locked {
                 retry_after: self.policy.lock_for,
@@ -361,6 +380,19 @@ mod tests {
         l.reset(&key);
         assert!(l.check_at(&key, t0 + Duration::from_secs(899)).is_locked());
         assert!(!l.check_at(&key, t0 + Duration::from_secs(900)).is_locked());
+    }
+
+    #[test]
+    fn absurd_durations_do_not_overflow_the_clock() {
+        let l = LocalLockout::new(LockoutPolicy {
+            max_failures: 2,
+            window: Duration::MAX,
+            lock_for: Duration::MAX,
+        });
+        let key = LockKey::ApiKey("k".into());
+        let _ = l.record_failure(&key);
+        assert!(l.record_failure(&key).is_locked());
+        assert!(l.check(&key).is_locked());
     }
 
     #[test]

@@ -318,6 +318,7 @@ async fn the_rate_limit_answers_429_with_retry_after_by_tier() {
         c.rate_limits = Some(RateLimits {
             store: LimiterStore::local(None),
             tiers: Tiers::new(slow).role("service", Tier::Service, fast),
+            tenant: None,
         });
         c
     })
@@ -369,6 +370,7 @@ async fn guessing_credentials_spends_the_address_budget() {
         c.rate_limits = Some(RateLimits {
             store: LimiterStore::local(None),
             tiers: Tiers::new(q),
+            tenant: None,
         });
         c
     })
@@ -434,4 +436,132 @@ async fn oversized_bodies_get_413_whether_announced_or_streamed() {
         .await
         .unwrap();
     assert_eq!(streamed.status(), 413);
+}
+
+#[tokio::test]
+async fn one_caller_cannot_spend_the_whole_tenant_budget() {
+    let f = start(|mut c| {
+        c.trusted_proxies = "127.0.0.1".parse::<TrustedProxies>().unwrap();
+        let per_caller = Quota::new(
+            3.try_into().unwrap(),
+            1.try_into().unwrap(),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let tenant = Quota::new(
+            5.try_into().unwrap(),
+            1.try_into().unwrap(),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        c.rate_limits = Some(RateLimits {
+            store: LimiterStore::local(None),
+            tiers: Tiers::new(per_caller),
+            tenant: Some(tenant),
+        });
+        c
+    })
+    .await;
+    let token = f.token(&[]);
+    let from = |ip: &str| {
+        f.get("/whoami")
+            .bearer_auth(&token)
+            .header("x-forwarded-for", ip.to_owned())
+    };
+    // Caller A uses its 3, then is limited — without spending the tenant's budget.
+    for _ in 0..3 {
+        assert_eq!(from("198.51.100.1").send().await.unwrap().status(), 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(from("198.51.100.1").send().await.unwrap().status(), 429);
+    }
+    // Caller B, same tenant, another address: the tenant has 2 left of its 5.
+    assert_eq!(from("198.51.100.2").send().await.unwrap().status(), 200);
+    assert_eq!(from("198.51.100.2").send().await.unwrap().status(), 200);
+    assert_eq!(
+        from("198.51.100.2").send().await.unwrap().status(),
+        429,
+        "the tenant-wide budget"
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_tenant_header_is_refused() {
+    let f = start(|c| c).await;
+    let r = f
+        .get("/whoami")
+        .bearer_auth(f.token(&[]))
+        .header("x-tenant-id", f.tenant.to_string())
+        .header("x-tenant-id", TenantId::new_v4().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn two_guarded_replicas_share_budgets_through_redis() {
+    use nova_auth::rate_limit::RedisLimiter;
+    let url =
+        std::env::var("NOVA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("nova-test-{}", uuid::Uuid::new_v4().simple());
+    let limiter = match RedisLimiter::connect(&url, &prefix, None).await {
+        Ok(l) => l,
+        Err(e) => {
+            nova_tenancy::testing::service_unavailable(
+                "Redis",
+                &e.to_string(),
+                "redis-server --daemonize yes",
+            );
+            return;
+        }
+    };
+    let q = Quota::new(
+        4.try_into().unwrap(),
+        1.try_into().unwrap(),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let with_redis = |l: RedisLimiter| {
+        move |mut c: GuardConfig| {
+            c.rate_limits = Some(RateLimits {
+                store: LimiterStore::Redis(l),
+                tiers: Tiers::new(q),
+                tenant: None,
+            });
+            c
+        }
+    };
+    let a = start(with_redis(limiter.clone())).await;
+    let b = start(with_redis(limiter)).await;
+    // Same client address (loopback) and tier: one budget of 4 across both replicas.
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let f = if i % 2 == 0 { &a } else { &b };
+        statuses.push(
+            f.get("/whoami")
+                .bearer_auth(f.token(&[]))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 429]);
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        redis::cmd("DEL")
+            .arg(keys)
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap();
+    }
 }
