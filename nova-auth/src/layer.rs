@@ -156,6 +156,42 @@ pub const TENANT_HEADER: &str = "x-tenant-id";
 struct Shared<A> {
     config: GuardConfig,
     auth: A,
+    /// Addresses this replica has seen banned, until when: refused before any credential is
+    /// verified, whatever tier the credential would have had.
+    banned: std::sync::Mutex<std::collections::HashMap<IpAddr, std::time::Instant>>,
+}
+
+/// Most banned addresses remembered locally (older entries are swept first).
+const MAX_LOCAL_BANS: usize = 100_000;
+
+impl<A> Shared<A> {
+    fn banned_for(&self, ip: IpAddr) -> Option<u64> {
+        let map = self
+            .banned
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let until = *map.get(&ip)?;
+        let left = until.checked_duration_since(std::time::Instant::now())?;
+        Some(left.as_secs() + u64::from(left.subsec_nanos() > 0))
+    }
+
+    fn remember_ban(&self, ip: IpAddr, v: Verdict) {
+        if let Verdict::Banned { retry_after } = v {
+            let now = std::time::Instant::now();
+            let mut map = self
+                .banned
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if map.len() >= MAX_LOCAL_BANS {
+                map.retain(|_, until| *until > now);
+            }
+            if map.len() < MAX_LOCAL_BANS
+                && let Some(until) = now.checked_add(retry_after)
+            {
+                map.insert(ip, until);
+            }
+        }
+    }
 }
 
 /// The tower layer. See the module docs.
@@ -176,7 +212,11 @@ impl<A: Authenticator> GuardLayer<A> {
     #[must_use]
     pub fn new(config: GuardConfig, auth: A) -> Self {
         Self {
-            shared: Arc::new(Shared { config, auth }),
+            shared: Arc::new(Shared {
+                config,
+                auth,
+                banned: std::sync::Mutex::default(),
+            }),
         }
     }
 }
@@ -342,6 +382,10 @@ async fn admit<A: Authenticator>(
         report(&SecurityEvent::new("ip_denied").details(&[("client", &client)]));
         return Err(Refusal::Forbidden);
     }
+    // A banned address costs no credential check.
+    if let Some(secs) = shared.banned_for(client) {
+        return Err(Refusal::TooMany(Some(secs.max(1))));
+    }
     // 2. Body size, announced or streamed.
     if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
         let len: usize = len
@@ -373,6 +417,7 @@ async fn admit<A: Authenticator>(
                 let (tier, q) = rl.tiers.tier_for(&[]);
                 match rl.store.check(LimitKey::ip(client), tier, q).await {
                     Ok(v @ (Verdict::Limited { .. } | Verdict::Banned { .. })) => {
+                        shared.remember_ban(client, v);
                         return Err(Refusal::TooMany(v.retry_after_secs()));
                     }
                     Ok(Verdict::Allowed) => {}
@@ -412,7 +457,10 @@ async fn admit<A: Authenticator>(
         for (key, tier, q) in keys.into_iter().flatten() {
             match rl.store.check(key, tier, q).await {
                 Ok(Verdict::Allowed) => {}
-                Ok(v) => return Err(Refusal::TooMany(v.retry_after_secs())),
+                Ok(v) => {
+                    shared.remember_ban(client, v);
+                    return Err(Refusal::TooMany(v.retry_after_secs()));
+                }
                 Err(()) => return Err(Refusal::Unavailable),
             }
         }

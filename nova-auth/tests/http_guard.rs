@@ -565,3 +565,67 @@ async fn two_guarded_replicas_share_budgets_through_redis() {
             .unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_banned_address_is_refused_before_any_credential_is_checked() {
+    use nova_auth::rate_limit::BanPolicy;
+    let f = start(|mut c| {
+        let q = Quota::new(
+            1.try_into().unwrap(),
+            1.try_into().unwrap(),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let bans = BanPolicy {
+            violations: 2,
+            window: Duration::from_secs(60),
+            ban: Duration::from_secs(600),
+        };
+        c.rate_limits = Some(RateLimits {
+            store: LimiterStore::local(Some(bans)),
+            tiers: Tiers::new(q).role(
+                "service",
+                Tier::Service,
+                Quota::per_second(1000, 1000).unwrap(),
+            ),
+            tenant: None,
+        });
+        c
+    })
+    .await;
+    // Guessing: 401, then limited, then banned.
+    assert_eq!(
+        f.get("/whoami")
+            .bearer_auth("guess")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        f.get("/whoami")
+            .bearer_auth("guess")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        429
+    );
+    let banned = f.get("/whoami").bearer_auth("guess").send().await.unwrap();
+    assert_eq!(banned.status(), 429);
+    let secs: u64 = banned.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(secs > 590, "{secs}");
+    // Now even a valid service credential from that address is refused, unverified.
+    let r = f
+        .get("/whoami")
+        .header("x-api-key", &f.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+}
