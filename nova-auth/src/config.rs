@@ -1,8 +1,15 @@
 //! Configuration for the guards, from the `[security.*]` tables of a TOML file, validated at
-//! start-up. Unknown keys are errors (a misspelt setting must not silently fall back to a
-//! default), values are range-checked, and in the `production` profile insecure settings are
-//! refused with a message naming each one: plaintext HTTP allowed, HS256 with a secret
-//! shorter than 32 bytes, rate limiting off, HSTS off, no lockout.
+//! start-up. This crate reads `profile`, `http`, `network`, `jwt`, `rate_limiting`,
+//! `lockout`, `mfa` and `session`; the sections of the other Nova crates
+//! ([`SIBLING_SECTIONS`]) may sit in the same file and are skipped, any other section name
+//! is an error. Unknown keys are errors (a misspelt setting must not silently fall back to a
+//! default) and values are range-checked.
+//!
+//! Profiles: `development` allows insecure settings; `production`, `hipaa` and `gdpr` refuse
+//! them with a message naming each one (plaintext HTTP allowed, HS256 with a secret shorter
+//! than 32 bytes, rate limiting off, HSTS off, no lockout, proxies trusted too widely…);
+//! `hipaa` also requires second factors no older than 15 minutes and sessions that end after
+//! 15 idle minutes.
 //!
 //! ```
 //! use nova_auth::config::AuthConfig;
@@ -79,13 +86,54 @@ pub enum Profile {
     Development,
     /// Production: insecure settings are refused.
     Production,
+    /// Production, plus HIPAA's: a second factor no older than 15 minutes for admin actions
+    /// and RLS bypass, sessions that end after 15 idle minutes.
+    Hipaa,
+    /// Production, for services under the GDPR (its rules for retention, export and erasure
+    /// live with the data, in the other crates' sections).
+    Gdpr,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    security: AuthConfig,
+impl Profile {
+    /// Whether insecure settings are refused (every profile but `development`).
+    #[must_use]
+    pub fn is_strict(self) -> bool {
+        self != Self::Development
+    }
 }
+
+/// A file: the application's own tables sit beside `[security]` and are not read here.
+#[derive(Debug, Deserialize)]
+struct File {
+    #[serde(default)]
+    security: toml::Table,
+}
+
+/// The `[security.*]` tables this crate reads; the rest belong to other Nova crates (and are
+/// named in [`SIBLING_SECTIONS`]), so that one file configures them all.
+const OWN_SECTIONS: [&str; 8] = [
+    "profile",
+    "http",
+    "network",
+    "jwt",
+    "rate_limiting",
+    "lockout",
+    "mfa",
+    "session",
+];
+
+/// `[security.*]` tables read by other Nova crates, skipped here. Any other name is an error,
+/// so that a misspelt section is not silently ignored.
+pub const SIBLING_SECTIONS: [&str; 8] = [
+    "tenancy",
+    "encryption",
+    "policy",
+    "audit",
+    "privacy",
+    "retention",
+    "password_policy",
+    "tls",
+];
 
 /// The `[security]` table and its sub-tables.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -103,6 +151,53 @@ pub struct AuthConfig {
     pub rate_limiting: RateLimitConfig,
     /// `[security.lockout]`.
     pub lockout: LockoutConfig,
+    /// `[security.mfa]`.
+    pub mfa: MfaConfig,
+    /// `[security.session]`.
+    pub session: SessionConfig,
+}
+
+/// `[security.mfa]`: second factors are always required for admin actions and RLS bypass
+/// ([`crate::totp::MfaPolicy`]); this sets how fresh they must be and whether every action
+/// needs one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MfaConfig {
+    /// How long a verified second factor counts (at most 15 under `hipaa`).
+    pub max_age_minutes: u64,
+    /// Require a second factor for every action, not only sensitive ones.
+    pub require_for_every_action: bool,
+    /// How long "remember this device" lasts (at most 90).
+    pub remember_device_days: u64,
+}
+
+impl Default for MfaConfig {
+    fn default() -> Self {
+        Self {
+            max_age_minutes: 15,
+            require_for_every_action: false,
+            remember_device_days: 30,
+        }
+    }
+}
+
+/// `[security.session]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// A session ends after this long without use (at most 15 under `hipaa`).
+    pub idle_timeout_minutes: u64,
+    /// A session ends this long after sign-in, used or not.
+    pub absolute_timeout_hours: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout_minutes: 30,
+            absolute_timeout_hours: 12,
+        }
+    }
 }
 
 /// `[security.http]`.
@@ -287,7 +382,20 @@ impl AuthConfig {
         }
         let file: File =
             toml::from_str(text).map_err(|e| ConfigError::Syntax(e.message().to_owned()))?;
-        let cfg = file.security;
+        let mut own = toml::Table::new();
+        for (key, value) in file.security {
+            if OWN_SECTIONS.contains(&key.as_str()) {
+                own.insert(key, value);
+            } else if !SIBLING_SECTIONS.contains(&key.as_str()) {
+                return Err(ConfigError::Syntax(format!(
+                    "unknown section `security.{}`",
+                    key.escape_debug()
+                )));
+            }
+        }
+        let cfg: Self = own
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax(e.message().to_owned()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -298,7 +406,32 @@ impl AuthConfig {
     /// [`ConfigError::Invalid`] with one message per setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut p = Vec::new();
-        let prod = self.profile == Profile::Production;
+        let prod = self.profile.is_strict();
+        let hipaa = self.profile == Profile::Hipaa;
+        if hipaa && self.mfa.max_age_minutes > 15 {
+            p.push(
+                "security.mfa.max_age_minutes over 15 is not allowed in the hipaa profile".into(),
+            );
+        }
+        if hipaa && self.session.idle_timeout_minutes > 15 {
+            p.push(
+                "security.session.idle_timeout_minutes over 15 is not allowed in the hipaa profile"
+                    .into(),
+            );
+        }
+        if self.mfa.max_age_minutes == 0 || self.mfa.max_age_minutes > 1440 {
+            p.push("security.mfa.max_age_minutes must be between 1 and 1440".into());
+        }
+        if self.mfa.remember_device_days > 90 {
+            p.push("security.mfa.remember_device_days is at most 90".into());
+        }
+        if self.session.idle_timeout_minutes == 0 || self.session.idle_timeout_minutes > 1440 {
+            p.push("security.session.idle_timeout_minutes must be between 1 and 1440".into());
+        }
+        if self.session.absolute_timeout_hours == 0 || self.session.absolute_timeout_hours > 24 * 30
+        {
+            p.push("security.session.absolute_timeout_hours must be between 1 and 720".into());
+        }
         if prod && self.http.allow_plaintext {
             p.push(
                 "security.http.allow_plaintext = true is not allowed in the production profile"
@@ -501,6 +634,29 @@ impl AuthConfig {
         })
     }
 
+    /// The MFA policy: admin actions and RLS bypass (or every action) need a second factor
+    /// verified within `max_age_minutes`.
+    #[must_use]
+    pub fn mfa_policy(&self) -> crate::totp::MfaPolicy {
+        let policy = crate::totp::MfaPolicy::new().max_age(Duration::from_secs(
+            self.mfa.max_age_minutes.saturating_mul(60),
+        ));
+        if self.mfa.require_for_every_action {
+            policy.for_every_action()
+        } else {
+            policy
+        }
+    }
+
+    /// Session lifetimes: `(idle, absolute)`, for [`crate::Sessions::new`].
+    #[must_use]
+    pub fn session_timeouts(&self) -> (Duration, Duration) {
+        (
+            Duration::from_secs(self.session.idle_timeout_minutes.saturating_mul(60)),
+            Duration::from_secs(self.session.absolute_timeout_hours.saturating_mul(3600)),
+        )
+    }
+
     /// The lockout policy.
     #[must_use]
     pub fn lockout_policy(&self) -> LockoutPolicy {
@@ -676,6 +832,70 @@ mod tests {
         )
         .unwrap();
         assert!(cfg.guard_config().is_err());
+    }
+
+    #[test]
+    fn hipaa_requires_fresh_second_factors_and_short_idle_sessions() {
+        let p = problems(
+            r#"
+            [security]
+            profile = "hipaa"
+            [security.mfa]
+            max_age_minutes = 60
+            [security.session]
+            idle_timeout_minutes = 30
+            [security.http]
+            allow_plaintext = true
+            "#,
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("security.mfa.max_age_minutes")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("security.session.idle_timeout_minutes")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("security.http.allow_plaintext")),
+            "hipaa is strict: {p:?}"
+        );
+        let ok = AuthConfig::from_toml(
+            "[security]\nprofile = \"hipaa\"\n[security.session]\nidle_timeout_minutes = 15",
+        )
+        .unwrap();
+        assert_eq!(ok.session_timeouts().0, Duration::from_secs(900));
+        assert_eq!(
+            ok.mfa_policy(),
+            crate::totp::MfaPolicy::new().max_age(Duration::from_secs(900))
+        );
+        // GDPR is strict too.
+        assert!(
+            AuthConfig::from_toml(
+                "[security]\nprofile = \"gdpr\"\n[security.rate_limiting]\nenabled = false"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn one_file_configures_every_crate_but_misspelt_sections_are_refused() {
+        let text = r#"
+            [security]
+            profile = "production"
+            [security.audit]
+            retention_days = 2190
+            [security.encryption]
+            key_provider = "kms"
+            [security.rate_limiting]
+            enabled = true
+        "#;
+        assert!(AuthConfig::from_toml(text).is_ok());
+        let err = AuthConfig::from_toml("[security.rate_limting]\nenabled = false").unwrap_err();
+        assert!(err.to_string().contains("security.rate_limting"), "{err}");
     }
 
     #[test]
