@@ -682,6 +682,86 @@ impl TotpReplayGuard for InMemoryReplayGuard {
     }
 }
 
+#[cfg(feature = "redis")]
+pub use self::redis_replay::RedisReplayGuard;
+
+#[cfg(feature = "redis")]
+mod redis_replay {
+    use super::{TotpError, TotpReplayGuard};
+    use nova_tenancy::{TenantId, UserId};
+
+    /// Compare-and-set in one script: accept `step` only if it is later than the stored one.
+    /// The key lives a day past the step (codes of older steps are refused by the window
+    /// anyway), so inactive users cost nothing.
+    const ACCEPT: &str = r"
+local last = tonumber(redis.call('GET', KEYS[1]) or '-1') or -1
+local step = tonumber(ARGV[1])
+if step <= last then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', 86400)
+return 1
+";
+
+    /// A [`TotpReplayGuard`] in Redis, shared by every replica using the same prefix, so a
+    /// code accepted by one replica is refused by all (one script call per sign-in).
+    #[derive(Clone)]
+    pub struct RedisReplayGuard {
+        conn: redis::aio::MultiplexedConnection,
+        prefix: String,
+        script: redis::Script,
+    }
+
+    impl std::fmt::Debug for RedisReplayGuard {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("RedisReplayGuard")
+                .field("prefix", &self.prefix)
+                .finish_non_exhaustive()
+        }
+    }
+
+    fn err(e: &redis::RedisError) -> TotpError {
+        TotpError::Store(format!("redis: {:?}", e.kind()))
+    }
+
+    impl RedisReplayGuard {
+        /// Connects to Redis at `url`, keeping accepted steps under `prefix`.
+        ///
+        /// # Errors
+        /// [`TotpError::Store`] when Redis cannot be reached.
+        pub async fn connect(url: &str, prefix: &str) -> Result<Self, TotpError> {
+            let client = redis::Client::open(url).map_err(|e| err(&e))?;
+            let conn = client
+                .get_multiplexed_async_connection()
+                .await
+                .map_err(|e| err(&e))?;
+            Ok(Self {
+                conn,
+                prefix: prefix.to_owned(),
+                script: redis::Script::new(ACCEPT),
+            })
+        }
+    }
+
+    impl TotpReplayGuard for RedisReplayGuard {
+        async fn accept_step(
+            &self,
+            tenant: TenantId,
+            user: UserId,
+            step: u64,
+        ) -> Result<bool, TotpError> {
+            let key = format!("{}:totp:{{{tenant}:{user}}}", self.prefix);
+            let mut conn = self.conn.clone();
+            let accepted: i64 = self
+                .script
+                .key(key)
+                .arg(step)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| err(&e))?;
+            Ok(accepted == 1)
+        }
+    }
+}
+
 /// Verifies codes at sign-in: format, value within ±[`SKEW_STEPS`] in constant time, then
 /// replay through a [`TotpReplayGuard`]. Failures and replays are reported as security
 /// events.

@@ -235,3 +235,43 @@ async fn lockout_is_shared_between_replicas_and_reset_on_success() {
     );
     cleanup(&p).await;
 }
+
+#[tokio::test]
+async fn a_totp_step_accepted_on_one_replica_is_refused_on_every_other() {
+    use nova_auth::totp::{RedisReplayGuard, TotpReplayGuard};
+    let p = prefix();
+    let (a, b) = match (
+        RedisReplayGuard::connect(&url(), &p).await,
+        RedisReplayGuard::connect(&url(), &p).await,
+    ) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            service_unavailable("Redis", &e.to_string(), START);
+            return;
+        }
+    };
+    let (tenant, user) = (TenantId::new_v4(), nova_tenancy::UserId::new_v4());
+    assert!(a.accept_step(tenant, user, 59_000_000).await.unwrap());
+    assert!(
+        !b.accept_step(tenant, user, 59_000_000).await.unwrap(),
+        "the same step on another replica"
+    );
+    assert!(
+        !b.accept_step(tenant, user, 58_999_999).await.unwrap(),
+        "an earlier step"
+    );
+    assert!(b.accept_step(tenant, user, 59_000_001).await.unwrap());
+    assert!(!a.accept_step(tenant, user, 59_000_001).await.unwrap());
+    // Another user, or the same user id in another tenant, is independent.
+    assert!(
+        a.accept_step(TenantId::new_v4(), user, 59_000_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        a.accept_step(tenant, nova_tenancy::UserId::new_v4(), 59_000_000)
+            .await
+            .unwrap()
+    );
+    cleanup(&p).await;
+}
