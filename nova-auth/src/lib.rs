@@ -89,6 +89,8 @@ pub mod password;
 mod pg;
 pub mod rate_limit;
 #[cfg(feature = "redis")]
+mod redis_conn;
+#[cfg(feature = "redis")]
 mod redis_session;
 mod refresh;
 mod session;

@@ -250,7 +250,7 @@ return {0, tonumber(redis.call('GET', KEYS[1]) or '0') or 0}
     }
 
     fn err(e: &redis::RedisError) -> LockoutError {
-        LockoutError(format!("redis: {:?}", e.kind()))
+        LockoutError(crate::redis_conn::describe(e))
     }
 
     fn state((code, n): (i64, i64)) -> LockState {
@@ -276,11 +276,9 @@ return {0, tonumber(redis.call('GET', KEYS[1]) or '0') or 0}
             prefix: &str,
             policy: LockoutPolicy,
         ) -> Result<Self, LockoutError> {
-            let client = redis::Client::open(url).map_err(|e| err(&e))?;
-            let conn = client
-                .get_multiplexed_async_connection()
+            let conn = crate::redis_conn::connect(url)
                 .await
-                .map_err(|e| err(&e))?;
+                .map_err(LockoutError)?;
             Ok(Self {
                 conn,
                 prefix: prefix.to_owned(),

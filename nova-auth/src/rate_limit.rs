@@ -448,8 +448,7 @@ return {0, 0}
     }
 
     fn store_err(e: &redis::RedisError) -> RateLimitError {
-        // The category only: replies can echo keys.
-        RateLimitError::Store(format!("redis: {:?}", e.kind()))
+        RateLimitError::Store(crate::redis_conn::describe(e))
     }
 
     impl RedisLimiter {
@@ -462,11 +461,9 @@ return {0, 0}
             prefix: &str,
             bans: Option<BanPolicy>,
         ) -> Result<Self, RateLimitError> {
-            let client = redis::Client::open(url).map_err(|e| store_err(&e))?;
-            let conn = client
-                .get_multiplexed_async_connection()
+            let conn = crate::redis_conn::connect(url)
                 .await
-                .map_err(|e| store_err(&e))?;
+                .map_err(RateLimitError::Store)?;
             Ok(Self {
                 conn,
                 prefix: prefix.to_owned(),

@@ -53,18 +53,7 @@ fn hex(hash: &[u8; 32]) -> String {
 }
 
 fn redis_err(e: redis::RedisError) -> AuthError {
-    AuthError::Store(format!("redis: {}", e.kind_name_or_default()))
-}
-
-trait KindName {
-    fn kind_name_or_default(&self) -> String;
-}
-
-impl KindName for redis::RedisError {
-    fn kind_name_or_default(&self) -> String {
-        // The error's Display can include server replies; the category is enough here.
-        format!("{:?}", self.kind())
-    }
+    AuthError::Store(crate::redis_conn::describe(&e))
 }
 
 impl RedisSessionStore {
@@ -73,11 +62,9 @@ impl RedisSessionStore {
     /// # Errors
     /// [`AuthError::Store`] when Redis cannot be reached.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, AuthError> {
-        let client = redis::Client::open(url).map_err(redis_err)?;
-        let conn = client
-            .get_multiplexed_async_connection()
+        let conn = crate::redis_conn::connect(url)
             .await
-            .map_err(redis_err)?;
+            .map_err(AuthError::Store)?;
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),

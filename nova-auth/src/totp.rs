@@ -719,7 +719,7 @@ return 1
     }
 
     fn err(e: &redis::RedisError) -> TotpError {
-        TotpError::Store(format!("redis: {:?}", e.kind()))
+        TotpError::Store(crate::redis_conn::describe(e))
     }
 
     impl RedisReplayGuard {
@@ -728,11 +728,9 @@ return 1
         /// # Errors
         /// [`TotpError::Store`] when Redis cannot be reached.
         pub async fn connect(url: &str, prefix: &str) -> Result<Self, TotpError> {
-            let client = redis::Client::open(url).map_err(|e| err(&e))?;
-            let conn = client
-                .get_multiplexed_async_connection()
+            let conn = crate::redis_conn::connect(url)
                 .await
-                .map_err(|e| err(&e))?;
+                .map_err(TotpError::Store)?;
             Ok(Self {
                 conn,
                 prefix: prefix.to_owned(),
