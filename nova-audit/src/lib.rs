@@ -43,6 +43,7 @@
 #[cfg(feature = "tracing-bridge")]
 mod bridge;
 mod checkpoint;
+mod config;
 mod detect;
 mod event;
 mod file_log;
@@ -59,6 +60,9 @@ mod writer;
 pub use bridge::AuditLayer;
 pub use checkpoint::{
     Checkpoint, CheckpointError, CheckpointSigner, MAX_CHECKPOINT_LEN, MAX_SIGNATURES, VerifierKey,
+};
+pub use config::{
+    AuditConfig, AuditConfigError, FsyncSetting, HIPAA_RETENTION_DAYS, MIN_STRICT_RETENTION_DAYS,
 };
 pub use detect::{Alert, Detector, DetectorConfig, Rule, event_types};
 pub use event::{AuditEvent, AuditEventBuilder, Outcome, ParamValue, SCHEMA_VERSION};

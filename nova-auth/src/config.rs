@@ -77,30 +77,7 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// The deployment profile; `production` refuses insecure settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Profile {
-    /// Local development: insecure settings are allowed (and logged).
-    #[default]
-    Development,
-    /// Production: insecure settings are refused.
-    Production,
-    /// Production, plus HIPAA's: a second factor no older than 15 minutes for admin actions
-    /// and RLS bypass, sessions that end after 15 idle minutes.
-    Hipaa,
-    /// Production, for services under the GDPR (its rules for retention, export and erasure
-    /// live with the data, in the other crates' sections).
-    Gdpr,
-}
-
-impl Profile {
-    /// Whether insecure settings are refused (every profile but `development`).
-    #[must_use]
-    pub fn is_strict(self) -> bool {
-        self != Self::Development
-    }
-}
+pub use nova_tenancy::Profile;
 
 /// A file: the application's own tables sit beside `[security]` and are not read here.
 #[derive(Debug, Deserialize)]
@@ -284,6 +261,9 @@ pub struct RateLimitConfig {
     pub store: String,
     /// With `store = "redis"`.
     pub redis_url: Option<String>,
+    /// With `store = "redis"`: the prefix of every budget's key (default `nova`), so that
+    /// services sharing one Redis keep apart budgets; 1 to 64 of `[a-z0-9_.:-]`.
+    pub redis_prefix: String,
     /// The default (end-user) tier.
     pub end_user: QuotaConfig,
     /// The agent tier.
@@ -308,6 +288,7 @@ impl Default for RateLimitConfig {
             enabled: true,
             store: "local".into(),
             redis_url: None,
+            redis_prefix: "nova".into(),
             end_user: QuotaConfig {
                 rate: 10,
                 per_seconds: 1,
@@ -509,6 +490,15 @@ impl AuthConfig {
         if rl.store == "redis" && rl.redis_url.is_none() {
             p.push("security.rate_limiting.redis_url is required with store = \"redis\"".into());
         }
+        if rl.redis_prefix.is_empty()
+            || rl.redis_prefix.len() > 64
+            || !rl
+                .redis_prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.:-".contains(&b))
+        {
+            p.push("security.rate_limiting.redis_prefix must be 1 to 64 of [a-z0-9_.:-]".into());
+        }
         let _ = quota(rl.end_user, "security.rate_limiting.end_user", &mut p);
         let _ = quota(rl.tenant, "security.rate_limiting.tenant", &mut p);
         let tiers = [
@@ -614,11 +604,15 @@ impl AuthConfig {
             &self.rate_limiting.redis_url,
         ) {
             ("redis", Some(url)) => LimiterStore::Redis(
-                crate::rate_limit::RedisLimiter::connect(url, "nova", bans)
-                    .await
-                    .map_err(|e| {
-                        ConfigError::Invalid(vec![format!("security.rate_limiting.redis_url: {e}")])
-                    })?,
+                crate::rate_limit::RedisLimiter::connect(
+                    url,
+                    &self.rate_limiting.redis_prefix,
+                    bans,
+                )
+                .await
+                .map_err(|e| {
+                    ConfigError::Invalid(vec![format!("security.rate_limiting.redis_url: {e}")])
+                })?,
             ),
             _ => LimiterStore::local(bans),
         };

@@ -89,6 +89,13 @@
 //!   and [`Keyring::reencrypt_batch`] with [`ReencryptProgress`].
 //! - Blind indexes: [`Keyring::blind_index`] — HMAC-SHA256 per tenant and column, truncated
 //!   to 16 bytes by default ([`Column::with_index_len`]), with a normalisation hook.
+//! - Per-subject erasure: [`SubjectKeys`] seals a data subject's fields under a random key
+//!   of their own, stored wrapped by the tenant keyring in a [`SubjectKeyStore`]
+//!   ([`InMemorySubjectKeyStore`], `PgSubjectKeyStore` with `sqlx`).
+//!   [`SubjectKeys::shred`] destroys that one key — the person's fields become unreadable,
+//!   in backups too as long as the key store is kept out of them — while the rest of the
+//!   tenant stays readable. [`SubjectEnvelope`] (`ns1:` text form) names the subject in
+//!   the clear; their docs give the layout, the key derivation and the security notes.
 //! - Streams: [`Keyring::encrypt_stream`] / [`Keyring::decrypt_stream`], the STREAM
 //!   construction over AES-256-GCM for backups and exports; truncation, reordering and chunk
 //!   swapping are detected.
@@ -118,6 +125,7 @@ mod pg_keys;
 pub mod primitives;
 mod rotation;
 mod stream;
+mod subject;
 mod tenant_keys;
 
 pub use classify::{
@@ -143,6 +151,12 @@ pub use pg_keys::PgTenantKeyStore;
 pub use rotation::{KeyDue, RotationPolicy, RotationStatus, RotationSubject};
 pub use stream::{
     DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, STREAM_MAGIC, StreamHeader, StreamSummary,
+};
+#[cfg(feature = "sqlx")]
+pub use subject::PgSubjectKeyStore;
+pub use subject::{
+    InMemorySubjectKeyStore, SUBJECT_FORMAT_V1, SUBJECT_TEXT_PREFIX, SubjectEnvelope,
+    SubjectKeyLookup, SubjectKeyStore, SubjectKeys,
 };
 pub use tenant_keys::{
     InMemoryTenantKeyStore, StoreFuture, TenantKeyInfo, TenantKeyLookup, TenantKeyRecord,

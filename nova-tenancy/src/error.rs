@@ -87,6 +87,11 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A data-subject operation or its configuration was refused (see
+    /// [`crate::privacy`]); nothing was changed.
+    #[cfg(feature = "postgres")]
+    #[error(transparent)]
+    Privacy(#[from] crate::privacy::PrivacyError),
     /// The database reported an error.
     #[cfg(feature = "postgres")]
     #[error("database error: {0}")]

@@ -17,6 +17,8 @@
 //!   data-residency routing, refusing any context that does not match where it would land.
 //! - [`ConnectionPolicy`]: `statement_timeout`, `idle_in_transaction_session_timeout`,
 //!   `lock_timeout`, pool limits and TLS requirements.
+//! - [`privacy`]: data-subject rights over tenant-scoped data — export, erasure, retention
+//!   rules and a consent ledger, each confined to one tenant by the same transaction.
 //!
 //! ## Example
 //!
@@ -81,10 +83,13 @@ mod error;
 mod ident;
 mod ids;
 mod names;
+mod profile;
 mod rls_sql;
 
 #[cfg(feature = "postgres")]
 mod connect;
+#[cfg(feature = "postgres")]
+pub mod privacy;
 #[cfg(feature = "postgres")]
 mod routing;
 #[cfg(feature = "postgres")]
@@ -102,6 +107,7 @@ pub use error::Error;
 pub use ident::{IDENT_MAX_LEN, Ident, IdentError};
 pub use ids::{ID_TEXT_LEN, IdError, IdText, RequestId, TenantId, UserId};
 pub use names::{NAME_MAX_LEN, NameError, Region, Role};
+pub use profile::{Profile, UnknownProfile};
 pub use rls_sql::{AppRole, AppRoles, RlsMigration, TenantTable};
 
 #[cfg(feature = "postgres")]

@@ -1,0 +1,206 @@
+//! The service's tables, roles and row-level security, applied at start.
+//!
+//! Three login roles, each with only what it needs:
+//! - `<prefix>svc` serves requests: a member of the guarded `app_rw` role, so every query
+//!   it runs is confined to the transaction's tenant by PostgreSQL itself;
+//! - `<prefix>keys` owns credentials and key material (API keys, per-subject keys), which
+//!   are read before a tenant is known and must never be in a tenant's data backup;
+//! - the set-up connection (a role that may create roles and schemas) is used for the
+//!   migration only, and for the "checks off" baseline of the load test.
+
+use nova_crypto::PgSubjectKeyStore;
+use nova_tenancy::privacy::ConsentLedger;
+use nova_tenancy::{AppRole, AppRoles, Ident, RlsMigration, TenantTable};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Executor, PgPool};
+
+use super::Error;
+
+/// Names of everything the migration creates, from one prefix.
+#[derive(Debug, Clone)]
+pub struct Names {
+    /// The schema of the tenant tables.
+    pub app: Ident,
+    /// The schema of credentials and key material.
+    pub keys: Ident,
+    /// Group roles.
+    pub roles: AppRoles,
+    /// The request-serving login.
+    pub svc_login: Ident,
+    /// The credentials login.
+    pub keys_login: Ident,
+}
+
+impl Names {
+    /// Names under `prefix` (lower-case letters, digits and `_`).
+    ///
+    /// # Errors
+    /// When the prefix makes an invalid identifier.
+    pub fn new(prefix: &str) -> Result<Self, Error> {
+        Ok(Self {
+            app: Ident::new(&format!("{prefix}helpdesk"))?,
+            keys: Ident::new(&format!("{prefix}keys"))?,
+            roles: AppRoles::prefixed(prefix)?,
+            svc_login: Ident::new(&format!("{prefix}svc"))?,
+            keys_login: Ident::new(&format!("{prefix}keys_login"))?,
+        })
+    }
+}
+
+/// The consent ledger's table.
+pub fn consent_ledger(names: &Names) -> Result<ConsentLedger, Error> {
+    Ok(ConsentLedger::new(Some(names.app.as_str()), "consents")?)
+}
+
+fn migration(names: &Names, consents: &ConsentLedger) -> Result<RlsMigration, Error> {
+    Ok(RlsMigration::new(names.roles.clone())
+        .schema(names.app.clone())
+        .table(TenantTable::new("users")?.index_with(["id"])?)
+        .table(TenantTable::new("tickets")?.index_with(["id"])?)
+        .table(TenantTable::new("comments")?.index_with(["ticket_id"])?)
+        .table(consents.tenant_table()))
+}
+
+/// The per-subject key store (key material: never in a tenant's data backup).
+pub fn subject_keys(pool: PgPool, names: &Names) -> Result<PgSubjectKeyStore, Error> {
+    Ok(PgSubjectKeyStore::new(
+        pool,
+        Some(names.keys.clone()),
+        Ident::new("subject_keys")?,
+    ))
+}
+
+/// Pools the service runs on.
+pub struct Pools {
+    /// The request-serving login (RLS applies).
+    pub svc: PgPool,
+    /// The credentials login.
+    pub keys: PgPool,
+}
+
+/// Creates (idempotently) the roles, schemas, tables and policies, and connects the two
+/// logins. `admin` must be allowed to create roles and schemas; `options` names the
+/// server and database the logins connect to.
+///
+/// # Errors
+/// Database errors.
+pub async fn migrate(
+    admin: &PgPool,
+    options: &PgConnectOptions,
+    names: &Names,
+    max_connections: u32,
+) -> Result<Pools, Error> {
+    let consents = consent_ledger(names)?;
+    let m = migration(names, &consents)?;
+    let (app, keys) = (&names.app, &names.keys);
+    let svc_password = uuid::Uuid::new_v4().simple().to_string();
+    let keys_password = uuid::Uuid::new_v4().simple().to_string();
+    let ddl = format!(
+        "{roles}
+        CREATE SCHEMA IF NOT EXISTS {app};
+        CREATE TABLE IF NOT EXISTS {app}.users (
+            tenant_id uuid NOT NULL,
+            id uuid NOT NULL,
+            display_name text,            -- sealed under the subject's own key
+            email text,                   -- sealed under the subject's own key
+            email_index bytea,            -- blind index, for lookups by email
+            department text NOT NULL,
+            queues text[] NOT NULL,
+            role text NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            erased_at timestamptz,
+            PRIMARY KEY (tenant_id, id)
+        );
+        CREATE INDEX IF NOT EXISTS users_email_index ON {app}.users (tenant_id, email_index);
+        CREATE TABLE IF NOT EXISTS {app}.tickets (
+            tenant_id uuid NOT NULL,
+            id uuid NOT NULL,
+            queue text NOT NULL,
+            department text NOT NULL,
+            priority int NOT NULL CHECK (priority BETWEEN 1 AND 5),
+            status text NOT NULL DEFAULT 'open',
+            requester_id uuid NOT NULL,
+            title text NOT NULL,
+            body text,                    -- sealed under the requester's key
+            created_at timestamptz NOT NULL DEFAULT now(),
+            closed_at timestamptz,
+            PRIMARY KEY (tenant_id, id)
+        );
+        CREATE INDEX IF NOT EXISTS tickets_listing ON {app}.tickets (tenant_id, created_at DESC);
+        CREATE TABLE IF NOT EXISTS {app}.comments (
+            tenant_id uuid NOT NULL,
+            id uuid NOT NULL,
+            ticket_id uuid NOT NULL,
+            author_id uuid NOT NULL,
+            body text,                    -- sealed under the author's key
+            created_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (tenant_id, id),
+            FOREIGN KEY (tenant_id, ticket_id) REFERENCES {app}.tickets (tenant_id, id)
+                ON DELETE CASCADE
+        );
+        {consents_sql}
+        {tables}
+        GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {app} TO {app_rw};
+        DO $$ BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{svc}') THEN
+                CREATE ROLE {svc} LOGIN NOSUPERUSER NOBYPASSRLS;
+            END IF;
+            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{keys_login}') THEN
+                CREATE ROLE {keys_login} LOGIN NOSUPERUSER NOBYPASSRLS;
+            END IF;
+        END $$;
+        ALTER ROLE {svc} PASSWORD '{svc_password}';
+        ALTER ROLE {keys_login} PASSWORD '{keys_password}';
+        GRANT {app_rw} TO {svc};
+        {auth_sql}
+        {tenant_keys_sql}
+        {subject_keys_sql}
+        REVOKE ALL ON SCHEMA {keys} FROM PUBLIC;
+        GRANT USAGE ON SCHEMA {keys} TO {keys_login};
+        GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA {keys} TO {keys_login};
+        GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {keys} TO {keys_login};
+        ",
+        roles = m.roles_sql(),
+        consents_sql = consents.create_table_sql(),
+        tables = m.tables_sql(),
+        app_rw = names.roles.get(AppRole::AppRw),
+        svc = names.svc_login.as_str(),
+        keys_login = names.keys_login.as_str(),
+        auth_sql = nova_auth::schema_sql(keys),
+        tenant_keys_sql = nova_crypto::PgTenantKeyStore::schema_sql(keys),
+        subject_keys_sql = subject_keys(admin.clone(), names)?.create_table_sql(),
+    );
+    admin.execute(AssertSqlSafe(ddl)).await?;
+    let connect = |login: &Ident, password: &str, max: u32| {
+        PgPoolOptions::new()
+            .max_connections(max)
+            .connect_with(options.clone().username(login.as_str()).password(password))
+    };
+    Ok(Pools {
+        svc: connect(&names.svc_login, &svc_password, max_connections).await?,
+        keys: connect(&names.keys_login, &keys_password, 4).await?,
+    })
+}
+
+/// Drops everything [`migrate`] created.
+///
+/// # Errors
+/// Database errors.
+pub async fn drop_all(admin: &PgPool, names: &Names) -> Result<(), Error> {
+    let mut sql = format!(
+        "DROP SCHEMA IF EXISTS {} CASCADE; DROP SCHEMA IF EXISTS {} CASCADE;
+         DROP ROLE IF EXISTS {}; DROP ROLE IF EXISTS {};",
+        names.app, names.keys, names.svc_login, names.keys_login
+    );
+    for role in [
+        AppRole::AppReadonly,
+        AppRole::AppRw,
+        AppRole::AdminRw,
+        AppRole::Reporting,
+        AppRole::Audit,
+    ] {
+        sql.push_str(&format!("DROP ROLE IF EXISTS {};", names.roles.get(role)));
+    }
+    admin.execute(AssertSqlSafe(sql)).await?;
+    Ok(())
+}

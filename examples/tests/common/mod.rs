@@ -1,0 +1,178 @@
+//! Starts the ticketing service on loopback against the machine's PostgreSQL (a throwaway
+//! database) and Redis (a throwaway key prefix), with a stand-in identity provider.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use nova_auth::{AccessClaims, SigningKey, TokenIssuer};
+use nova_examples::ticketing::{self, Checks, Running, Setup, TicketingConfig, UserSpec};
+use nova_tenancy::testing::{PgFixture, service_unavailable};
+use nova_tenancy::{Role, TenantId, UserId};
+use uuid::Uuid;
+
+/// Tests in one binary share the process-wide audit hook: they run one at a time.
+pub(crate) static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub(crate) struct Harness {
+    pub(crate) fixture: PgFixture,
+    pub(crate) running: Running,
+    pub(crate) idp: TokenIssuer,
+    pub(crate) audit_path: PathBuf,
+    pub(crate) client: reqwest::Client,
+}
+
+/// Redis must be up (fail in CI, skip loudly elsewhere).
+pub(crate) async fn redis_up() -> bool {
+    let ok = async {
+        let client = redis::Client::open("redis://127.0.0.1:6379").ok()?;
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .ok()
+    }
+    .await
+    .is_some();
+    if !ok {
+        service_unavailable(
+            "Redis",
+            "no answer on 127.0.0.1:6379",
+            "redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no",
+        );
+    }
+    ok
+}
+
+/// The shipped configuration with its Redis prefix made unique and `edits` applied
+/// (`(old, new)` text replacements, each of which must match).
+pub(crate) fn config_text(edits: &[(&str, &str)]) -> String {
+    let unique = format!(
+        "redis_prefix = \"nova-test-{}\"",
+        &Uuid::new_v4().simple().to_string()[..12]
+    );
+    let mut text =
+        ticketing::config::DEFAULT_CONFIG.replace("redis_prefix = \"nova-ticketing\"", &unique);
+    assert!(text.contains(&unique));
+    for (old, new) in edits {
+        assert!(text.contains(old), "config edit does not match: {old}");
+        text = text.replace(old, new);
+    }
+    text
+}
+
+pub(crate) async fn start(label: &str, checks: Checks, config: &str) -> Option<Harness> {
+    if !redis_up().await {
+        return None;
+    }
+    let fixture = PgFixture::new(label).await?;
+    let config = TicketingConfig::from_toml(config).expect("test configuration is valid");
+    let jwt = config.auth.jwt.clone().expect("jwt section");
+    let idp = TokenIssuer::new(
+        jwt.issuer,
+        jwt.audience,
+        SigningKey::generate_ed25519("test-idp").unwrap(),
+    );
+    let audit_path =
+        std::env::temp_dir().join(format!("nova-ticketing-test-{}.jsonl", Uuid::new_v4()));
+    let setup = Setup {
+        config,
+        admin: fixture.admin().clone(),
+        connect: fixture.connect_options("unused"),
+        prefix: fixture.prefix().to_owned(),
+        jwt_keys: idp.key_set().unwrap(),
+        audit_path: audit_path.clone(),
+        audit_seed: [9; 32],
+        checks,
+        max_connections: 16,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = ticketing::start(setup, listener)
+        .await
+        .expect("service starts");
+    Some(Harness {
+        fixture,
+        running,
+        idp,
+        audit_path,
+        client: reqwest::Client::new(),
+    })
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct User {
+    pub(crate) tenant: TenantId,
+    pub(crate) id: Uuid,
+    pub(crate) role: &'static str,
+}
+
+impl Harness {
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.running.base)
+    }
+
+    pub(crate) async fn onboard(&self, tenant: TenantId, spec: UserSpec<'_>) -> User {
+        let id = ticketing::onboard_user(&self.running.state, tenant, &spec)
+            .await
+            .expect("onboard");
+        let role: &'static str = match spec.role {
+            "admin" => "admin",
+            "agent" => "agent",
+            "manager" => "manager",
+            "dpo" => "dpo",
+            _ => "customer",
+        };
+        User { tenant, id, role }
+    }
+
+    pub(crate) fn token(&self, user: User) -> String {
+        self.idp
+            .issue(
+                &AccessClaims::new(user.tenant, UserId::from_uuid(user.id).unwrap())
+                    .roles([Role::new(user.role).unwrap()]),
+            )
+            .unwrap()
+    }
+
+    /// Every event in the audit log, after verifying it with the service's public key.
+    pub(crate) async fn audit_events(&self) -> Vec<serde_json::Value> {
+        self.running.state.audit_flush().await;
+        let key = nova_audit::VerifierKey::parse(&self.running.state.audit_key).unwrap();
+        let verdict = nova_audit::verify_file(&self.audit_path, &key, None).unwrap();
+        assert!(
+            verdict.ok(),
+            "audit log does not verify: {:?}",
+            verdict.reason
+        );
+        std::fs::read_to_string(&self.audit_path)
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v.get("e").cloned())
+            .collect()
+    }
+
+    /// Counts of audit events by (tenant, event type).
+    pub(crate) async fn audit_counts(&self) -> BTreeMap<(String, String), u64> {
+        let mut counts = BTreeMap::new();
+        for e in self.audit_events().await {
+            let key = (
+                e["tenant"].as_str().unwrap_or_default().to_owned(),
+                e["event_type"].as_str().unwrap_or_default().to_owned(),
+            );
+            *counts.entry(key).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    pub(crate) async fn stop(self) {
+        let names = ticketing::db::Names::new(self.fixture.prefix()).unwrap();
+        self.running.stop().await.expect("clean stop");
+        ticketing::db::drop_all(self.fixture.admin(), &names)
+            .await
+            .unwrap();
+        let _ = std::fs::remove_file(&self.audit_path);
+        self.fixture.cleanup().await;
+    }
+}

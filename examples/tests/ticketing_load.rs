@@ -1,0 +1,353 @@
+//! A bounded load test of the reference service: many concurrent clients across many
+//! tenants for a fixed time, every response checked for rows of another tenant (or of
+//! queues the caller may not read), then the audit log verified and matched against the
+//! writes the clients saw succeed. The same workload then runs against the same handlers
+//! with Nova's checks off, and both are reported.
+//!
+//! ```text
+//! cargo test -p nova-examples --test ticketing_load -- --nocapture          # 4 s per run
+//! NOVA_LOAD_SECONDS=30 NOVA_LOAD_CLIENTS=64 cargo test --release -p nova-examples \
+//!     --test ticketing_load -- --nocapture                                  # the documented run
+//! ```
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Harness, SERIAL, config_text, start};
+use nova_examples::ticketing::{Checks, UserSpec};
+use nova_tenancy::TenantId;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Generous limits: the load test measures the service, not the limiter's refusals.
+fn load_config() -> String {
+    config_text(&[
+        (
+            "agent = { rate = 200, per_seconds = 1, burst = 400 }",
+            "agent = { rate = 100000, per_seconds = 1, burst = 100000 }",
+        ),
+        (
+            "tenant = { rate = 5000, per_seconds = 1, burst = 10000 }",
+            "tenant = { rate = 100000, per_seconds = 1, burst = 100000 }",
+        ),
+    ])
+}
+
+#[derive(Clone)]
+struct Agent {
+    queues: Vec<&'static str>,
+    auth: Auth,
+}
+
+#[derive(Clone)]
+enum Auth {
+    Bearer(String),
+    Headers(String, String),
+}
+
+impl Auth {
+    fn apply(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Self::Bearer(t) => r.bearer_auth(t),
+            Self::Headers(tenant, user) => r
+                .header("x-tenant-id", tenant)
+                .header("x-user-id", user)
+                .header("x-roles", "agent"),
+        }
+    }
+}
+
+struct Tenant {
+    id: TenantId,
+    agents: Vec<Agent>,
+    requester: Uuid,
+    /// Seed tickets: (id, queue).
+    tickets: Vec<(Uuid, &'static str)>,
+}
+
+#[derive(Default)]
+struct Tally {
+    requests: AtomicU64,
+    leaks: AtomicU64,
+    server_errors: AtomicU64,
+    unexpected: AtomicU64,
+}
+
+struct Outcome {
+    tally: Tally,
+    latencies_us: Vec<u32>,
+    /// Successful writes by tenant.
+    writes: HashMap<TenantId, u64>,
+    elapsed: Duration,
+}
+
+async fn prepare(h: &Harness, checks: Checks, tenants: usize) -> Vec<Arc<Tenant>> {
+    let mut out = Vec::new();
+    for n in 0..tenants {
+        let id = TenantId::new_v4();
+        let mut agents = Vec::new();
+        for (k, queues) in [vec!["billing", "vip"], vec!["billing"]]
+            .into_iter()
+            .enumerate()
+        {
+            let email = format!("agent{k}@t{n}.example");
+            let user = h
+                .onboard(
+                    id,
+                    UserSpec {
+                        email: &email,
+                        name: "Agent",
+                        department: "support",
+                        queues: &queues,
+                        role: "agent",
+                    },
+                )
+                .await;
+            let auth = match checks {
+                Checks::On => Auth::Bearer(h.token(user)),
+                Checks::Off => Auth::Headers(id.to_string(), user.id.to_string()),
+            };
+            agents.push(Agent { queues, auth });
+        }
+        let requester = h
+            .onboard(
+                id,
+                UserSpec {
+                    email: &format!("c@t{n}.example"),
+                    name: "Customer",
+                    department: "customers",
+                    queues: &[],
+                    role: "customer",
+                },
+            )
+            .await
+            .id;
+        let mut tickets = Vec::new();
+        for queue in ["billing", "vip", "billing", "vip"] {
+            let r = agents[0]
+                .auth
+                .apply(h.client.post(h.url("/tickets")))
+                .json(
+                    &json!({"queue": queue, "department": "support", "priority": 2, "title": "seed",
+                              "body": "seed body", "requester_id": requester}),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::CREATED);
+            let v: Value = r.json().await.unwrap();
+            tickets.push((v["id"].as_str().unwrap().parse().unwrap(), queue));
+        }
+        out.push(Arc::new(Tenant {
+            id,
+            agents,
+            requester,
+            tickets,
+        }));
+    }
+    out
+}
+
+async fn run(h: &Harness, tenants: &[Arc<Tenant>], clients: usize, seconds: u64) -> Outcome {
+    let tally = Arc::new(Tally::default());
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let me = Arc::clone(&tenants[c % tenants.len()]);
+        let other = Arc::clone(&tenants[(c + 1) % tenants.len()]);
+        let agent = me.agents[(c / tenants.len()) % me.agents.len()].clone();
+        let (client, base, tally) = (h.client.clone(), h.running.base.clone(), Arc::clone(&tally));
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut writes = 0u64;
+            let mut step: u64 = c as u64 * 7919;
+            let visible: Vec<Uuid> = me.tickets.iter().filter(|(_, q)| agent.queues.contains(q)).map(|(id, _)| *id).collect();
+            while Instant::now() < deadline {
+                step = step.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let pick = (step >> 33) as usize;
+                let sent = Instant::now();
+                let (status, write, body) = match pick % 10 {
+                    0..=2 => {
+                        let queue = agent.queues[pick % agent.queues.len()];
+                        let r = agent.auth.apply(client.post(format!("{base}/tickets")))
+                            .json(&json!({"queue": queue, "department": "support", "priority": 1 + (pick % 4) as i32,
+                                          "title": "load", "body": "load body", "requester_id": me.requester}))
+                            .send().await.unwrap();
+                        (r.status(), true, None)
+                    }
+                    3..=5 => {
+                        let r = agent.auth.apply(client.get(format!("{base}/tickets"))).send().await.unwrap();
+                        let s = r.status();
+                        (s, false, r.json::<Value>().await.ok())
+                    }
+                    6..=7 => {
+                        let id = visible[pick % visible.len()];
+                        let r = agent.auth.apply(client.get(format!("{base}/tickets/{id}"))).send().await.unwrap();
+                        let s = r.status();
+                        (s, false, r.json::<Value>().await.ok())
+                    }
+                    8 => {
+                        // Another tenant's ticket, by id: must be "not found".
+                        let (id, _) = other.tickets[pick % other.tickets.len()];
+                        let r = agent.auth.apply(client.get(format!("{base}/tickets/{id}"))).send().await.unwrap();
+                        let s = r.status();
+                        if s != StatusCode::NOT_FOUND {
+                            tally.leaks.fetch_add(1, Ordering::Relaxed);
+                        }
+                        (StatusCode::OK, false, None)
+                    }
+                    _ => {
+                        let id = visible[pick % visible.len()];
+                        let r = agent.auth.apply(client.post(format!("{base}/tickets/{id}/comments")))
+                            .json(&json!({"body": "load comment"}))
+                            .send().await.unwrap();
+                        (r.status(), true, None)
+                    }
+                };
+                latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                tally.requests.fetch_add(1, Ordering::Relaxed);
+                if status.is_server_error() {
+                    tally.server_errors.fetch_add(1, Ordering::Relaxed);
+                } else if !(status.is_success()) {
+                    tally.unexpected.fetch_add(1, Ordering::Relaxed);
+                } else if write {
+                    writes += 1;
+                }
+                // Every row returned must be of the caller's tenant, in a queue it works.
+                if let Some(v) = body {
+                    let rows: Vec<&Value> = match v.get("tickets") {
+                        Some(Value::Array(list)) => list.iter().collect(),
+                        _ => vec![&v],
+                    };
+                    for row in rows {
+                        let tenant_ok = row["tenant_id"] == json!(me.id.to_string());
+                        let queue_ok = row["queue"].as_str().is_some_and(|q| agent.queues.contains(&q));
+                        if !tenant_ok || !queue_ok {
+                            tally.leaks.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            (me.id, writes, latencies)
+        }));
+    }
+    let mut latencies_us = Vec::new();
+    let mut writes: HashMap<TenantId, u64> = HashMap::new();
+    for t in tasks {
+        let (tenant, w, l) = t.await.unwrap();
+        *writes.entry(tenant).or_default() += w;
+        latencies_us.extend(l);
+    }
+    let elapsed = started.elapsed();
+    let tally = Arc::try_unwrap(tally).unwrap_or_default();
+    Outcome {
+        tally,
+        latencies_us,
+        writes,
+        elapsed,
+    }
+}
+
+fn summary(name: &str, o: &mut Outcome) -> (f64, f64, f64) {
+    o.latencies_us.sort_unstable();
+    let pct = |p: f64| {
+        let i = ((o.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(o.latencies_us[i]) / 1000.0
+    };
+    let rps = o.latencies_us.len() as f64 / o.elapsed.as_secs_f64();
+    let (p50, p99) = (pct(0.50), pct(0.99));
+    println!(
+        "{name:<12} {:>7} requests in {:.1} s: {rps:>8.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms",
+        o.latencies_us.len(),
+        o.elapsed.as_secs_f64()
+    );
+    (rps, p50, p99)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tenants_under_load_leak_nothing_and_audit_every_write() {
+    let _serial = SERIAL.lock().await;
+    let seconds = env_or("NOVA_LOAD_SECONDS", 4);
+    let clients = env_or("NOVA_LOAD_CLIENTS", 32) as usize;
+    let tenant_count = env_or("NOVA_LOAD_TENANTS", 8) as usize;
+
+    // Nova's checks on.
+    let Some(h) = start("tkload", Checks::On, &load_config()).await else {
+        return;
+    };
+    let tenants = prepare(&h, Checks::On, tenant_count).await;
+    let seeded = h.audit_counts().await;
+    let mut on = run(&h, &tenants, clients, seconds).await;
+    assert!(
+        on.tally.requests.load(Ordering::Relaxed) > 100,
+        "too few requests to mean anything"
+    );
+    assert_eq!(
+        on.tally.leaks.load(Ordering::Relaxed),
+        0,
+        "rows of another tenant or queue were returned"
+    );
+    assert_eq!(
+        on.tally.server_errors.load(Ordering::Relaxed),
+        0,
+        "5xx answers"
+    );
+    assert_eq!(
+        on.tally.unexpected.load(Ordering::Relaxed),
+        0,
+        "refused requests"
+    );
+    // The audit log verifies, and holds exactly one data.write event per successful write:
+    // the seeding's 4 tickets per tenant, then the clients'.
+    let counts = h.audit_counts().await;
+    for t in &tenants {
+        let key = (t.id.to_string(), "data.write".to_owned());
+        let before = seeded.get(&key).copied().unwrap_or(0);
+        assert_eq!(before, 4);
+        let seen = on.writes.get(&t.id).copied().unwrap_or(0);
+        assert_eq!(
+            counts.get(&key).copied().unwrap_or(0),
+            before + seen,
+            "tenant {}",
+            t.id
+        );
+    }
+    let total_writes: u64 = on.writes.values().sum();
+    h.stop().await;
+
+    // The same handlers and SQL with Nova's checks off.
+    let Some(h) = start("tkloadoff", Checks::Off, &load_config()).await else {
+        return;
+    };
+    let tenants = prepare(&h, Checks::Off, tenant_count).await;
+    let mut off = run(&h, &tenants, clients, seconds).await;
+    assert_eq!(off.tally.server_errors.load(Ordering::Relaxed), 0);
+    h.stop().await;
+
+    println!(
+        "\n{clients} clients, {tenant_count} tenants, {seconds} s each; {total_writes} audited writes with checks on"
+    );
+    let (rps_on, p50_on, p99_on) = summary("checks on", &mut on);
+    let (rps_off, p50_off, p99_off) = summary("checks off", &mut off);
+    println!(
+        "ratio (on / off): throughput {:.2}, p50 {:.2}, p99 {:.2}",
+        rps_on / rps_off,
+        p50_on / p50_off,
+        p99_on / p99_off
+    );
+}
