@@ -127,6 +127,14 @@ pub enum PrivacyError {
         /// The period given.
         days: u32,
     },
+    /// A retention rule from configuration names an invalid table, schema or column.
+    #[error("retention rule for table {table:?}: {source}")]
+    RuleIdent {
+        /// The table as written.
+        table: String,
+        /// What failed.
+        source: IdentError,
+    },
     /// A retention rule lists `columns` but its action is `delete`.
     #[error("retention rule {table}: `columns` applies only to action = \"anonymise\"")]
     ColumnsWithDelete {
@@ -975,6 +983,16 @@ impl TryFrom<RetentionRuleToml> for RetentionRule {
     type Error = PrivacyError;
 
     fn try_from(raw: RetentionRuleToml) -> Result<Self, PrivacyError> {
+        let table = raw.table.clone();
+        Self::from_raw(raw).map_err(|e| match e {
+            PrivacyError::Ident(source) => PrivacyError::RuleIdent { table, source },
+            other => other,
+        })
+    }
+}
+
+impl RetentionRule {
+    fn from_raw(raw: RetentionRuleToml) -> Result<Self, PrivacyError> {
         let columns = raw.columns.as_deref().unwrap_or_default();
         let mut rule = match raw.action {
             RetentionActionToml::Delete => {

@@ -76,7 +76,9 @@ impl TicketingConfig {
         let file = match file {
             Ok(f) => f,
             Err(e) => {
-                problems.push(format!("configuration: {}", e.message()));
+                // The message with the line it is about, on one line.
+                let text = e.to_string();
+                problems.push(text.split_whitespace().collect::<Vec<_>>().join(" "));
                 return Err(ConfigRefused(problems));
             }
         };

@@ -185,7 +185,7 @@ impl AppState {
 
     /// The subject map's key for the rows of `table` found by `column`.
     pub(crate) fn subject_map_key(&self, table: &str, column: &str) -> String {
-        format!("{}.{table}.{column}", self.names.app)
+        format!("{}.{table}.{column}", self.names.app.as_str())
     }
 }
 
