@@ -90,6 +90,8 @@ struct Tally {
 struct Outcome {
     tally: Tally,
     latencies_us: Vec<u32>,
+    /// Latencies by operation.
+    by_op: HashMap<&'static str, Vec<u32>>,
     /// Successful writes by tenant.
     writes: HashMap<TenantId, u64>,
     elapsed: Duration,
@@ -174,6 +176,7 @@ async fn run(h: &Harness, tenants: &[Arc<Tenant>], clients: usize, seconds: u64)
         let (client, base, tally) = (h.client.clone(), h.running.base.clone(), Arc::clone(&tally));
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
+            let mut by_op: HashMap<&'static str, Vec<u32>> = HashMap::new();
             let mut writes = 0u64;
             let mut step: u64 = c as u64 * 7919;
             let visible: Vec<Uuid> = me.tickets.iter().filter(|(_, q)| agent.queues.contains(q)).map(|(id, _)| *id).collect();
@@ -181,6 +184,13 @@ async fn run(h: &Harness, tenants: &[Arc<Tenant>], clients: usize, seconds: u64)
                 step = step.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 let pick = (step >> 33) as usize;
                 let sent = Instant::now();
+                let op = match pick % 10 {
+                    0..=2 => "create",
+                    3..=5 => "list",
+                    6..=7 => "read",
+                    8 => "probe",
+                    _ => "comment",
+                };
                 let (status, write, body) = match pick % 10 {
                     0..=2 => {
                         let queue = agent.queues[pick % agent.queues.len()];
@@ -219,7 +229,9 @@ async fn run(h: &Harness, tenants: &[Arc<Tenant>], clients: usize, seconds: u64)
                         (r.status(), true, None)
                     }
                 };
-                latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                let took = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
+                latencies.push(took);
+                by_op.entry(op).or_default().push(took);
                 tally.requests.fetch_add(1, Ordering::Relaxed);
                 if status.is_server_error() {
                     tally.server_errors.fetch_add(1, Ordering::Relaxed);
@@ -243,21 +255,26 @@ async fn run(h: &Harness, tenants: &[Arc<Tenant>], clients: usize, seconds: u64)
                     }
                 }
             }
-            (me.id, writes, latencies)
+            (me.id, writes, latencies, by_op)
         }));
     }
     let mut latencies_us = Vec::new();
+    let mut by_op: HashMap<&'static str, Vec<u32>> = HashMap::new();
     let mut writes: HashMap<TenantId, u64> = HashMap::new();
     for t in tasks {
-        let (tenant, w, l) = t.await.unwrap();
+        let (tenant, w, l, ops) = t.await.unwrap();
         *writes.entry(tenant).or_default() += w;
         latencies_us.extend(l);
+        for (op, l) in ops {
+            by_op.entry(op).or_default().extend(l);
+        }
     }
     let elapsed = started.elapsed();
     let tally = Arc::try_unwrap(tally).unwrap_or_default();
     Outcome {
         tally,
         latencies_us,
+        by_op,
         writes,
         elapsed,
     }
@@ -271,11 +288,22 @@ fn summary(name: &str, o: &mut Outcome) -> (f64, f64, f64) {
     };
     let rps = o.latencies_us.len() as f64 / o.elapsed.as_secs_f64();
     let (p50, p99) = (pct(0.50), pct(0.99));
+    let mut ops: Vec<_> = o.by_op.iter_mut().collect();
+    ops.sort_by_key(|(op, _)| **op);
+    let per_op: Vec<String> = ops
+        .into_iter()
+        .map(|(op, l)| {
+            l.sort_unstable();
+            let at = |p: f64| f64::from(l[((l.len() as f64 - 1.0) * p).round() as usize]) / 1000.0;
+            format!("{op} {:.1}/{:.1}", at(0.5), at(0.99))
+        })
+        .collect();
     println!(
         "{name:<12} {:>7} requests in {:.1} s: {rps:>8.0} req/s, p50 {p50:.2} ms, p99 {p99:.2} ms",
         o.latencies_us.len(),
         o.elapsed.as_secs_f64()
     );
+    println!("{:<12} p50/p99 ms by operation: {}", "", per_op.join(", "));
     (rps, p50, p99)
 }
 

@@ -268,8 +268,7 @@ async fn cross_tenant_reads_updates_and_listings_are_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    // A globex admin creating a user inside acme by naming acme's ids: the row lands in
-    // globex (RLS fixes the tenant), and acme's ticket is still unchanged.
+    // Within the tenant, the policy still applies.
     let s = send(
         &h,
         a.agent,
@@ -286,15 +285,6 @@ async fn cross_tenant_reads_updates_and_listings_are_refused() {
 
     // Underneath: the service's database login sees nothing without a tenant.
     let names = nova_examples::ticketing::db::Names::new(h.fixture.prefix()).unwrap();
-    let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SET ROLE {}; SELECT count(*) FROM {}.tickets",
-        names.svc_login, names.app
-    )))
-    .fetch_one(h.fixture.admin())
-    .await
-    .map_or_else(|_| -1, |n| n);
-    // Multi-statement strings are refused by the extended protocol; check with two calls.
-    let _ = rows;
     let mut conn = h.fixture.admin().acquire().await.unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!("SET ROLE {}", names.svc_login)))
         .execute(&mut *conn)
@@ -488,7 +478,7 @@ async fn a_delegation_opens_hr_tickets_until_it_expires() {
 
     // Only a manager of HR may lend HR tickets; the admin may not lend them to itself.
     let grant =
-        json!({"id": "hr-review", "to_user": a.admin.id, "department": "hr", "ttl_seconds": 3});
+        json!({"id": "hr-review", "to_user": a.admin.id, "department": "hr", "ttl_seconds": 5});
     assert_eq!(
         send(
             &h,
@@ -533,7 +523,8 @@ async fn a_delegation_opens_hr_tickets_until_it_expires() {
         StatusCode::NOT_FOUND
     );
 
-    tokio::time::sleep(Duration::from_secs(4).saturating_sub(granted_at.elapsed())).await;
+    // Expiry is checked in whole seconds: past 6 s it has expired whatever the rounding.
+    tokio::time::sleep(Duration::from_secs(7).saturating_sub(granted_at.elapsed())).await;
     assert_eq!(
         get(&h, a.admin, &path).await.0,
         StatusCode::NOT_FOUND,
@@ -579,6 +570,18 @@ async fn an_api_key_revoked_mid_run_stops_working_at_once() {
     // An intake integration files tickets in a loop with the key.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let revoked_at = std::sync::Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Waits (bounded) until the intake has had `n` answers.
+    let wait_for = |n: usize| {
+        let seen = seen.clone();
+        async move {
+            let until = std::time::Instant::now() + Duration::from_secs(30);
+            while seen.load(std::sync::atomic::Ordering::Relaxed) < n {
+                assert!(std::time::Instant::now() < until, "the intake stalled");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
     let intake = {
         let (client, url, stop, revoked_at) = (
             h.client.clone(),
@@ -586,6 +589,7 @@ async fn an_api_key_revoked_mid_run_stops_working_at_once() {
             stop.clone(),
             revoked_at.clone(),
         );
+        let seen = seen.clone();
         let requester = a.customer.id;
         tokio::spawn(async move {
             let mut log = Vec::new();
@@ -602,12 +606,13 @@ async fn an_api_key_revoked_mid_run_stops_working_at_once() {
                     .status();
                 let after_revoke = revoked_at.lock().unwrap().is_some_and(|t| sent > t);
                 log.push((status, after_revoke));
+                seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             log
         })
     };
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    wait_for(3).await;
     // Another tenant's admin cannot revoke it (and learns nothing).
     let other = h
         .onboard(
@@ -644,7 +649,9 @@ async fn an_api_key_revoked_mid_run_stops_working_at_once() {
         StatusCode::NO_CONTENT
     );
     *revoked_at.lock().unwrap() = Some(std::time::Instant::now());
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // One request may have been in flight: four more answers hold at least three sent
+    // after the revocation.
+    wait_for(seen.load(std::sync::atomic::Ordering::Relaxed) + 4).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let log = intake.await.unwrap();
     let before: Vec<_> = log.iter().filter(|(_, after)| !after).collect();
@@ -846,6 +853,11 @@ async fn a_subject_is_exported_then_erased_everywhere_including_backups() {
     let (s, t) = get(&h, a.agent, &format!("/tickets/{ticket}")).await;
     assert_eq!(s, StatusCode::OK, "the ticket itself is kept");
     assert_eq!(t["body"], Value::Null);
+    assert_eq!(
+        t["title"],
+        Value::Null,
+        "the requester's title is cleared too"
+    );
     assert_eq!(
         t["comments"][0]["body"], "refund on its way",
         "the agent's comment is not erased"
@@ -1060,6 +1072,9 @@ fn profiles_refuse_insecure_settings_naming_each() {
         ]))
         .is_ok()
     );
+    // A file that names no profile does not load as development.
+    let e = refused(&[("profile = \"production\"", "")]);
+    assert!(e.contains("security.profile is required"), "{e}");
     // Misspelt keys and sections are errors, in every profile.
     let e = refused(&[("keep_days = 1095", "keep_dayz = 1095")]);
     assert!(e.contains("keep_dayz"), "{e}");

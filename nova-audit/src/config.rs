@@ -123,23 +123,22 @@ impl AuditConfig {
                     "audit.fsync = \"never\" can lose acknowledged events ({profile} profile)"
                 ));
             }
-            if let Some(days) = self.retention_days {
-                if days < MIN_STRICT_RETENTION_DAYS {
-                    problems.push(format!(
-                        "audit.retention_days = {days} is under one year ({profile} profile)"
-                    ));
-                }
+            if let Some(days) = self.retention_days
+                && days < MIN_STRICT_RETENTION_DAYS
+            {
+                problems.push(format!(
+                    "audit.retention_days = {days} is under one year ({profile} profile)"
+                ));
             }
         }
-        if profile == Profile::Hipaa {
-            if let Some(days) = self.retention_days {
-                if days < HIPAA_RETENTION_DAYS {
-                    problems.push(format!(
-                        "audit.retention_days = {days} is under six years \
-                         ({HIPAA_RETENTION_DAYS} days; hipaa profile)"
-                    ));
-                }
-            }
+        if profile == Profile::Hipaa
+            && let Some(days) = self.retention_days
+            && days < HIPAA_RETENTION_DAYS
+        {
+            problems.push(format!(
+                "audit.retention_days = {days} is under six years \
+                 ({HIPAA_RETENTION_DAYS} days; hipaa profile)"
+            ));
         }
         if profile == Profile::Gdpr && self.retention_days.is_none() {
             problems.push(

@@ -156,7 +156,7 @@ pub use stream::{
 pub use subject::PgSubjectKeyStore;
 pub use subject::{
     InMemorySubjectKeyStore, SUBJECT_FORMAT_V1, SUBJECT_TEXT_PREFIX, SubjectEnvelope,
-    SubjectKeyLookup, SubjectKeyStore, SubjectKeys,
+    SubjectHandle, SubjectKeyLookup, SubjectKeyStore, SubjectKeys,
 };
 pub use tenant_keys::{
     InMemoryTenantKeyStore, StoreFuture, TenantKeyInfo, TenantKeyLookup, TenantKeyRecord,

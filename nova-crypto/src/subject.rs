@@ -483,28 +483,60 @@ impl SubjectKeys {
         if envelope.subject() != subject {
             return Err(CryptoError::Authentication);
         }
-        let tenant = ctx.tenant();
-        let key = match self.store.get(tenant, subject).await? {
-            SubjectKeyLookup::Found(wrapped) => self.unwrap_key(ctx, subject, &wrapped)?,
-            SubjectKeyLookup::Destroyed => return Err(CryptoError::KeyDestroyed),
-            // Nothing was ever sealed for this subject in this tenant: the envelope belongs
-            // to another tenant (or to a store that was lost).
-            SubjectKeyLookup::Missing => return Err(CryptoError::Authentication),
+        self.handle(ctx, subject).await?.open(field, envelope)
+    }
+
+    /// Resolves one subject's key once (one store lookup), for a request that opens many of
+    /// that subject's fields — a ticket's comments by the same author, an export. Opening
+    /// through the handle then costs only the cryptography. The handle holds the key until
+    /// dropped and does not see a shred made after it was resolved: keep it for one
+    /// request, never for the life of the process.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use nova_crypto::{Column, InMemorySubjectKeyStore, InMemoryTenantKeyStore, Keyring,
+    /// #     LocalKeyProvider, SubjectKeys};
+    /// # use nova_tenancy::{TenantContext, TenantId};
+    /// # use secrecy::ExposeSecret;
+    /// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+    /// # let keyring = Arc::new(Keyring::new(Arc::new(LocalKeyProvider::generated("root")?),
+    /// #     Arc::new(InMemoryTenantKeyStore::new()), "root")?);
+    /// # let subjects = SubjectKeys::new(keyring, Arc::new(InMemorySubjectKeyStore::new()));
+    /// # let ctx = TenantContext::system(TenantId::new_v4(), "doc")?;
+    /// let body = Column::new("comments", "body")?;
+    /// let author = uuid::Uuid::new_v4();
+    /// let sealed = [
+    ///     subjects.seal(&ctx, author, &body.row(1_i64), b"first").await?,
+    ///     subjects.seal(&ctx, author, &body.row(2_i64), b"second").await?,
+    /// ];
+    /// let key = subjects.handle(&ctx, author).await?; // one lookup for both
+    /// assert_eq!(key.open(&body.row(2_i64), &sealed[1])?.expose_secret(), b"second");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Store errors, and errors unwrapping the stored key (a shredded tenant gives
+    /// [`CryptoError::KeyDestroyed`]). A shredded or unknown subject is not an error here;
+    /// opening through its handle is.
+    pub async fn handle(
+        &self,
+        ctx: &TenantContext,
+        subject: Uuid,
+    ) -> Result<SubjectHandle, CryptoError> {
+        let key = match self.store.get(ctx.tenant(), subject).await? {
+            SubjectKeyLookup::Found(wrapped) => {
+                HandleKey::Key(self.unwrap_key(ctx, subject, &wrapped)?)
+            }
+            SubjectKeyLookup::Destroyed => HandleKey::Destroyed,
+            SubjectKeyLookup::Missing => HandleKey::Missing,
         };
-        let (cipher, commitment) = field_keys(&key, tenant, subject, field.column)?;
-        // Key commitment: the envelope names exactly one key; checked before decrypting.
-        if !primitives::ct_eq_32(envelope.commitment(), &commitment) {
-            return Err(CryptoError::Authentication);
-        }
-        let ad = associated_data(envelope.header(), tenant, field)?;
-        let mut buf = primitives::open(
-            &cipher,
-            envelope.nonce(),
-            &ad,
-            envelope.ciphertext_and_tag(),
-        )?;
-        let plain = std::mem::take(&mut *buf);
-        Ok(SecretBox::from(plain.into_boxed_slice()))
+        Ok(SubjectHandle {
+            tenant: ctx.tenant(),
+            subject,
+            key,
+        })
     }
 
     /// [`SubjectKeys::open`] for text fields.
@@ -610,6 +642,81 @@ impl fmt::Debug for SubjectKeys {
 }
 
 /// The field key and commitment for one (tenant, subject, column), from the subject key.
+enum HandleKey {
+    Key(Zeroizing<[u8; KEY_LEN]>),
+    Destroyed,
+    Missing,
+}
+
+/// One subject's key in one tenant, resolved by [`SubjectKeys::handle`] for the length of
+/// a request. Its `Debug` shows the tenant, the subject and whether the key was found,
+/// never the key.
+pub struct SubjectHandle {
+    tenant: TenantId,
+    subject: Uuid,
+    key: HandleKey,
+}
+
+impl fmt::Debug for SubjectHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.key {
+            HandleKey::Key(_) => "found",
+            HandleKey::Destroyed => "destroyed",
+            HandleKey::Missing => "missing",
+        };
+        f.debug_struct("SubjectHandle")
+            .field("tenant", &self.tenant)
+            .field("subject", &self.subject)
+            .field("key", &state)
+            .finish()
+    }
+}
+
+impl SubjectHandle {
+    /// The subject this handle opens.
+    #[must_use]
+    pub fn subject(&self) -> Uuid {
+        self.subject
+    }
+
+    /// Opens a field sealed for this handle's subject, as [`SubjectKeys::open`] does.
+    ///
+    /// # Errors
+    /// [`CryptoError::Authentication`] when the envelope names another subject, belongs
+    /// elsewhere or was changed; [`CryptoError::KeyDestroyed`] when the subject was
+    /// crypto-shredded before the handle was resolved.
+    pub fn open(
+        &self,
+        field: &FieldRef<'_>,
+        envelope: &SubjectEnvelope,
+    ) -> Result<SecretBox<[u8]>, CryptoError> {
+        if envelope.subject() != self.subject {
+            return Err(CryptoError::Authentication);
+        }
+        let key = match &self.key {
+            HandleKey::Key(key) => key,
+            HandleKey::Destroyed => return Err(CryptoError::KeyDestroyed),
+            // Nothing was ever sealed for this subject in this tenant: the envelope belongs
+            // to another tenant (or to a store that was lost).
+            HandleKey::Missing => return Err(CryptoError::Authentication),
+        };
+        let (cipher, commitment) = field_keys(key, self.tenant, self.subject, field.column)?;
+        // Key commitment: the envelope names exactly one key; checked before decrypting.
+        if !primitives::ct_eq_32(envelope.commitment(), &commitment) {
+            return Err(CryptoError::Authentication);
+        }
+        let ad = associated_data(envelope.header(), self.tenant, field)?;
+        let mut buf = primitives::open(
+            &cipher,
+            envelope.nonce(),
+            &ad,
+            envelope.ciphertext_and_tag(),
+        )?;
+        let plain = std::mem::take(&mut *buf);
+        Ok(SecretBox::from(plain.into_boxed_slice()))
+    }
+}
+
 fn field_keys(
     key: &[u8; KEY_LEN],
     tenant: TenantId,

@@ -3,6 +3,7 @@
 //! audit event, commit. Refusals say nothing about why; a ticket the caller may not read
 //! is "not found", whether or not it exists.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -12,7 +13,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use nova_audit::{AuditEvent, Outcome};
 use nova_auth::{ApiKeyStore, NewApiKey};
-use nova_crypto::{CryptoError, SubjectEnvelope};
+use nova_crypto::{CryptoError, SubjectEnvelope, SubjectHandle};
 use nova_policy::{Attrs, Expr, Grant, Request, ResourceTable, SqlParam, Value};
 use nova_tenancy::privacy::PrivacyError;
 use nova_tenancy::{
@@ -218,8 +219,8 @@ pub(crate) enum Db {
 impl Db {
     pub(crate) fn conn(&mut self) -> &mut PgConnection {
         match self {
-            Self::Tenant(t) => &mut **t,
-            Self::Plain(t) => &mut **t,
+            Self::Tenant(t) => t,
+            Self::Plain(t) => t,
         }
     }
 
@@ -236,7 +237,13 @@ impl AppState {
     pub(crate) async fn begin(&self, caller: &Caller) -> ApiResult<Db> {
         Ok(match self.checks {
             Checks::On => Db::Tenant(self.tenants.begin(&caller.0).await?),
-            Checks::Off => Db::Plain(self.plain.begin().await?),
+            Checks::Off => Db::Plain(
+                self.plain
+                    .as_ref()
+                    .ok_or_else(|| ApiError::Internal("no baseline pool".into()))?
+                    .begin()
+                    .await?,
+            ),
         })
     }
 
@@ -333,10 +340,28 @@ impl AppState {
         Ok(env.to_text())
     }
 
-    /// Opens a sealed value: `None` when its subject was erased.
-    async fn open(
+    /// Resolves the keys of `subjects` once each, for a request that opens their fields
+    /// (none with checks off).
+    async fn handles(
         &self,
         caller: &Caller,
+        subjects: impl IntoIterator<Item = Uuid>,
+    ) -> ApiResult<HashMap<Uuid, SubjectHandle>> {
+        let mut out = HashMap::new();
+        if self.checks == Checks::On {
+            for subject in subjects {
+                if let std::collections::hash_map::Entry::Vacant(e) = out.entry(subject) {
+                    e.insert(self.subjects.handle(&caller.0, subject).await?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Opens a sealed value: `None` when its subject was erased.
+    fn open(
+        &self,
+        handles: &HashMap<Uuid, SubjectHandle>,
         subject: Uuid,
         column: &nova_crypto::Column,
         row: Uuid,
@@ -348,12 +373,11 @@ impl AppState {
         if self.checks == Checks::Off {
             return Ok(Some(stored));
         }
+        let handle = handles
+            .get(&subject)
+            .ok_or_else(|| ApiError::Internal("subject key not resolved".into()))?;
         let env = SubjectEnvelope::from_text(&stored).map_err(CryptoError::from)?;
-        match self
-            .subjects
-            .open(&caller.0, subject, &column.row(row), &env)
-            .await
-        {
+        match handle.open(&column.row(row), &env) {
             Ok(plain) => Ok(Some(
                 String::from_utf8(secrecy::ExposeSecret::expose_secret(&plain).to_vec())
                     .map_err(|_| ApiError::Internal("sealed value is not UTF-8".into()))?,
@@ -428,7 +452,7 @@ async fn create_ticket(
         return Err(ApiError::Forbidden);
     }
     let requester_known: Option<i32> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT 1 FROM {} WHERE tenant_id = $1 AND id = $2",
+        "SELECT 1 FROM {} WHERE tenant_id = $1 AND id = $2 AND erased_at IS NULL",
         s.table("users")
     )))
     .bind(caller.tenant())
@@ -471,7 +495,7 @@ fn ticket_json(row: &PgRow) -> ApiResult<serde_json::Value> {
         "department": row.try_get::<String, _>("department")?,
         "priority": row.try_get::<i32, _>("priority")?,
         "status": row.try_get::<String, _>("status")?,
-        "title": row.try_get::<String, _>("title")?,
+        "title": row.try_get::<Option<String>, _>("title")?,
     }))
 }
 
@@ -600,30 +624,32 @@ async fn get_ticket(
     .fetch_all(db.conn())
     .await?;
     db.commit().await?;
+    // One key lookup per person whose text is on the page.
+    let mut people = vec![requester];
+    for c in &comments {
+        people.push(c.try_get("author_id")?);
+    }
+    let handles = s.handles(&caller, people).await?;
     let mut ticket = ticket_json(&row)?;
-    let body = s
-        .open(
-            &caller,
-            requester,
-            &s.cols.ticket_body,
-            id,
-            row.try_get("body")?,
-        )
-        .await?;
+    let body = s.open(
+        &handles,
+        requester,
+        &s.cols.ticket_body,
+        id,
+        row.try_get("body")?,
+    )?;
     ticket["requester_id"] = json!(requester);
     ticket["body"] = json!(body);
     let mut out = Vec::with_capacity(comments.len());
     for c in &comments {
         let (cid, author): (Uuid, Uuid) = (c.try_get("id")?, c.try_get("author_id")?);
-        let body = s
-            .open(
-                &caller,
-                author,
-                &s.cols.comment_body,
-                cid,
-                c.try_get("body")?,
-            )
-            .await?;
+        let body = s.open(
+            &handles,
+            author,
+            &s.cols.comment_body,
+            cid,
+            c.try_get("body")?,
+        )?;
         out.push(json!({ "id": cid, "author_id": author, "body": body }));
     }
     ticket["comments"] = json!(out);
@@ -643,10 +669,10 @@ async fn update_ticket(
     Path(id): Path<Uuid>,
     Json(change): Json<TicketChange>,
 ) -> ApiResult<StatusCode> {
-    if let Some(st) = &change.status {
-        if !matches!(st.as_str(), "open" | "pending" | "closed") {
-            return Err(ApiError::BadRequest("status: open, pending or closed"));
-        }
+    if let Some(st) = &change.status
+        && !matches!(st.as_str(), "open" | "pending" | "closed")
+    {
+        return Err(ApiError::BadRequest("status: open, pending or closed"));
     }
     if change.priority.is_some_and(|p| !(1..=5).contains(&p)) {
         return Err(ApiError::BadRequest("priority 1-5"));
@@ -780,7 +806,7 @@ async fn create_user(
 
 /// A user to add: a person who signs in (agent, manager, admin, dpo) or a customer who
 /// only files tickets.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct UserSpec<'a> {
     /// Sealed, with a blind index for lookups.
     pub email: &'a str,
@@ -792,6 +818,17 @@ pub struct UserSpec<'a> {
     pub queues: &'a [&'a str],
     /// `customer`, `agent`, `manager`, `admin` or `dpo`.
     pub role: &'a str,
+}
+
+impl std::fmt::Debug for UserSpec<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Email and name are personal data: never in logs.
+        f.debug_struct("UserSpec")
+            .field("department", &self.department)
+            .field("queues", &self.queues)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
 }
 
 async fn insert_user(

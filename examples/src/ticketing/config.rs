@@ -46,6 +46,9 @@ struct File {
 
 #[derive(Deserialize, Default)]
 struct Sections {
+    /// Required here: a file that names no profile must not load as `development`.
+    #[serde(default)]
+    profile: Option<Profile>,
     #[serde(default)]
     audit: Option<AuditConfig>,
     #[serde(default)]
@@ -82,10 +85,15 @@ impl TicketingConfig {
                 return Err(ConfigRefused(problems));
             }
         };
+        if file.security.profile.is_none() {
+            problems.push(
+                "security.profile is required (development, production, hipaa or gdpr)".into(),
+            );
+        }
         let profile = auth.as_ref().map_or(Profile::Production, |a| a.profile);
         let audit = file.security.audit.unwrap_or_default();
         if let Err(e) = audit.validate(profile) {
-            problems.extend(e.problems);
+            problems.extend(e.problems.into_iter().map(|p| format!("security.{p}")));
         }
         let privacy = file.security.privacy.unwrap_or_default();
         if let Err(e) = privacy.validate() {

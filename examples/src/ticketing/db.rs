@@ -120,7 +120,7 @@ pub async fn migrate(
             priority int NOT NULL CHECK (priority BETWEEN 1 AND 5),
             status text NOT NULL DEFAULT 'open',
             requester_id uuid NOT NULL,
-            title text NOT NULL,
+            title text,                   -- cleared when the requester is erased
             body text,                    -- sealed under the requester's key
             created_at timestamptz NOT NULL DEFAULT now(),
             closed_at timestamptz,
@@ -178,7 +178,7 @@ pub async fn migrate(
     };
     Ok(Pools {
         svc: connect(&names.svc_login, &svc_password, max_connections).await?,
-        keys: connect(&names.keys_login, &keys_password, 4).await?,
+        keys: connect(&names.keys_login, &keys_password, max_connections).await?,
     })
 }
 

@@ -28,7 +28,7 @@ use std::sync::{Arc, RwLock};
 
 use nova_audit::{AuditEvent, AuditLog, CheckpointSigner, FileLog, HookRecorder};
 use nova_auth::layer::{Credentials, GuardLayer};
-use nova_auth::{ApiKeys, JwtConfig, JwtVerifier, KeySet, PgApiKeyStore, StaticKeys};
+use nova_auth::{Alg, ApiKeys, JwtConfig, JwtVerifier, KeySet, PgApiKeyStore, StaticKeys};
 use nova_crypto::{Column, Keyring, LocalKeyProvider, PgTenantKeyStore, SubjectKeys, normalize};
 use nova_policy::{PolicySet, PolicyStore, Schema};
 use nova_tenancy::privacy::{
@@ -95,7 +95,8 @@ pub(crate) struct Columns {
 pub struct AppState {
     pub(crate) checks: Checks,
     pub(crate) tenants: TenantPool,
-    pub(crate) plain: PgPool,
+    /// The baseline's own pool (checks off only): the set-up role, no RLS.
+    pub(crate) plain: Option<PgPool>,
     pub(crate) names: db::Names,
     /// The policy, with each tenant's delegations.
     pub policy: PolicyStore,
@@ -235,7 +236,7 @@ pub async fn build(setup: Setup) -> Result<Arc<AppState>, Error> {
             .table(
                 SubjectTable::new("tickets", "requester_id")?
                     .schema(app)?
-                    .on_erase(ErasureAction::anonymise(["body"])?),
+                    .on_erase(ErasureAction::anonymise(["title", "body"])?),
             )
             .table(
                 SubjectTable::new("comments", "author_id")?
@@ -258,10 +259,19 @@ pub async fn build(setup: Setup) -> Result<Arc<AppState>, Error> {
         .map(|r| r.schema(app))
         .collect::<Result<Vec<_>, _>>()?;
 
+    let plain = match setup.checks {
+        Checks::On => None,
+        Checks::Off => Some(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(setup.max_connections)
+                .connect_with((*setup.admin.connect_options()).clone())
+                .await?,
+        ),
+    };
     Ok(Arc::new(AppState {
         checks: setup.checks,
         tenants: TenantPool::new(pools.svc),
-        plain: setup.admin.clone(),
+        plain,
         consents: db::consent_ledger(&names)?,
         api_keys: ApiKeys::new(PgApiKeyStore::new(pools.keys.clone(), &names.keys)),
         names,
@@ -294,10 +304,22 @@ pub async fn start(setup: Setup, listener: tokio::net::TcpListener) -> Result<Ru
     let state = build(setup).await?;
     let mut app = router(Arc::clone(&state));
     if checks == Checks::On {
-        let (issuer, audience) = jwt_settings
-            .map(|j| (j.issuer, j.audience))
+        let (issuer, audience, algorithms) = jwt_settings
+            .map(|j| (j.issuer, j.audience, j.algorithms))
             .ok_or("security.jwt is required: issuer and audience")?;
-        let jwt = JwtVerifier::new(JwtConfig::new(issuer, audience), StaticKeys::new(jwt_keys));
+        let mut jwt_config = JwtConfig::new(issuer, audience);
+        // Exactly the algorithms the file allows (validated at load).
+        jwt_config.algorithms = algorithms
+            .iter()
+            .map(|a| match a.as_str() {
+                "EdDSA" => Ok(Alg::EdDSA),
+                "ES256" => Ok(Alg::ES256),
+                "RS256" => Ok(Alg::RS256),
+                "HS256" => Ok(Alg::HS256),
+                _ => Err("security.jwt.algorithms: unsupported algorithm"),
+            })
+            .collect::<Result<_, _>>()?;
+        let jwt = JwtVerifier::new(jwt_config, StaticKeys::new(jwt_keys));
         let keys = ApiKeys::new(state.api_keys.store().clone());
         app = app.layer(GuardLayer::new(
             guard,

@@ -22,7 +22,7 @@ type Result<T> = std::result::Result<T, ApiError>;
 
 /// The sealed columns of the subject map: (table key, column, the column's key, the
 /// column holding the subject whose key sealed it).
-fn sealed<'a>(s: &'a AppState) -> [(&'static str, &'static str, &'a Column, &'static str); 4] {
+fn sealed(s: &AppState) -> [(&'static str, &'static str, &Column, &'static str); 4] {
     [
         ("users", "email", &s.cols.email, "id"),
         ("users", "display_name", &s.cols.name, "id"),
@@ -41,7 +41,9 @@ pub(crate) async fn export(s: &AppState, ctx: &TenantContext, subject: Uuid) -> 
     let consents = s.consents.history(&mut tx, subject).await?;
     tx.commit().await?;
 
-    // Open every sealed field first (asynchronously), then put the plaintexts in place.
+    // Every exported row names the subject, so one key opens every sealed field; open
+    // them all first, then put the plaintexts in place.
+    let handle = s.subjects.handle(ctx, subject).await?;
     let mut opened: HashMap<(String, &'static str, Uuid), Value> = HashMap::new();
     for (table, column, col, owner) in sealed(s) {
         let key = table_key(s, table, owner);
@@ -53,13 +55,14 @@ pub(crate) async fn export(s: &AppState, ctx: &TenantContext, subject: Uuid) -> 
                 continue;
             };
             let value = match SubjectEnvelope::from_text(text) {
-                Ok(env) => match s.subjects.open(ctx, owner_id, &col.row(id), &env).await {
+                Ok(env) if owner_id == subject => match handle.open(&col.row(id), &env) {
                     Ok(plain) => {
                         Value::String(String::from_utf8_lossy(plain.expose_secret()).into_owned())
                     }
                     Err(CryptoError::KeyDestroyed) => Value::Null,
                     Err(e) => return Err(e.into()),
                 },
+                Ok(_) => continue,
                 Err(e) => return Err(CryptoError::from(e).into()),
             };
             opened.insert((key.clone(), column, id), value);
