@@ -1,9 +1,14 @@
-//! Connection hygiene: server-side timeouts, pool limits and TLS requirements, applied once
-//! when a connection is made rather than per transaction.
+//! Connection hygiene: server-side timeouts, pool limits and TLS requirements.
 //!
-//! The timeouts travel in the startup packet (`options=-c ...`), so they cost nothing per
-//! request and a statement cannot forget them. This module must never weaken a TLS setting
-//! it was given: plaintext is allowed only to a loopback host, and only when asked for.
+//! The timeouts are pinned in every tenant transaction (`SET LOCAL` in the begin message,
+//! see [`TenantPool::with_timeouts`]), which holds behind a transaction-pooling PgBouncer
+//! and whatever an earlier borrower set on the session. Connected directly
+//! ([`Pooler::None`]) they also travel in the startup packet (`options=-c ...`), so that
+//! work outside tenant transactions has them too; PgBouncer refuses that packet (or, told
+//! to ignore it, drops it silently), so [`Pooler::PgBouncerTransaction`] leaves it out.
+//! [`ConnectionPolicy::connect`] checks inside a transaction that the timeouts are in
+//! force. This module must never weaken a TLS setting it was given: plaintext is allowed
+//! only to a loopback host, and only when asked for.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -11,7 +16,21 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 
 use crate::error::Error;
-use crate::scoped::TenantPool;
+use crate::scoped::{SessionTimeouts, TenantPool};
+
+/// What sits between the service and PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Pooler {
+    /// Connections go straight to PostgreSQL (or through a session-mode pooler).
+    #[default]
+    None,
+    /// PgBouncer in transaction pooling (`pool_mode = transaction`): no startup options
+    /// (PgBouncer refuses `options` and `extra_float_digits` unless told to ignore them),
+    /// timeouts pinned per transaction only. See the README for the sqlx settings queries
+    /// need behind it.
+    PgBouncerTransaction,
+}
 
 /// How a connection must be protected in transit (libpq's `sslmode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +92,8 @@ pub struct ConnectionPolicy {
     pub tls: TlsRequirement,
     /// `application_name`, shown in `pg_stat_activity`. Default `nova`.
     pub application_name: &'static str,
+    /// What sits between the service and PostgreSQL. Default [`Pooler::None`].
+    pub pooler: Pooler,
 }
 
 impl Default for ConnectionPolicy {
@@ -87,6 +108,7 @@ impl Default for ConnectionPolicy {
             max_lifetime: Duration::from_secs(30 * 60),
             tls: TlsRequirement::VerifyFull,
             application_name: "nova",
+            pooler: Pooler::None,
         }
     }
 }
@@ -146,19 +168,34 @@ impl ConnectionPolicy {
         Ok(())
     }
 
-    /// Applies the timeouts, TLS mode and application name to connect options.
+    /// Applies the TLS mode and application name to connect options, and the timeouts as
+    /// startup options when connecting without a transaction pooler.
     #[must_use]
     pub fn apply(&self, opts: PgConnectOptions) -> PgConnectOptions {
-        opts.ssl_mode(self.tls.ssl_mode())
-            .application_name(self.application_name)
-            .options([
+        let opts = opts
+            .ssl_mode(self.tls.ssl_mode())
+            .application_name(self.application_name);
+        match self.pooler {
+            Pooler::None => opts.options([
                 ("statement_timeout", millis(self.statement_timeout)),
                 (
                     "idle_in_transaction_session_timeout",
                     millis(self.idle_in_transaction_session_timeout),
                 ),
                 ("lock_timeout", millis(self.lock_timeout)),
-            ])
+            ]),
+            Pooler::PgBouncerTransaction => opts.extra_float_digits(None),
+        }
+    }
+
+    /// The timeouts a [`TenantPool`] pins in every transaction.
+    #[must_use]
+    pub fn timeouts(&self) -> SessionTimeouts {
+        SessionTimeouts {
+            statement: self.statement_timeout,
+            idle_in_transaction: self.idle_in_transaction_session_timeout,
+            lock: self.lock_timeout,
+        }
     }
 
     /// Pool options with this policy's limits.
@@ -171,16 +208,22 @@ impl ConnectionPolicy {
             .max_lifetime(self.max_lifetime)
     }
 
-    /// Validates the policy, opens a pool with it, and checks the login role with
-    /// [`TenantPool::checked`].
+    /// Validates the policy, opens a pool with it whose transactions pin the timeouts, and
+    /// runs [`TenantPool::check`]: the login, the schema, and the timeouts in force.
     ///
     /// # Errors
-    /// [`Error::Config`] for an unsafe policy or a role that skips row-level security;
+    /// [`Error::Config`] for an unsafe policy or a timeout not in force;
+    /// [`Error::LoginSkipsRls`] or [`Error::RlsDefeated`] as in [`TenantPool::checked`];
     /// [`Error::Database`] when the server cannot be reached.
     pub async fn connect(&self, opts: PgConnectOptions) -> Result<TenantPool, Error> {
         self.validate(&opts)?;
         let pool = self.pool_options().connect_with(self.apply(opts)).await?;
-        TenantPool::checked(pool).await
+        let pool = TenantPool::new(pool).with_timeouts(self.timeouts());
+        if let Err(e) = pool.check().await {
+            pool.close().await;
+            return Err(e);
+        }
+        Ok(pool)
     }
 }
 
@@ -268,6 +311,23 @@ mod tests {
     fn tls_default_needs_the_tls_feature() {
         let r = ConnectionPolicy::default().validate(&opts("postgres://app@db.example.com/app"));
         assert_eq!(r.is_ok(), cfg!(feature = "tls-rustls"));
+    }
+
+    #[test]
+    fn behind_pgbouncer_no_startup_options_are_sent() {
+        let direct =
+            ConnectionPolicy::local_development().apply(opts("postgres://app@127.0.0.1/app"));
+        assert!(
+            direct
+                .get_options()
+                .is_some_and(|o| o.contains("statement_timeout"))
+        );
+        let pooled = ConnectionPolicy {
+            pooler: Pooler::PgBouncerTransaction,
+            ..ConnectionPolicy::local_development()
+        }
+        .apply(opts("postgres://app@127.0.0.1/app"));
+        assert_eq!(pooled.get_options(), None);
     }
 
     #[test]

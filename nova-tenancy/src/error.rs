@@ -87,6 +87,27 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The pool's login is, or can become through role membership, a superuser or
+    /// `BYPASSRLS` role, which row-level security does not filter even under `FORCE`.
+    #[error(
+        "the pool's login can act as role {role}, a superuser or BYPASSRLS role that row-level security does not filter"
+    )]
+    LoginSkipsRls {
+        /// The superuser or `BYPASSRLS` role (possibly the login itself).
+        role: String,
+    },
+    /// The database has objects or grants that defeat row-level security for tables the
+    /// pool's login can reach (see [`crate::inspect`]).
+    #[cfg(feature = "postgres")]
+    #[error("row-level security is defeated: {0}")]
+    RlsDefeated(crate::inspect::Report),
+    /// A region's pool reached a database that is not marked as that region's (see
+    /// [`crate::region_database_sql`]): a pool registered under the wrong region.
+    #[error("the pool registered for region {region} reached a database not marked for it")]
+    RegionMismatch {
+        /// The region the pool was registered under.
+        region: Region,
+    },
     /// A data-subject operation or its configuration was refused (see
     /// [`crate::privacy`]); nothing was changed.
     #[cfg(feature = "postgres")]

@@ -89,6 +89,8 @@ mod rls_sql;
 #[cfg(feature = "postgres")]
 mod connect;
 #[cfg(feature = "postgres")]
+pub mod inspect;
+#[cfg(feature = "postgres")]
 pub mod privacy;
 #[cfg(feature = "postgres")]
 mod routing;
@@ -111,14 +113,14 @@ pub use profile::{Profile, UnknownProfile};
 pub use rls_sql::{AppRole, AppRoles, RlsMigration, TenantTable};
 
 #[cfg(feature = "postgres")]
-pub use connect::{ConnectionPolicy, TlsRequirement};
+pub use connect::{ConnectionPolicy, Pooler, TlsRequirement};
 #[cfg(feature = "postgres")]
 pub use routing::{
-    DATABASE_TENANT_SETTING, Placement, TenantRouter, TenantRouterBuilder, tenant_database_sql,
-    tenant_schema_sql,
+    DATABASE_TENANT_SETTING, Placement, REGION_SETTING, TenantRouter, TenantRouterBuilder,
+    region_database_sql, tenant_database_sql, tenant_schema_sql,
 };
 #[cfg(feature = "postgres")]
 pub use scoped::{
-    BYPASS_SETTING, REQUEST_SETTING, TENANT_SETTING, TenantPool, TenantTx, USER_SETTING,
-    rls_bypasses_started,
+    BYPASS_SETTING, REQUEST_SETTING, SESSION_RESET, SessionTimeouts, TENANT_SETTING, TenantPool,
+    TenantTx, USER_SETTING, dirty_connections_closed, rls_bypasses_started,
 };

@@ -30,7 +30,28 @@
 //! `FORCE` makes the table owner subject to the policies too. Superusers and roles with
 //! `BYPASSRLS` are exempt from all row-level security in PostgreSQL, so the generated role
 //! DDL refuses to proceed if an application role has either attribute. `TRUNCATE` ignores
-//! row-level security and is granted to nobody.
+//! row-level security and is granted to nobody. The `TEMPORARY` privilege on the database
+//! is revoked from `PUBLIC` and the application roles: a temporary table is searched before
+//! every schema, so one created in a request would shadow a tenant table for the rest of
+//! the pooled session.
+//!
+//! # Who owns the schema
+//!
+//! Run the migration as a dedicated owner role: `NOSUPERUSER NOBYPASSRLS`, not a member of
+//! any application role, and never the login the service connects as. Three reasons:
+//!
+//! - The owner of a table can turn its row-level security off and rewrite its policies;
+//!   a service login that owns (or can `SET ROLE` to the owner of) a tenant table is one
+//!   injected statement away from every tenant. [`RlsMigration::inspection`] and
+//!   [`crate::TenantPool::checked`] refuse it.
+//! - Views run with their owner's rights unless created `WITH (security_invoker = true)`,
+//!   and `SECURITY DEFINER` functions with their owner's: owned by a superuser or a
+//!   `BYPASSRLS` role, either returns every tenant's rows. Owned by a plain owner role, they
+//!   stay filtered by `FORCE ROW LEVEL SECURITY`. The inspection names every such object.
+//! - Revoking `TEMPORARY` needs the database owner (or a superuser): run
+//!   [`RlsMigration::tables_sql`] as the database owner, or have it revoke the privilege
+//!   once; if it could not, the inspection reports the privilege and `checked` refuses the
+//!   pool.
 
 use std::fmt::Write as _;
 
@@ -265,6 +286,14 @@ impl RlsMigration {
             "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {}, {};",
             r.app_rw, r.admin_rw
         );
+        // The database's name is only known on the server; `%I` quotes it there. The role
+        // names are `Ident`s (`[a-z0-9_]`, double-quoted): no `%` for `format` to read.
+        let _ = writeln!(
+            sql,
+            "DO $nova$ BEGIN\n  \
+             EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC, {all_roles}', current_database());\n\
+             END $nova$;"
+        );
         for t in &self.tables {
             self.table_sql(&mut sql, t);
         }
@@ -332,6 +361,28 @@ impl RlsMigration {
         );
     }
 
+    /// An inspection of what this migration protects, as its application roles reach it:
+    /// run it after the migration (the tests and the quickstart do) to find objects and
+    /// grants that defeat row-level security.
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: &mut sqlx::PgConnection) -> Result<(), nova_tenancy::Error> {
+    /// use nova_tenancy::{AppRoles, RlsMigration, TenantTable};
+    /// let migration = RlsMigration::new(AppRoles::standard()).table(TenantTable::new("tickets")?);
+    /// let report = migration.inspection().run(conn).await?;
+    /// assert!(report.is_clean(), "{report}");
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "postgres")]
+    #[must_use]
+    pub fn inspection(&self) -> crate::inspect::Inspection {
+        let mut inspection = crate::inspect::Inspection::roles(self.roles.all());
+        for t in &self.tables {
+            inspection = inspection.table(&self.schema, &t.table);
+        }
+        inspection
+    }
+
     /// The whole migration: roles, then tables.
     #[must_use]
     pub fn up(&self) -> String {
@@ -395,6 +446,14 @@ mod tests {
         let sql = migration().up();
         assert!(!sql.to_uppercase().contains("TRUNCATE"));
         assert!(sql.contains(r#"REVOKE ALL ON "public"."tickets" FROM PUBLIC;"#));
+    }
+
+    #[test]
+    fn temporary_is_revoked_from_public_and_every_app_role() {
+        let sql = migration().tables_sql();
+        assert!(sql.contains(
+            r#"REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC, "app_readonly", "app_rw", "admin_rw", "reporting", "audit"', current_database())"#
+        ));
     }
 
     #[test]

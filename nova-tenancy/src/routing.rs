@@ -9,8 +9,13 @@
 //! In schema mode `search_path` only selects the tenant's tables: apply the RLS migration
 //! inside every tenant schema too, so that a query naming another schema still sees nothing.
 //! A context without a region is routed to wherever the directory places its tenant; a
-//! context bound to a region is refused anywhere else. This module must never send
-//! a request to a pool or schema it has not confirmed belongs to the requesting tenant.
+//! context bound to a region is refused anywhere else. A region's pool must reach a
+//! database marked for that region ([`region_database_sql`]): the router checks the
+//! marker once per pool, before the pool's first transaction, so a pool registered under
+//! the wrong region is refused instead of placing data outside its region; dedicated
+//! databases have theirs checked on every transaction, with their tenant marker. This
+//! module must never send a request to a pool or schema it has not confirmed belongs to the
+//! requesting tenant and region.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,6 +28,8 @@ use crate::ids::TenantId;
 use crate::names::Region;
 use crate::scoped::{TenantPool, TenantTx};
 
+use sqlx::{AssertSqlSafe, Row as _};
+
 /// The `COMMENT ON SCHEMA` text that marks a schema as a tenant's (see [`tenant_schema_sql`]).
 fn schema_marker(tenant: TenantId) -> String {
     format!("nova:tenant={}", tenant.to_text())
@@ -30,6 +37,18 @@ fn schema_marker(tenant: TenantId) -> String {
 
 /// Database-level setting that marks a database as a tenant's (see [`tenant_database_sql`]).
 pub const DATABASE_TENANT_SETTING: &str = "nova.database_tenant";
+
+/// Database-level setting that marks a database as a region's (see [`region_database_sql`]).
+pub const REGION_SETTING: &str = "nova.region";
+
+/// SQL that marks a database as holding a region's data. Run it as the database owner or a
+/// superuser on every database a region's pool (or a dedicated tenant pool) connects to;
+/// it takes effect for new sessions.
+#[must_use]
+pub fn region_database_sql(database: &Ident, region: &Region) -> String {
+    // A region name is `[a-z0-9_.:-]` (see `names.rs`): nothing to escape in a literal.
+    format!("ALTER DATABASE {database} SET {REGION_SETTING} = '{region}';\n")
+}
 
 /// SQL that creates a tenant's schema and marks it as the tenant's.
 #[must_use]
@@ -104,6 +123,8 @@ pub struct TenantRouterBuilder {
     placements: HashMap<TenantId, Placement>,
     regional: HashMap<Region, TenantPool>,
     dedicated: HashMap<TenantId, TenantPool>,
+    /// One check of each region pool's marker, made before its first transaction.
+    region_checked: HashMap<Region, tokio::sync::OnceCell<()>>,
 }
 
 impl TenantRouterBuilder {
@@ -132,7 +153,7 @@ impl TenantRouterBuilder {
     ///
     /// # Errors
     /// [`Error::NoRegionPool`] or [`Error::NoTenantPool`] for a placement with no pool.
-    pub fn build(self) -> Result<TenantRouter, Error> {
+    pub fn build(mut self) -> Result<TenantRouter, Error> {
         for (tenant, placement) in &self.placements {
             match placement {
                 Placement::Logical { region } | Placement::Schema { region, .. } => {
@@ -149,6 +170,11 @@ impl TenantRouterBuilder {
                 }
             }
         }
+        self.region_checked = self
+            .regional
+            .keys()
+            .map(|region| (region.clone(), tokio::sync::OnceCell::new()))
+            .collect();
         Ok(TenantRouter {
             inner: Arc::new(self),
         })
@@ -194,8 +220,10 @@ impl TenantRouter {
     /// - [`Error::UnknownTenant`] when the tenant is not placed;
     /// - [`Error::IsolationMismatch`] when the context expects another isolation mode;
     /// - [`Error::ResidencyViolation`] when the context is bound to another region;
+    /// - [`Error::RegionMismatch`] when the region's pool reaches a database not marked for
+    ///   the region;
     /// - [`Error::PlacementMismatch`] when the schema or database reached is not marked as
-    ///   the tenant's (the transaction is rolled back);
+    ///   the tenant's or the placement's region (the transaction is rolled back);
     /// - [`Error::Database`] when the server refuses.
     ///
     /// Every refusal is also reported as a `warn` event on [`AUDIT_TARGET`].
@@ -244,18 +272,20 @@ impl TenantRouter {
             });
         }
         match placement {
-            Placement::Logical { region } => self.regional_pool(region)?.begin(ctx).await,
+            Placement::Logical { region } => self.regional_pool(region).await?.begin(ctx).await,
             Placement::Schema { region, schema } => {
-                let mut tx = self.regional_pool(region)?.begin(ctx).await?;
-                // search_path takes a list of identifiers; the quoted form is exact.
-                let marker: Option<String> = sqlx::query_scalar(
-                    "SELECT obj_description(to_regnamespace($2)::oid, 'pg_namespace') \
-                     FROM (SELECT set_config('search_path', $1, true)) AS s",
-                )
-                .bind(schema.to_string())
-                .bind(schema.as_str())
+                let mut tx = self.regional_pool(region).await?.begin(ctx).await?;
+                // One simple-query round trip (no prepared statement, so it also runs behind
+                // a transaction-pooling PgBouncer). The schema is an `Ident`, `[a-z0-9_]`:
+                // its quoted form is exact and nothing in it needs escaping in a literal.
+                let marker: Option<String> = sqlx::raw_sql(AssertSqlSafe(format!(
+                    "SELECT set_config('search_path', '{schema}', true), \
+                     obj_description(to_regnamespace('{name}')::oid, 'pg_namespace')",
+                    name = schema.as_str(),
+                )))
                 .fetch_one(&mut *tx)
-                .await?;
+                .await
+                .and_then(|row| row.try_get(1))?;
                 if marker.as_deref() != Some(schema_marker(tenant).as_str()) {
                     tx.rollback().await?;
                     return Err(Error::PlacementMismatch {
@@ -272,14 +302,21 @@ impl TenantRouter {
                     .get(&tenant)
                     .ok_or(Error::NoTenantPool { tenant })?;
                 let mut tx = pool.begin(ctx).await?;
-                // Two independent checks: the database is the one configured for the tenant,
-                // and it carries the tenant's marker from provisioning.
-                let (name, marker): (String, Option<String>) =
-                    sqlx::query_as("SELECT current_database()::text, current_setting($1, true)")
-                        .bind(DATABASE_TENANT_SETTING)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                if name != database.as_str() || marker.as_deref() != Some(tenant.to_text().as_str())
+                // Three independent checks: the database is the one configured for the
+                // tenant, and it carries the tenant's and the region's markers from
+                // provisioning. Simple query protocol, as above.
+                let (name, marker, marked_region): (String, Option<String>, Option<String>) =
+                    sqlx::raw_sql(AssertSqlSafe(format!(
+                        "SELECT current_database()::text, \
+                         current_setting('{DATABASE_TENANT_SETTING}', true), \
+                         current_setting('{REGION_SETTING}', true)"
+                    )))
+                    .fetch_one(&mut *tx)
+                    .await
+                    .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))?;
+                if name != database.as_str()
+                    || marker.as_deref() != Some(tenant.to_text().as_str())
+                    || marked_region.as_deref() != Some(placement.region().as_str())
                 {
                     tx.rollback().await?;
                     return Err(Error::PlacementMismatch {
@@ -292,13 +329,42 @@ impl TenantRouter {
         }
     }
 
-    fn regional_pool(&self, region: &Region) -> Result<&TenantPool, Error> {
-        self.inner
+    /// The region's pool, once its database has been seen to carry the region's marker.
+    async fn regional_pool(&self, region: &Region) -> Result<&TenantPool, Error> {
+        let pool = self
+            .inner
             .regional
             .get(region)
             .ok_or_else(|| Error::NoRegionPool {
                 region: region.clone(),
+            })?;
+        let checked = self
+            .inner
+            .region_checked
+            .get(region)
+            .ok_or_else(|| Error::NoRegionPool {
+                region: region.clone(),
+            })?;
+        // A failed check is not cached: every transaction is refused until the marker is
+        // right, and then the pool is used without a further round trip.
+        checked
+            .get_or_try_init(|| async {
+                let marked: Option<String> = sqlx::raw_sql(AssertSqlSafe(format!(
+                    "SELECT current_setting('{REGION_SETTING}', true)"
+                )))
+                .fetch_one(pool.raw())
+                .await
+                .and_then(|row| row.try_get(0))?;
+                if marked.as_deref() == Some(region.as_str()) {
+                    Ok(())
+                } else {
+                    Err(Error::RegionMismatch {
+                        region: region.clone(),
+                    })
+                }
             })
+            .await?;
+        Ok(pool)
     }
 }
 

@@ -1,18 +1,45 @@
 //! Tenant-scoped transactions: the only way this crate hands out a connection for tenant data.
 //!
-//! [`TenantPool::begin`] opens a transaction and, in the same round trip, sets
-//! `nova.tenant_id`, `nova.user_id` and `nova.request_id` transaction-locally (`SET LOCAL`,
-//! the statement form of `set_config(.., true)`). A transaction-local setting disappears at
-//! `COMMIT` or `ROLLBACK`, so a pooled connection never carries one request's tenant into
-//! the next (PostgreSQL docs, "SET" and "System Administration Functions"). This module must
-//! never hand out a pooled connection outside such a transaction.
+//! [`TenantPool::begin`] opens a transaction and, in the same round trip, pins the session
+//! (`SET LOCAL ROLE NONE`, `SET LOCAL search_path TO DEFAULT`, and the pool's timeouts) and
+//! sets `nova.tenant_id`, `nova.user_id`, `nova.request_id` and `nova.bypass_reason`
+//! transaction-locally. A transaction-local setting disappears at `COMMIT` or `ROLLBACK`
+//! (PostgreSQL docs, "SET").
+//!
+//! # Connection hygiene
+//!
+//! A [`TenantTx`] owns its pooled connection, and the connection goes back to the pool only
+//! after Nova has put it back in a known state:
+//!
+//! - **Outside any transaction.** A `begin` that does not finish (an error, or a future
+//!   dropped at any `.await`, for example by `tokio::time::timeout` or a client that went
+//!   away) closes its connection instead of returning it: the server ends the session and
+//!   rolls back whatever it had begun. sqlx alone would return such a connection with the
+//!   server still inside the tenant's transaction, because it counts a transaction as open
+//!   only after reading the server's reply.
+//! - **The login's role, default settings, no temporary objects.** `commit` and `rollback`
+//!   send, in the same message as `COMMIT`/`ROLLBACK`, a reset of everything a statement
+//!   inside the transaction could have left on the session: `CLOSE ALL`, `RESET ROLE`,
+//!   `RESET ALL`, `UNLISTEN *`, `DISCARD TEMP`, `DISCARD SEQUENCES` ([`SESSION_RESET`]). A
+//!   `TenantTx` dropped without either spawns a task that rolls back and resets before the
+//!   connection is released; when that fails, or no runtime is left to run it, the
+//!   connection is closed instead.
+//! - **Pinned at every begin.** Whatever an earlier borrower (inside Nova or not) left on a
+//!   session, a Nova transaction runs as the login role, with the login's `search_path`,
+//!   the pool's timeouts and its own tenant settings.
+//!
+//! This module must never hand out a pooled connection outside such a transaction, nor
+//! return one to the pool without the reset.
 
 use std::fmt;
 use std::fmt::Write as _;
 use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use sqlx::{AssertSqlSafe, PgConnection, PgPool, Postgres, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{AssertSqlSafe, Executor, PgConnection, PgPool, Postgres, SqlSafeStr};
 
 use crate::context::{AUDIT_TARGET, TenantContext};
 use crate::error::Error;
@@ -28,12 +55,44 @@ pub const REQUEST_SETTING: &str = "nova.request_id";
 /// roles, turns off tenant filtering. It holds the reason for the bypass.
 pub const BYPASS_SETTING: &str = "nova.bypass_reason";
 
+/// The statements that return a session to the login's defaults: what a statement inside a
+/// tenant transaction could otherwise leave behind for the connection's next borrower
+/// (a `SET ROLE`, a session-level `set_config`, a `search_path`, a temporary table that
+/// shadows a tenant table, an open `WITH HOLD` cursor over tenant rows, a `LISTEN`, a
+/// sequence's `currval`). It is `DISCARD ALL` without `DEALLOCATE ALL`, which would drop
+/// the prepared statements sqlx caches per connection, and without the advisory-lock
+/// release, which needs a `SELECT`.
+pub const SESSION_RESET: &str =
+    "CLOSE ALL; RESET ROLE; RESET ALL; UNLISTEN *; DISCARD TEMP; DISCARD SEQUENCES";
+
+/// How long a dropped transaction's clean-up may take before its connection is closed.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
+
 static BYPASSES: AtomicU64 = AtomicU64::new(0);
+static CONNECTIONS_CLOSED: AtomicU64 = AtomicU64::new(0);
 
 /// Number of row-level security bypass transactions this process has begun, for metrics.
 #[must_use]
 pub fn rls_bypasses_started() -> u64 {
     BYPASSES.load(Ordering::Relaxed)
+}
+
+/// Number of connections Nova closed rather than return to the pool in an unknown state (a
+/// `begin` that did not finish, a failed commit, a clean-up that failed), for metrics.
+#[must_use]
+pub fn dirty_connections_closed() -> u64 {
+    CONNECTIONS_CLOSED.load(Ordering::Relaxed)
+}
+
+/// Server-side limits pinned in every transaction a [`TenantPool`] begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTimeouts {
+    /// `statement_timeout`.
+    pub statement: Duration,
+    /// `idle_in_transaction_session_timeout`.
+    pub idle_in_transaction: Duration,
+    /// `lock_timeout`.
+    pub lock: Duration,
 }
 
 /// A PostgreSQL pool that only opens tenant-scoped transactions.
@@ -44,7 +103,7 @@ pub fn rls_bypasses_started() -> u64 {
 /// ```no_run
 /// # async fn demo(ctx: nova_tenancy::TenantContext) -> Result<(), nova_tenancy::Error> {
 /// use nova_tenancy::TenantPool;
-/// let pool = TenantPool::new(sqlx::PgPool::connect("postgres://app@127.0.0.1/app").await?);
+/// let pool = TenantPool::checked(sqlx::PgPool::connect("postgres://app@127.0.0.1/app").await?).await?;
 /// let mut tx = pool.begin(&ctx).await?;
 /// let open: i64 = sqlx::query_scalar("SELECT count(*) FROM tickets WHERE status = 'open'")
 ///     .fetch_one(&mut *tx)
@@ -55,54 +114,126 @@ pub fn rls_bypasses_started() -> u64 {
 #[derive(Clone)]
 pub struct TenantPool {
     pool: PgPool,
+    /// `BEGIN` and the session pins, rendered once.
+    begin_prefix: Arc<str>,
+    timeouts: Option<SessionTimeouts>,
 }
 
 impl TenantPool {
     /// Takes a pool whose connections log in as an application role subject to row-level
     /// security (never a superuser or a `BYPASSRLS` role, which PostgreSQL exempts even
     /// under `FORCE ROW LEVEL SECURITY`). Does no I/O; prefer [`TenantPool::checked`], which
-    /// verifies the role.
+    /// verifies the role and the schema.
     #[must_use]
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            begin_prefix: render_prefix(None).into(),
+            timeouts: None,
+        }
     }
 
-    /// Takes a pool after checking, on one of its connections, that the login role is
-    /// neither a superuser nor `BYPASSRLS` — either would silently see every tenant's rows.
+    /// Pins these timeouts in every transaction (`SET LOCAL`), so they hold behind a
+    /// transaction-pooling PgBouncer, which drops or refuses startup options, and whatever
+    /// an earlier borrower set on the session. [`crate::ConnectionPolicy::connect`] does this
+    /// with the policy's values.
+    #[must_use]
+    pub fn with_timeouts(mut self, timeouts: SessionTimeouts) -> Self {
+        self.begin_prefix = render_prefix(Some(&timeouts)).into();
+        self.timeouts = Some(timeouts);
+        self
+    }
+
+    /// The timeouts pinned in every transaction, if any.
+    #[must_use]
+    pub fn timeouts(&self) -> Option<SessionTimeouts> {
+        self.timeouts
+    }
+
+    /// Takes a pool after checking, on one of its connections, that the login can reach no
+    /// role that skips row-level security and that the database does not defeat it for the
+    /// tables the login can reach (see [`crate::inspect`]).
     ///
     /// # Errors
-    /// [`Error::Config`] naming `role` when the role skips row-level security;
-    /// [`Error::Database`] when the check cannot run.
+    /// - [`Error::LoginSkipsRls`] naming the superuser or `BYPASSRLS` role the login is, or
+    ///   reaches through membership (directly or inherited);
+    /// - [`Error::RlsDefeated`] with the findings of the inspection;
+    /// - [`Error::Database`] when the checks cannot run.
     pub async fn checked(pool: PgPool) -> Result<Self, Error> {
-        let skips_rls: bool = sqlx::query_scalar(
-            "SELECT rolsuper OR rolbypassrls FROM pg_catalog.pg_roles WHERE rolname = current_user",
-        )
-        .fetch_one(&pool)
-        .await?;
-        if skips_rls {
-            return Err(Error::Config {
-                setting: "role",
-                reason: "the pool logs in as a superuser or BYPASSRLS role, which row-level security does not filter",
+        let pool = Self::new(pool);
+        pool.check().await?;
+        Ok(pool)
+    }
+
+    /// Runs the checks of [`TenantPool::checked`] on this pool, and checks that the pinned
+    /// timeouts are in force inside a transaction.
+    ///
+    /// # Errors
+    /// As [`TenantPool::checked`]; [`Error::Config`] naming a timeout that is not in force.
+    pub async fn check(&self) -> Result<(), Error> {
+        let mut conn = self.pool.acquire().await?;
+        let report = crate::inspect::inspect_login(&mut conn).await?;
+        if let Some(role) = report.bypass_role() {
+            return Err(Error::LoginSkipsRls {
+                role: role.to_owned(),
             });
         }
-        Ok(Self { pool })
+        if !report.is_clean() {
+            return Err(Error::RlsDefeated(report));
+        }
+        drop(conn);
+        if let Some(t) = self.timeouts {
+            // The pins alone, without tenant settings: row-level security shows nothing.
+            let mut tx = self
+                .begin_with(self.begin_prefix.to_string(), TenantId::new_v4())
+                .await?;
+            let row: (String, String, String) = sqlx::raw_sql(
+                "SELECT current_setting('statement_timeout'), \
+                 current_setting('idle_in_transaction_session_timeout'), \
+                 current_setting('lock_timeout')",
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .and_then(|r| {
+                use sqlx::Row as _;
+                Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
+            })?;
+            tx.rollback().await?;
+            let expected = [
+                ("statement_timeout", t.statement, row.0),
+                (
+                    "idle_in_transaction_session_timeout",
+                    t.idle_in_transaction,
+                    row.1,
+                ),
+                ("lock_timeout", t.lock, row.2),
+            ];
+            for (setting, want, got) in expected {
+                if parse_pg_duration(&got) != Some(want) {
+                    return Err(Error::Config {
+                        setting,
+                        reason: "is not in force inside a tenant transaction",
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Begins a transaction scoped to `ctx`'s tenant, user and request.
     ///
-    /// One round trip: `BEGIN` and the three `SET LOCAL` statements travel as one
-    /// simple-query message. The values are rendered from typed UUIDs, whose text form is
-    /// `[0-9a-f-]{36}`; no caller-supplied text reaches the SQL.
+    /// One round trip: `BEGIN`, the session pins and the `SET LOCAL` statements travel as
+    /// one simple-query message. The values are rendered from typed UUIDs, whose text form
+    /// is `[0-9a-f-]{36}`; no caller-supplied text reaches the SQL.
+    ///
+    /// Cancel-safe: if the returned future is dropped before it completes, the connection
+    /// it had taken is closed, never returned to the pool mid-transaction.
     ///
     /// # Errors
     /// [`Error::Database`] when no connection can be had or the server refuses.
     pub async fn begin(&self, ctx: &TenantContext) -> Result<TenantTx, Error> {
-        let sql = begin_statement(ctx, None);
-        let tx = self.pool.begin_with(AssertSqlSafe(sql)).await?;
-        Ok(TenantTx {
-            tx,
-            tenant: ctx.tenant(),
-        })
+        let sql = begin_statement(&self.begin_prefix, ctx, None);
+        self.begin_with(sql, ctx.tenant()).await
     }
 
     /// Begins a transaction in which the migration's bypass roles see every tenant's rows.
@@ -110,7 +241,8 @@ impl TenantPool {
     /// Only a system context may ask ([`TenantContext::system`]), and only connections that
     /// log in as a bypass role named in the migration gain anything: for every other role
     /// the setting has no effect. Each bypass is reported as a `warn` event on
-    /// [`AUDIT_TARGET`] and counted in [`rls_bypasses_started`].
+    /// [`AUDIT_TARGET`] and counted in [`rls_bypasses_started`]. Cancel-safe like
+    /// [`TenantPool::begin`].
     ///
     /// # Errors
     /// [`Error::BypassRequiresSystemContext`] for a verified user's context;
@@ -156,12 +288,30 @@ impl TenantPool {
                 .request_id(ctx.request_id())
                 .details(&[("reason", &reason)]),
         );
-        let sql = begin_statement(ctx, Some(reason));
-        let tx = self.pool.begin_with(AssertSqlSafe(sql)).await?;
+        let sql = begin_statement(&self.begin_prefix, ctx, Some(reason));
+        self.begin_with(sql, ctx.tenant()).await
+    }
+
+    async fn begin_with(&self, sql: String, tenant: TenantId) -> Result<TenantTx, Error> {
+        // `acquire` is cancel-safe: a connection is ours only once it returns.
+        let conn = self.pool.acquire().await?;
+        // From here until the server confirms the transaction, dropping `pending` (an
+        // error, or this future dropped at the await below) closes the connection.
+        let mut pending = Unfinished(Some(conn));
+        if let Some(conn) = pending.0.as_mut() {
+            sqlx_tx::begin::<Postgres>(conn, AssertSqlSafe(sql).into_sql_str()).await?;
+        }
         Ok(TenantTx {
-            tx,
-            tenant: ctx.tenant(),
+            conn: pending.0.take(),
+            tenant,
         })
+    }
+
+    /// The pool underneath, for work that is not tenant data (migrations, health checks).
+    /// Connections Nova returns to it are outside any transaction, with the session reset.
+    #[must_use]
+    pub fn raw(&self) -> &PgPool {
+        &self.pool
     }
 
     /// Connections currently open (idle or in use), for metrics.
@@ -176,31 +326,23 @@ impl TenantPool {
     }
 }
 
-impl fmt::Debug for TenantPool {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The pool's connect options hold a password; print only its shape.
-        f.debug_struct("TenantPool")
-            .field("size", &self.pool.size())
-            .field("idle", &self.pool.num_idle())
-            .finish_non_exhaustive()
-    }
-}
-
-/// Renders `BEGIN; SET LOCAL ...` for one simple-query round trip.
+/// Renders the begin message for one transaction.
 ///
 /// `SET LOCAL` is the statement form of `set_config(name, value, true)`: the same
-/// transaction-local setting. It is used because it is a utility command with nothing to
-/// plan and no row to return; a `SELECT set_config(..)` added about 60 µs to each
+/// transaction-local setting. It is used because it is a utility command with nothing
+/// to plan and no row to return; a `SELECT set_config(..)` added about 60 µs to each
 /// transaction on the benchmark machine (see `BENCHMARKS.md`).
 ///
-/// Safety of the splice: ids render as `[0-9a-f-]{36}` (see the properties in `ids.rs`) and
-/// the bypass reason is a `&'static str` from code, escaped as a standard SQL literal anyway.
-fn begin_statement(ctx: &TenantContext, bypass_reason: Option<&str>) -> String {
-    let mut sql = String::with_capacity(200);
+/// Safety of the splice: ids render as `[0-9a-f-]{36}` (see the properties in `ids.rs`)
+/// and the bypass reason is a `&'static str` from code, escaped as a standard SQL
+/// literal anyway.
+fn begin_statement(prefix: &str, ctx: &TenantContext, bypass_reason: Option<&str>) -> String {
+    let mut sql = String::with_capacity(prefix.len() + 200);
+    sql.push_str(prefix);
     let user = ctx.user().map(|u| u.to_text());
     let _ = write!(
         sql,
-        "BEGIN; SET LOCAL {TENANT_SETTING} = '{}'; SET LOCAL {USER_SETTING} = '{}'; SET LOCAL {REQUEST_SETTING} = '{}'",
+        "; SET LOCAL {TENANT_SETTING} = '{}'; SET LOCAL {USER_SETTING} = '{}'; SET LOCAL {REQUEST_SETTING} = '{}'",
         ctx.tenant().to_text(),
         user.as_ref().map_or("", |u| u.as_str()),
         ctx.request_id().to_text(),
@@ -212,11 +354,107 @@ fn begin_statement(ctx: &TenantContext, bypass_reason: Option<&str>) -> String {
     sql
 }
 
-/// A transaction scoped to one tenant. Use `&mut *tx` wherever sqlx wants an executor.
+/// `BEGIN` and the pins that make a transaction independent of what an earlier borrower
+/// left on the session: the login's own role (a `SET ROLE` to a role the login is a member
+/// of cannot carry into it), the login's `search_path`, and the pool's timeouts.
+fn render_prefix(timeouts: Option<&SessionTimeouts>) -> String {
+    let mut sql = String::from("BEGIN; SET LOCAL ROLE NONE; SET LOCAL search_path TO DEFAULT");
+    if let Some(t) = timeouts {
+        let _ = write!(
+            sql,
+            "; SET LOCAL statement_timeout = '{}ms'; SET LOCAL idle_in_transaction_session_timeout = '{}ms'; SET LOCAL lock_timeout = '{}ms'",
+            t.statement.as_millis(),
+            t.idle_in_transaction.as_millis(),
+            t.lock.as_millis(),
+        );
+    }
+    sql
+}
+
+/// Reads a duration as PostgreSQL prints a time setting (`30s`, `1min`, `250ms`, `0`).
+fn parse_pg_duration(text: &str) -> Option<Duration> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let ms = match unit {
+        "" | "ms" => n,
+        "s" => n.checked_mul(1_000)?,
+        "min" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+impl fmt::Debug for TenantPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The pool's connect options hold a password; print only its shape.
+        f.debug_struct("TenantPool")
+            .field("size", &self.pool.size())
+            .field("idle", &self.pool.num_idle())
+            .field("timeouts", &self.timeouts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection whose transaction has not been confirmed: closed if dropped while armed.
+struct Unfinished(Option<PoolConnection<Postgres>>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            close(conn);
+        }
+    }
+}
+
+/// Closes a connection without returning it to the pool; the server ends the session and
+/// rolls back anything it had open.
+fn close(mut conn: PoolConnection<Postgres>) {
+    CONNECTIONS_CLOSED.fetch_add(1, Ordering::Relaxed);
+    if tokio::runtime::Handle::try_current().is_ok() {
+        // sqlx sends `Terminate` from a task and lets the pool open a replacement.
+        conn.close_on_drop();
+        drop(conn);
+    } else {
+        // No runtime to close it gracefully: dropping the socket ends the session too.
+        drop(conn.detach());
+    }
+}
+
+/// The end of a transaction that also resets the session, in one message.
 ///
-/// Dropping it without [`TenantTx::commit`] rolls back, as with `sqlx::Transaction`.
+/// After the reset comes a `BEGIN`, whose empty transaction sqlx's own bookkeeping then
+/// ends: Nova tells sqlx the transaction is over with `start_rollback`, which queues a
+/// `ROLLBACK` that travels with the ping sqlx sends anyway when the connection is
+/// released. Without the `BEGIN` that `ROLLBACK` would log a warning on the server each
+/// time; without the queued `ROLLBACK` sqlx would believe the connection still inside a
+/// transaction. The reset costs no round trip.
+///
+/// On commit the reset runs before `COMMIT`, inside the transaction, after
+/// `SET CONSTRAINTS ALL IMMEDIATE` has run the deferred checks and triggers under the
+/// transaction's own settings; a reset placed after `COMMIT` would be swept into the
+/// trailing `BEGIN`'s transaction and undone by its `ROLLBACK`. On rollback the reset needs
+/// a transaction of its own, since the `ROLLBACK` would undo it.
+fn end_statement(commit: bool) -> String {
+    if commit {
+        format!("SET CONSTRAINTS ALL IMMEDIATE; {SESSION_RESET}; COMMIT; BEGIN")
+    } else {
+        format!("ROLLBACK; BEGIN; {SESSION_RESET}; COMMIT; BEGIN")
+    }
+}
+
+/// A transaction scoped to one tenant. Use `&mut *tx` wherever sqlx wants an executor;
+/// `(*tx).begin()` opens a savepoint.
+///
+/// Dropping it without [`TenantTx::commit`] rolls back and resets the session in a task
+/// spawned on the current runtime, before the connection goes back to the pool.
 pub struct TenantTx {
-    tx: Transaction<'static, Postgres>,
+    /// `Some` until the transaction has ended; taken by `commit`, `rollback` or `Drop`.
+    conn: Option<PoolConnection<Postgres>>,
     tenant: TenantId,
 }
 
@@ -227,33 +465,135 @@ impl TenantTx {
         self.tenant
     }
 
-    /// Commits; the tenant settings end with the transaction.
+    /// Commits, and resets the session in the same round trip; the tenant settings end
+    /// with the transaction.
+    ///
+    /// Deferred constraints and triggers run just before the reset
+    /// (`SET CONSTRAINTS ALL IMMEDIATE`), with the transaction's settings in force.
     ///
     /// # Errors
-    /// [`Error::Database`] when the commit fails (the transaction is then rolled back).
-    pub async fn commit(self) -> Result<(), Error> {
-        self.tx.commit().await.map_err(Error::from)
+    /// [`Error::Database`] when the commit fails (the transaction is then rolled back and
+    /// the connection closed).
+    pub async fn commit(mut self) -> Result<(), Error> {
+        self.end(true).await
     }
 
-    /// Rolls back explicitly (dropping does the same, deferred to the connection's next use).
+    /// Rolls back explicitly, and resets the session in the same round trip (dropping does
+    /// the same in a spawned task).
     ///
     /// # Errors
-    /// [`Error::Database`] when the server cannot be reached.
-    pub async fn rollback(self) -> Result<(), Error> {
-        self.tx.rollback().await.map_err(Error::from)
+    /// [`Error::Database`] when the server cannot be reached (the connection is closed).
+    pub async fn rollback(mut self) -> Result<(), Error> {
+        self.end(false).await
+    }
+
+    async fn end(&mut self, commit: bool) -> Result<(), Error> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        if transaction_depth(conn) != 1 {
+            // A savepoint left open (a nested transaction leaked with `mem::forget`): the
+            // bookkeeping no longer matches the server, so the connection cannot be reused.
+            let sql = if commit { "COMMIT" } else { "ROLLBACK" };
+            let result = conn.execute(sql).await;
+            if let Some(conn) = self.conn.take() {
+                close(conn);
+            }
+            return result.map(|_| ()).map_err(Error::from);
+        }
+        match conn.execute(AssertSqlSafe(end_statement(commit))).await {
+            Ok(_) => {
+                if let Some(mut conn) = self.conn.take() {
+                    sqlx_tx::start_rollback::<Postgres>(&mut conn);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(conn) = self.conn.take() {
+                    close(conn);
+                }
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// sqlx's transaction bookkeeping, reached through `Database::TransactionManager` (the
+/// trait itself is not re-exported by `sqlx`). Nova uses it so that `(*tx).begin()` inside
+/// a `TenantTx` opens a savepoint, exactly as inside a `sqlx::Transaction`.
+mod sqlx_tx {
+    use sqlx::{Database, SqlStr};
+    use sqlx_core::transaction::TransactionManager as _;
+
+    pub(super) async fn begin<DB: Database>(
+        conn: &mut DB::Connection,
+        statement: SqlStr,
+    ) -> Result<(), sqlx::Error> {
+        DB::TransactionManager::begin(conn, Some(statement)).await
+    }
+
+    pub(super) fn start_rollback<DB: Database>(conn: &mut DB::Connection) {
+        DB::TransactionManager::start_rollback(conn);
+    }
+
+    pub(super) fn depth<DB: Database>(conn: &DB::Connection) -> usize {
+        DB::TransactionManager::get_transaction_depth(conn)
+    }
+}
+
+fn transaction_depth(conn: &PgConnection) -> usize {
+    sqlx_tx::depth::<Postgres>(conn)
+}
+
+/// Rolls back and resets a connection whose `TenantTx` was dropped, then releases it; closes
+/// it if that fails or takes too long (a statement still running, a broken protocol state
+/// after a future was dropped mid-message).
+async fn clean_up(mut conn: PoolConnection<Postgres>) {
+    let depth = transaction_depth(&conn);
+    let reset = tokio::time::timeout(
+        CLEANUP_TIMEOUT,
+        conn.execute(AssertSqlSafe(end_statement(false))),
+    )
+    .await;
+    match reset {
+        Ok(Ok(_)) if depth == 1 => {
+            sqlx_tx::start_rollback::<Postgres>(&mut conn);
+        }
+        _ => close(conn),
+    }
+}
+
+impl Drop for TenantTx {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                // The task owns the connection: nobody else can borrow it until it is clean.
+                drop(runtime.spawn(clean_up(conn)));
+            }
+            Err(_) => close(conn),
+        }
     }
 }
 
 impl Deref for TenantTx {
     type Target = PgConnection;
     fn deref(&self) -> &PgConnection {
-        &self.tx
+        match &self.conn {
+            Some(conn) => conn,
+            None => unreachable!("a TenantTx is consumed when its transaction ends"),
+        }
     }
 }
 
 impl DerefMut for TenantTx {
     fn deref_mut(&mut self) -> &mut PgConnection {
-        &mut self.tx
+        match &mut self.conn {
+            Some(conn) => conn,
+            None => unreachable!("a TenantTx is consumed when its transaction ends"),
+        }
     }
 }
 
@@ -283,20 +623,60 @@ mod tests {
         let t = TenantId::new_v4();
         let u = UserId::new_v4();
         let ctx = TenantContext::from_verified(&V, VerifiedIdentity::new(t).user(u));
-        let sql = begin_statement(&ctx, None);
-        assert!(sql.starts_with("BEGIN; SET LOCAL nova.tenant_id = '"));
+        let sql = begin_statement(&render_prefix(None), &ctx, None);
+        assert!(sql.starts_with(
+            "BEGIN; SET LOCAL ROLE NONE; SET LOCAL search_path TO DEFAULT; SET LOCAL nova.tenant_id = '"
+        ));
         assert!(sql.contains(&t.to_string()));
         assert!(sql.contains(&u.to_string()));
         assert!(sql.ends_with("SET LOCAL nova.bypass_reason = ''"), "{sql}");
-        assert_eq!(sql.matches(';').count(), 4);
+        assert_eq!(sql.matches(';').count(), 6);
     }
 
     #[test]
     fn bypass_reason_is_escaped_as_a_literal() {
         let ctx = TenantContext::system(TenantId::new_v4(), "job").unwrap();
-        let sql = begin_statement(&ctx, Some("it's'); DROP TABLE t; --"));
+        let sql = begin_statement(&render_prefix(None), &ctx, Some("it's'); DROP TABLE t; --"));
         assert!(sql.contains("'it''s''); DROP TABLE t; --'"));
         // the user id of a system context is the empty string, which policies read as NULL
         assert!(sql.contains("SET LOCAL nova.user_id = ''"));
+    }
+
+    #[test]
+    fn timeouts_are_pinned_in_milliseconds_after_the_role_and_path() {
+        let prefix = render_prefix(Some(&SessionTimeouts {
+            statement: Duration::from_secs(5),
+            idle_in_transaction: Duration::from_millis(1500),
+            lock: Duration::from_secs(1),
+        }));
+        assert_eq!(
+            prefix,
+            "BEGIN; SET LOCAL ROLE NONE; SET LOCAL search_path TO DEFAULT; \
+             SET LOCAL statement_timeout = '5000ms'; \
+             SET LOCAL idle_in_transaction_session_timeout = '1500ms'; SET LOCAL lock_timeout = '1000ms'"
+        );
+    }
+
+    #[test]
+    fn the_reset_commits_after_deferred_checks_and_leaves_an_empty_transaction_for_sqlx() {
+        let commit = end_statement(true);
+        assert!(
+            commit.starts_with("SET CONSTRAINTS ALL IMMEDIATE; CLOSE ALL; RESET ROLE; RESET ALL")
+        );
+        assert!(commit.ends_with("; COMMIT; BEGIN"));
+        let rollback = end_statement(false);
+        assert!(rollback.starts_with("ROLLBACK; BEGIN; CLOSE ALL"));
+        assert!(rollback.ends_with("; COMMIT; BEGIN"));
+    }
+
+    #[test]
+    fn postgres_durations_are_read_in_every_unit_it_prints() {
+        assert_eq!(parse_pg_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_pg_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_pg_duration("1min"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_pg_duration("2h"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_pg_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_pg_duration("1.5s"), None);
+        assert_eq!(parse_pg_duration(""), None);
     }
 }

@@ -23,6 +23,21 @@ use crate::rls_sql::AppRoles;
 /// Default admin URL when `NOVA_TEST_PG_ADMIN_URL` is not set.
 pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
+/// Default address of the transaction-pooling PgBouncer in front of the test server, when
+/// `NOVA_TEST_PGBOUNCER_ADDR` is not set. `.ci/pgbouncer start` runs one there.
+pub const DEFAULT_PGBOUNCER_ADDR: &str = "127.0.0.1:6439";
+
+/// How a test's application connections reach PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// Straight to the server.
+    Direct,
+    /// Through PgBouncer in transaction pooling (`NOVA_TEST_PGBOUNCER_ADDR`), where
+    /// consecutive transactions of one client may run on different server sessions and one
+    /// server session serves many clients.
+    PgBouncer,
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Whether a test run is in CI, where a missing server is a failure rather than a skip.
@@ -194,6 +209,51 @@ impl PgFixture {
             .connect_with(self.connect_options(role))
             .await
             .expect("connect as test role")
+    }
+
+    /// A pool of `max` connections as `role`, straight to the server or through PgBouncer.
+    /// Returns `None` (after a loud message) when PgBouncer is unreachable outside CI.
+    ///
+    /// # Panics
+    /// In CI when PgBouncer is unreachable, or whenever the connection fails.
+    pub async fn app_pool(&self, role: &str, max: u32, via: Via) -> Option<PgPool> {
+        let opts = match via {
+            Via::Direct => self.connect_options(role),
+            Via::PgBouncer => self.pgbouncer_options(role).await?,
+        };
+        Some(
+            PgPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(Duration::from_secs(20))
+                .connect_with(opts)
+                .await
+                .unwrap_or_else(|e| panic!("connect as {role} via {via:?}: {e}")),
+        )
+    }
+
+    /// Connect options for the test database as `role` through PgBouncer, with the
+    /// settings a client needs there (no `extra_float_digits` startup parameter). Returns
+    /// `None` (after a loud message) when PgBouncer is unreachable outside CI.
+    ///
+    /// # Panics
+    /// In CI when PgBouncer is unreachable.
+    pub async fn pgbouncer_options(&self, role: &str) -> Option<PgConnectOptions> {
+        let addr = std::env::var("NOVA_TEST_PGBOUNCER_ADDR")
+            .unwrap_or_else(|_| DEFAULT_PGBOUNCER_ADDR.into());
+        let (host, port) = addr
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+            .expect("NOVA_TEST_PGBOUNCER_ADDR is host:port");
+        if let Err(e) = tokio::net::TcpStream::connect((host.as_str(), port)).await {
+            service_unavailable("PgBouncer", &e.to_string(), "bash .ci/pgbouncer start");
+            return None;
+        }
+        Some(
+            self.connect_options(role)
+                .host(&host)
+                .port(port)
+                .extra_float_digits(None),
+        )
     }
 
     /// Creates an extra database on the same server (dropped by [`PgFixture::cleanup`]).

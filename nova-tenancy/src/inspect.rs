@@ -1,0 +1,467 @@
+//! Schema inspection: every way a live database defeats row-level security for the tables
+//! Nova protects, found by reading the catalogue.
+//!
+//! Row-level security is only as strong as the objects around the tables it protects. A
+//! view evaluated with its owner's rights, a `SECURITY DEFINER` function owned by a
+//! superuser, a permissive `true` policy, a `TRUNCATE` grant or a login that can
+//! `SET ROLE` to a `BYPASSRLS` role each returns (or destroys) every tenant's rows inside a
+//! perfectly scoped tenant transaction. [`Inspection::run`] lists them as [`Finding`]s;
+//! [`crate::TenantPool::checked`] runs it for its login and refuses a pool that would leak,
+//! and [`crate::RlsMigration::inspection`] checks what a migration set up.
+//!
+//! The protected tables are those carrying Nova's `nova_tenant_isolation` policy that a
+//! subject can reach (any privilege, or ownership), plus any named with
+//! [`Inspection::table`] (so a table whose policies were dropped is still checked). The *subjects* are the roles whose reach matters: the connection's login, or
+//! the application roles of a migration. This module only reads; it must never report a
+//! database as clean when a check could not run.
+
+use std::fmt;
+
+use sqlx::{Connection, PgConnection, Row};
+
+use crate::error::Error;
+use crate::ident::Ident;
+
+/// One way the database defeats row-level security. Names are schema-qualified and quoted
+/// as PostgreSQL prints them; no row data is ever included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Finding {
+    /// A table named for inspection does not exist.
+    MissingTable {
+        /// The table.
+        table: String,
+    },
+    /// A protected table without `ENABLE ROW LEVEL SECURITY`: no policy applies at all.
+    RlsNotEnabled {
+        /// The table.
+        table: String,
+    },
+    /// A protected table without `FORCE ROW LEVEL SECURITY`: its owner sees every row.
+    RlsNotForced {
+        /// The table.
+        table: String,
+    },
+    /// A table named for inspection without Nova's `nova_tenant_isolation` policy.
+    NoTenantPolicy {
+        /// The table.
+        table: String,
+    },
+    /// A view over a protected table (possibly through other views) that runs with its
+    /// owner's rights (no `security_invoker`), or a materialized view, which stores the
+    /// rows its refresher could see. A subject can read it.
+    OwnerRightsView {
+        /// The view.
+        view: String,
+        /// The protected table underneath.
+        table: String,
+    },
+    /// A `SECURITY DEFINER` function a subject can execute, owned by a superuser or
+    /// `BYPASSRLS` role: inside it, row-level security does not apply. Every such function
+    /// is reported, whatever its body names: dynamic SQL (`EXECUTE`) can read any table,
+    /// so reading the body could only miss some. Functions of extensions are left out.
+    BypassingFunction {
+        /// The function's signature.
+        function: String,
+        /// Its owner.
+        owner: String,
+    },
+    /// A permissive policy whose condition is `true`: it admits every tenant's rows to
+    /// the roles it names.
+    PermissiveTruePolicy {
+        /// The table.
+        table: String,
+        /// The policy.
+        policy: String,
+    },
+    /// A privilege that row-level security does not filter: `TRUNCATE` empties every
+    /// tenant's rows, `REFERENCES` lets a foreign key probe for other tenants' keys, and
+    /// `TRIGGER` runs a subject's code on every tenant's writes.
+    UnfilteredPrivilege {
+        /// The table.
+        table: String,
+        /// The role holding it.
+        role: String,
+        /// `TRUNCATE`, `REFERENCES` or `TRIGGER`.
+        privilege: String,
+    },
+    /// A subject owns a protected table (or can become its owner), and an owner can turn
+    /// row-level security off or rewrite the policies.
+    OwnsProtectedTable {
+        /// The table.
+        table: String,
+        /// The subject.
+        role: String,
+    },
+    /// A subject may create temporary tables, which can shadow a tenant table for the
+    /// rest of a pooled session.
+    TemporaryPrivilege {
+        /// The subject.
+        role: String,
+    },
+    /// A subject is, or through membership can become, a superuser or `BYPASSRLS` role,
+    /// which row-level security does not filter even under `FORCE`.
+    ReachesBypassRole {
+        /// The subject.
+        role: String,
+        /// The superuser or `BYPASSRLS` role it reaches (possibly itself).
+        bypass_role: String,
+    },
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MissingTable { table } => write!(f, "table {table} does not exist"),
+            Self::RlsNotEnabled { table } => {
+                write!(f, "table {table} does not have row-level security enabled")
+            }
+            Self::RlsNotForced { table } => write!(
+                f,
+                "table {table} does not force row-level security on its owner"
+            ),
+            Self::NoTenantPolicy { table } => {
+                write!(f, "table {table} has no nova_tenant_isolation policy")
+            }
+            Self::OwnerRightsView { view, table } => write!(
+                f,
+                "view {view} reads {table} with its owner's rights (no security_invoker, or materialized)"
+            ),
+            Self::BypassingFunction { function, owner } => write!(
+                f,
+                "SECURITY DEFINER function {function} is owned by {owner}, which bypasses row-level security"
+            ),
+            Self::PermissiveTruePolicy { table, policy } => {
+                write!(
+                    f,
+                    "policy {policy} on {table} is permissive and always true"
+                )
+            }
+            Self::UnfilteredPrivilege {
+                table,
+                role,
+                privilege,
+            } => write!(
+                f,
+                "role {role} holds {privilege} on {table}, which row-level security does not filter"
+            ),
+            Self::OwnsProtectedTable { table, role } => {
+                write!(f, "role {role} owns (or can become the owner of) {table}")
+            }
+            Self::TemporaryPrivilege { role } => write!(
+                f,
+                "role {role} may create temporary tables, which can shadow tenant tables"
+            ),
+            Self::ReachesBypassRole { role, bypass_role } if role == bypass_role => write!(
+                f,
+                "role {role} is a superuser or has BYPASSRLS, which row-level security does not filter"
+            ),
+            Self::ReachesBypassRole { role, bypass_role } => write!(
+                f,
+                "role {role} can become {bypass_role}, a superuser or BYPASSRLS role"
+            ),
+        }
+    }
+}
+
+/// What an [`Inspection`] found, in a stable order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    findings: Vec<Finding>,
+    tables: usize,
+}
+
+impl Report {
+    /// Whether nothing defeats row-level security.
+    #[must_use]
+    pub fn is_clean(&self) -> bool {
+        self.findings.is_empty()
+    }
+
+    /// Every finding.
+    #[must_use]
+    pub fn findings(&self) -> &[Finding] {
+        &self.findings
+    }
+
+    /// How many protected tables were inspected.
+    #[must_use]
+    pub fn tables_inspected(&self) -> usize {
+        self.tables
+    }
+
+    /// The first superuser or `BYPASSRLS` role a subject reaches, if any.
+    #[must_use]
+    pub fn bypass_role(&self) -> Option<&str> {
+        self.findings.iter().find_map(|f| match f {
+            Finding::ReachesBypassRole { bypass_role, .. } => Some(bypass_role.as_str()),
+            _ => None,
+        })
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.findings.as_slice() {
+            [] => write!(
+                f,
+                "{} protected tables, nothing defeats row-level security",
+                self.tables
+            ),
+            [first] => write!(f, "{first}"),
+            [first, rest @ ..] => write!(f, "{first} (and {} more)", rest.len()),
+        }
+    }
+}
+
+/// What to inspect: whose reach (subjects) over which tables.
+///
+/// ```no_run
+/// # async fn demo(conn: &mut sqlx::PgConnection) -> Result<(), nova_tenancy::Error> {
+/// use nova_tenancy::inspect::Inspection;
+/// let report = Inspection::login().run(conn).await?;
+/// for finding in report.findings() {
+///     eprintln!("row-level security is defeated: {finding}");
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Inspection {
+    /// `None`: the connection's login (`current_user`).
+    subjects: Option<Vec<String>>,
+    /// `schema.table`, quoted as `format('%I.%I')` prints it.
+    tables: Vec<String>,
+}
+
+impl Inspection {
+    /// Inspects what the connection's login can reach.
+    #[must_use]
+    pub fn login() -> Self {
+        Self::default()
+    }
+
+    /// Inspects what these roles can reach (for example a migration's application roles).
+    #[must_use]
+    pub fn roles<'a>(roles: impl IntoIterator<Item = &'a Ident>) -> Self {
+        Self {
+            subjects: Some(roles.into_iter().map(|r| r.as_str().to_owned()).collect()),
+            tables: Vec::new(),
+        }
+    }
+
+    /// Also inspects this table, whether or not it carries Nova's policy.
+    #[must_use]
+    pub fn table(mut self, schema: &Ident, table: &Ident) -> Self {
+        self.tables
+            .push(format!("{}.{}", schema.as_str(), table.as_str()));
+        self
+    }
+
+    /// Runs every check in one read-only transaction (unnamed statements, so it also runs
+    /// behind a transaction-pooling PgBouncer).
+    ///
+    /// # Errors
+    /// [`Error::Database`] when a check cannot run; never a partial report.
+    pub async fn run(&self, conn: &mut PgConnection) -> Result<Report, Error> {
+        let mut tx = conn.begin_with("BEGIN READ ONLY").await?;
+        let rows = sqlx::query(INSPECTION_SQL)
+            .persistent(false)
+            .bind(self.subjects.as_deref())
+            .bind(&self.tables)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.rollback().await?;
+        let mut report = Report::default();
+        for row in rows {
+            let kind: String = row.try_get(0)?;
+            let a: String = row.try_get(1)?;
+            let b: Option<String> = row.try_get(2)?;
+            let b = b.unwrap_or_default();
+            let finding = match kind.as_str() {
+                "tables" => {
+                    report.tables = a.parse().unwrap_or(0);
+                    continue;
+                }
+                "missing" => Finding::MissingTable { table: a },
+                "not_enabled" => Finding::RlsNotEnabled { table: a },
+                "not_forced" => Finding::RlsNotForced { table: a },
+                "no_policy" => Finding::NoTenantPolicy { table: a },
+                "view" => Finding::OwnerRightsView { view: a, table: b },
+                "function" => Finding::BypassingFunction {
+                    function: a,
+                    owner: b,
+                },
+                "true_policy" => Finding::PermissiveTruePolicy {
+                    table: a,
+                    policy: b,
+                },
+                "owner" => Finding::OwnsProtectedTable { table: a, role: b },
+                "temporary" => Finding::TemporaryPrivilege { role: a },
+                "bypass" => Finding::ReachesBypassRole {
+                    role: a,
+                    bypass_role: b,
+                },
+                privilege => Finding::UnfilteredPrivilege {
+                    table: a,
+                    role: b,
+                    privilege: privilege.to_owned(),
+                },
+            };
+            report.findings.push(finding);
+        }
+        Ok(report)
+    }
+}
+
+/// Inspects what the connection's login reaches; used by [`crate::TenantPool::checked`].
+pub(crate) async fn inspect_login(conn: &mut PgConnection) -> Result<Report, Error> {
+    Inspection::login().run(conn).await
+}
+
+/// One statement, so the report is one consistent snapshot of the catalogue.
+/// `$1`: the subjects (`NULL` for `current_user`); `$2`: tables named for inspection.
+/// Rows: (kind, object, detail), ordered for a stable report.
+const INSPECTION_SQL: &str = r"
+WITH RECURSIVE
+subjects AS (
+    SELECT r.oid, r.rolname::text AS name
+    FROM pg_catalog.pg_roles r
+    WHERE r.rolname = ANY (coalesce($1::text[], ARRAY[current_user::text]))
+),
+named AS (
+    SELECT t.name, to_regclass(t.name) AS oid FROM unnest($2::text[]) AS t(name)
+),
+protected AS (
+    SELECT c.oid,
+           format('%I.%I', n.nspname, c.relname) AS name,
+           c.relrowsecurity, c.relforcerowsecurity, c.relowner,
+           EXISTS (SELECT 1 FROM pg_catalog.pg_policy p
+                   WHERE p.polrelid = c.oid AND p.polname = 'nova_tenant_isolation') AS has_policy,
+           c.oid IN (SELECT oid FROM named) AS is_named
+    FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p')
+      AND (c.oid IN (SELECT oid FROM named)
+           -- a table carrying Nova's policy, if a subject can reach it at all
+           OR (EXISTS (SELECT 1 FROM pg_catalog.pg_policy p
+                       WHERE p.polrelid = c.oid AND p.polname = 'nova_tenant_isolation')
+               AND EXISTS (SELECT 1 FROM subjects s
+                           WHERE has_table_privilege(s.oid, c.oid,
+                                   'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+                              OR pg_has_role(s.oid, c.relowner, 'MEMBER'))))
+),
+-- views and materialized views over protected tables, through any chain of views
+over (view_oid, table_name) AS (
+    SELECT DISTINCT r.ev_class, p.name
+    FROM pg_catalog.pg_depend d
+    JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
+    JOIN protected p ON p.oid = d.refobjid
+    WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass
+      AND d.refclassid = 'pg_catalog.pg_class'::regclass
+      AND r.ev_class <> d.refobjid
+    UNION
+    SELECT r.ev_class, o.table_name
+    FROM over o
+    JOIN pg_catalog.pg_depend d ON d.refobjid = o.view_oid
+    JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
+    WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass
+      AND d.refclassid = 'pg_catalog.pg_class'::regclass
+      AND r.ev_class <> d.refobjid
+),
+findings (kind, a, b) AS (
+    SELECT 'tables', count(*)::text, NULL FROM protected
+    UNION ALL
+    SELECT 'missing', n.name, NULL FROM named n WHERE n.oid IS NULL
+    UNION ALL
+    SELECT 'not_enabled', p.name, NULL FROM protected p WHERE NOT p.relrowsecurity
+    UNION ALL
+    SELECT 'not_forced', p.name, NULL FROM protected p WHERE NOT p.relforcerowsecurity
+    UNION ALL
+    SELECT 'no_policy', p.name, NULL FROM protected p WHERE p.is_named AND NOT p.has_policy
+    UNION ALL
+    SELECT DISTINCT 'view', format('%I.%I', n.nspname, v.relname), o.table_name
+    FROM over o
+    JOIN pg_catalog.pg_class v ON v.oid = o.view_oid
+    JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace
+    WHERE (v.relkind = 'm'
+           OR NOT EXISTS (SELECT 1 FROM unnest(coalesce(v.reloptions, '{}')) AS opt
+                          WHERE lower(opt) IN ('security_invoker=true', 'security_invoker=on',
+                                               'security_invoker=1', 'security_invoker=yes')))
+      AND EXISTS (SELECT 1 FROM subjects s WHERE has_table_privilege(s.oid, v.oid, 'SELECT'))
+    UNION ALL
+    SELECT 'function',
+           format('%I.%I(%s)', n.nspname, f.proname, pg_get_function_identity_arguments(f.oid)),
+           o.rolname::text
+    FROM pg_catalog.pg_proc f
+    JOIN pg_catalog.pg_roles o ON o.oid = f.proowner
+    JOIN pg_catalog.pg_namespace n ON n.oid = f.pronamespace
+    WHERE f.prosecdef
+      AND (o.rolsuper OR o.rolbypassrls)
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e
+                      WHERE e.classid = 'pg_catalog.pg_proc'::regclass
+                        AND e.objid = f.oid AND e.deptype = 'e')
+      AND EXISTS (SELECT 1 FROM subjects s WHERE has_function_privilege(s.oid, f.oid, 'EXECUTE'))
+    UNION ALL
+    SELECT 'true_policy', p.name, pol.polname::text
+    FROM pg_catalog.pg_policy pol
+    JOIN protected p ON p.oid = pol.polrelid
+    WHERE pol.polpermissive
+      AND (pg_get_expr(pol.polqual, pol.polrelid) = 'true'
+           OR pg_get_expr(pol.polwithcheck, pol.polrelid) = 'true')
+    UNION ALL
+    SELECT 'owner', p.name, s.name
+    FROM protected p, subjects s
+    WHERE pg_has_role(s.oid, p.relowner, 'MEMBER')
+    UNION ALL
+    SELECT priv, p.name, s.name
+    FROM protected p, subjects s, unnest(ARRAY['TRUNCATE', 'REFERENCES', 'TRIGGER']) AS priv
+    WHERE has_table_privilege(s.oid, p.oid, priv)
+      AND NOT pg_has_role(s.oid, p.relowner, 'MEMBER')
+    UNION ALL
+    SELECT 'temporary', s.name, NULL
+    FROM subjects s
+    WHERE has_database_privilege(s.oid, current_database(), 'TEMPORARY')
+    UNION ALL
+    SELECT 'bypass', s.name, r.rolname::text
+    FROM subjects s, pg_catalog.pg_roles r
+    WHERE (r.rolsuper OR r.rolbypassrls) AND pg_has_role(s.oid, r.oid, 'MEMBER')
+)
+SELECT kind, a, b FROM findings ORDER BY kind = 'tables' DESC, kind, a, b
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_names_the_first_finding_and_counts_the_rest() {
+        let report = Report {
+            findings: vec![
+                Finding::RlsNotForced {
+                    table: "public.items".into(),
+                },
+                Finding::TemporaryPrivilege { role: "app".into() },
+            ],
+            tables: 1,
+        };
+        assert!(!report.is_clean());
+        assert_eq!(
+            report.to_string(),
+            "table public.items does not force row-level security on its owner (and 1 more)"
+        );
+        assert_eq!(report.bypass_role(), None);
+    }
+
+    #[test]
+    fn a_login_that_is_itself_a_bypass_role_is_named() {
+        let f = Finding::ReachesBypassRole {
+            role: "svc".into(),
+            bypass_role: "svc".into(),
+        };
+        assert!(
+            f.to_string()
+                .contains("svc is a superuser or has BYPASSRLS")
+        );
+    }
+}
