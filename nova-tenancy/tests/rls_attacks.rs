@@ -2,18 +2,68 @@
 //!
 //! Every test connects as a non-superuser login role it created (superusers skip row-level
 //! security), works in a database of its own, and drops both at the end.
+//!
+//! Every test that uses application connections runs twice: straight to PostgreSQL
+//! (`<name>::direct`) and through a transaction-pooling PgBouncer (`<name>::through_pgbouncer`,
+//! see `.ci/pgbouncer`), where one server session serves every client of a database and user
+//! and consecutive transactions of one client may land on different sessions. So every
+//! statement on an application connection either runs inside a transaction and is unnamed
+//! (`.persistent(false)`), or is parameter-free and sent with the simple protocol
+//! (`sqlx::raw_sql`, or `execute` with a plain string). The superuser pool (`fx.admin()`)
+//! always connects directly: it seeds data and proves what is stored.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
 
-use nova_tenancy::testing::PgFixture;
+use nova_tenancy::testing::{PgFixture, Via};
 use nova_tenancy::{
-    AppRole, ConnectionPolicy, CredentialVerifier, Error, Ident, Isolation, Placement, Region,
-    RlsMigration, Role, TenantContext, TenantId, TenantPool, TenantRouter, TenantTable, UserId,
-    VerifiedIdentity, tenant_database_sql, tenant_schema_sql,
+    AppRole, ConnectionPolicy, CredentialVerifier, Error, Ident, Isolation, Placement, Pooler,
+    Region, RlsMigration, Role, TenantContext, TenantId, TenantPool, TenantRouter, TenantTable,
+    UserId, VerifiedIdentity, region_database_sql, tenant_database_sql, tenant_schema_sql,
 };
 use sqlx::{AssertSqlSafe, Executor, PgPool, Row};
+
+/// Runs each named `async fn(Via)` twice, as `<name>::direct` and `<name>::through_pgbouncer`.
+/// Multi-threaded runtimes for all: the concurrency test needs one, and it costs the others
+/// nothing.
+macro_rules! both {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                use super::*;
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn direct() {
+                    super::$name(Via::Direct).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn through_pgbouncer() {
+                    super::$name(Via::PgBouncer).await;
+                }
+            }
+        )+
+    };
+}
+
+both!(
+    no_context_gives_zero_rows_and_refuses_inserts,
+    tenant_a_cannot_read_update_or_delete_tenant_b_rows_even_with_explicit_where,
+    writes_into_another_tenant_are_refused_by_with_check,
+    pool_of_one_connection_leaks_nothing_between_tenants,
+    table_owner_is_still_filtered_under_force_rls,
+    malformed_or_injected_tenant_id_never_reaches_sql,
+    error_mid_transaction_leaves_the_connection_clean,
+    many_concurrent_tasks_for_many_tenants_never_see_a_foreign_row,
+    bypass_works_only_for_named_roles_from_a_system_context,
+    connection_policy_timeouts_reach_the_server,
+    router_refuses_unknown_tenants_and_isolation_or_region_mismatches,
+    schema_per_tenant_routing_refuses_a_schema_not_marked_for_the_tenant,
+    database_per_tenant_routing_refuses_a_database_not_marked_for_the_tenant,
+    leftover_session_bypass_setting_never_reaches_a_user_transaction,
+    pools_logging_in_as_a_role_that_skips_rls_are_refused,
+);
 
 struct TestVerifier;
 impl CredentialVerifier for TestVerifier {
@@ -92,6 +142,7 @@ async fn seed(fx: &PgFixture, tenants: &[TenantId], n: usize) {
 async fn count_visible(pool: &TenantPool, c: &TenantContext) -> i64 {
     let mut tx = pool.begin(c).await.unwrap();
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM items")
+        .persistent(false)
         .fetch_one(&mut *tx)
         .await
         .unwrap();
@@ -105,50 +156,61 @@ fn sqlstate(err: &sqlx::Error) -> Option<String> {
         .map(|c| c.into_owned())
 }
 
-#[tokio::test]
-async fn no_context_gives_zero_rows_and_refuses_inserts() {
+async fn no_context_gives_zero_rows_and_refuses_inserts(via: Via) {
     let Some(s) = setup("nocontext").await else {
         return;
     };
     let a = TenantId::new_v4();
     seed(&s.fx, &[a], 5).await;
     // A connection that never went through TenantPool::begin (a code path that forgot it).
-    let raw = s.fx.pool_as(&s.app, 1).await;
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM items")
+    let Some(raw) = s.fx.app_pool(&s.app, 1, via).await else {
+        return;
+    };
+    let n: i64 = sqlx::raw_sql("SELECT count(*) FROM items")
         .fetch_one(&raw)
         .await
-        .unwrap();
+        .unwrap()
+        .get(0);
     assert_eq!(n, 0, "no tenant set must mean no rows, never all rows");
+    // A plain transaction (not TenantPool::begin), so the bound insert keeps one session
+    // behind PgBouncer: still no tenant set.
+    let mut tx = raw.begin().await.unwrap();
     let err = sqlx::query("INSERT INTO items (tenant_id, body) VALUES ($1, 'x')")
+        .persistent(false)
         .bind(a.as_uuid())
-        .execute(&raw)
+        .execute(&mut *tx)
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&err).as_deref(), Some("42501"), "{err}");
+    drop(tx);
     // An empty setting (what remains after an earlier transaction-local setting) is the same.
+    // One simple-query message, so the SELECT runs on the session the SET changed.
     let mut conn = raw.acquire().await.unwrap();
-    conn.execute("SET nova.tenant_id = ''").await.unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM items")
+    let n: i64 = sqlx::raw_sql("SET nova.tenant_id = ''; SELECT count(*) FROM items")
         .fetch_one(&mut *conn)
         .await
-        .unwrap();
+        .unwrap()
+        .get(0);
     assert_eq!(n, 0);
     drop(conn);
     raw.close().await;
     s.fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn tenant_a_cannot_read_update_or_delete_tenant_b_rows_even_with_explicit_where() {
+async fn tenant_a_cannot_read_update_or_delete_tenant_b_rows_even_with_explicit_where(via: Via) {
     let Some(s) = setup("crosstenant").await else {
         return;
     };
     let (a, b) = (TenantId::new_v4(), TenantId::new_v4());
     seed(&s.fx, &[a, b], 3).await;
-    let pool = TenantPool::new(s.fx.pool_as(&s.app, 2).await);
+    let Some(raw) = s.fx.app_pool(&s.app, 2, via).await else {
+        return;
+    };
+    let pool = TenantPool::new(raw);
 
     let mut tx = pool.begin(&ctx(a)).await.unwrap();
     let read: i64 = sqlx::query_scalar("SELECT count(*) FROM items WHERE tenant_id = $1")
+        .persistent(false)
         .bind(b.as_uuid())
         .fetch_one(&mut *tx)
         .await
@@ -158,6 +220,7 @@ async fn tenant_a_cannot_read_update_or_delete_tenant_b_rows_even_with_explicit_
         "explicit WHERE on tenant B must still return nothing"
     );
     let updated = sqlx::query("UPDATE items SET body = 'pwned' WHERE tenant_id = $1")
+        .persistent(false)
         .bind(b.as_uuid())
         .execute(&mut *tx)
         .await
@@ -165,6 +228,7 @@ async fn tenant_a_cannot_read_update_or_delete_tenant_b_rows_even_with_explicit_
         .rows_affected();
     assert_eq!(updated, 0);
     let deleted = sqlx::query("DELETE FROM items WHERE tenant_id = $1")
+        .persistent(false)
         .bind(b.as_uuid())
         .execute(&mut *tx)
         .await
@@ -172,6 +236,7 @@ async fn tenant_a_cannot_read_update_or_delete_tenant_b_rows_even_with_explicit_
         .rows_affected();
     assert_eq!(deleted, 0);
     let all_mine: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT tenant_id FROM items")
+        .persistent(false)
         .fetch_all(&mut *tx)
         .await
         .unwrap();
@@ -191,17 +256,20 @@ async fn tenant_a_cannot_read_update_or_delete_tenant_b_rows_even_with_explicit_
     s.fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn writes_into_another_tenant_are_refused_by_with_check() {
+async fn writes_into_another_tenant_are_refused_by_with_check(via: Via) {
     let Some(s) = setup("withcheck").await else {
         return;
     };
     let (a, b) = (TenantId::new_v4(), TenantId::new_v4());
     seed(&s.fx, &[a], 1).await;
-    let pool = TenantPool::new(s.fx.pool_as(&s.app, 1).await);
+    let Some(raw) = s.fx.app_pool(&s.app, 1, via).await else {
+        return;
+    };
+    let pool = TenantPool::new(raw);
 
     let mut tx = pool.begin(&ctx(a)).await.unwrap();
     let err = sqlx::query("INSERT INTO items (tenant_id, body) VALUES ($1, 'planted')")
+        .persistent(false)
         .bind(b.as_uuid())
         .execute(&mut *tx)
         .await
@@ -211,6 +279,7 @@ async fn writes_into_another_tenant_are_refused_by_with_check() {
 
     let mut tx = pool.begin(&ctx(a)).await.unwrap();
     let err = sqlx::query("UPDATE items SET tenant_id = $1")
+        .persistent(false)
         .bind(b.as_uuid())
         .execute(&mut *tx)
         .await
@@ -232,22 +301,24 @@ async fn writes_into_another_tenant_are_refused_by_with_check() {
     s.fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn pool_of_one_connection_leaks_nothing_between_tenants() {
+async fn pool_of_one_connection_leaks_nothing_between_tenants(via: Via) {
     let Some(s) = setup("pooledleak").await else {
         return;
     };
     let (a, b) = (TenantId::new_v4(), TenantId::new_v4());
     seed(&s.fx, &[a, b], 2).await;
-    let raw = s.fx.pool_as(&s.app, 1).await;
+    let Some(raw) = s.fx.app_pool(&s.app, 1, via).await else {
+        return;
+    };
     let pool = TenantPool::new(raw.clone());
 
+    // Outside any transaction: parameter-free, simple protocol.
     let setting = |raw: PgPool| async move {
-        let v: Option<String> =
-            sqlx::query_scalar("SELECT current_setting('nova.tenant_id', true)")
-                .fetch_one(&raw)
-                .await
-                .unwrap();
+        let v: Option<String> = sqlx::raw_sql("SELECT current_setting('nova.tenant_id', true)")
+            .fetch_one(&raw)
+            .await
+            .unwrap()
+            .get(0);
         v.unwrap_or_default()
     };
 
@@ -270,20 +341,24 @@ async fn pool_of_one_connection_leaks_nothing_between_tenants() {
     // Tenant B on the same (only) connection sees only B.
     let mut tx = pool.begin(&ctx(b)).await.unwrap();
     let seen: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT tenant_id FROM items")
+        .persistent(false)
         .fetch_all(&mut *tx)
         .await
         .unwrap();
     assert_eq!(seen.len(), 2);
     assert!(seen.iter().all(|t| t == b.as_uuid()));
     let pid_b: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .persistent(false)
         .fetch_one(&mut *tx)
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    let pid_raw: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+    // Through PgBouncer this is the one server session of its pool (`pool_size = 1`).
+    let pid_raw: i32 = sqlx::raw_sql("SELECT pg_backend_pid()")
         .fetch_one(&raw)
         .await
-        .unwrap();
+        .unwrap()
+        .get(0);
     assert_eq!(
         pid_b, pid_raw,
         "the test must reuse one physical connection"
@@ -292,18 +367,20 @@ async fn pool_of_one_connection_leaks_nothing_between_tenants() {
     s.fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn table_owner_is_still_filtered_under_force_rls() {
+async fn table_owner_is_still_filtered_under_force_rls(via: Via) {
     let Some(s) = setup("owner").await else {
         return;
     };
     let (a, b) = (TenantId::new_v4(), TenantId::new_v4());
     seed(&s.fx, &[a, b], 4).await;
-    let owner_raw = s.fx.pool_as(&s.owner, 1).await;
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM items")
+    let Some(owner_raw) = s.fx.app_pool(&s.owner, 1, via).await else {
+        return;
+    };
+    let n: i64 = sqlx::raw_sql("SELECT count(*) FROM items")
         .fetch_one(&owner_raw)
         .await
-        .unwrap();
+        .unwrap()
+        .get(0);
     assert_eq!(n, 0, "the owner without a tenant sees nothing");
     let pool = TenantPool::new(owner_raw);
     assert_eq!(count_visible(&pool, &ctx(a)).await, 4);
@@ -318,8 +395,7 @@ async fn table_owner_is_still_filtered_under_force_rls() {
     s.fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn malformed_or_injected_tenant_id_never_reaches_sql() {
+async fn malformed_or_injected_tenant_id_never_reaches_sql(via: Via) {
     let Some(s) = setup("injection").await else {
         return;
     };
@@ -336,12 +412,15 @@ async fn malformed_or_injected_tenant_id_never_reaches_sql() {
     }
     // Even if garbage were set by hand, the policy's cast fails the statement: an error,
     // never rows.
-    let raw = s.fx.pool_as(&s.app, 1).await;
+    let Some(raw) = s.fx.app_pool(&s.app, 1, via).await else {
+        return;
+    };
     let mut tx = raw.begin().await.unwrap();
     tx.execute("SELECT set_config('nova.tenant_id', $$' OR '1'='1$$, true)")
         .await
         .unwrap();
     let err = sqlx::query("SELECT * FROM items")
+        .persistent(false)
         .fetch_all(&mut *tx)
         .await
         .unwrap_err();
@@ -351,18 +430,20 @@ async fn malformed_or_injected_tenant_id_never_reaches_sql() {
     s.fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn error_mid_transaction_leaves_the_connection_clean() {
+async fn error_mid_transaction_leaves_the_connection_clean(via: Via) {
     let Some(s) = setup("midtxerror").await else {
         return;
     };
     let (a, b) = (TenantId::new_v4(), TenantId::new_v4());
     seed(&s.fx, &[a, b], 3).await;
-    let raw = s.fx.pool_as(&s.app, 1).await;
+    let Some(raw) = s.fx.app_pool(&s.app, 1, via).await else {
+        return;
+    };
     let pool = TenantPool::new(raw.clone());
 
     let mut tx = pool.begin(&ctx(a)).await.unwrap();
     sqlx::query("INSERT INTO items (tenant_id, body) VALUES ($1, 'half-written')")
+        .persistent(false)
         .bind(a.as_uuid())
         .execute(&mut *tx)
         .await
@@ -376,6 +457,7 @@ async fn error_mid_transaction_leaves_the_connection_clean() {
 
     let mut tx = pool.begin(&ctx(b)).await.unwrap();
     let rows = sqlx::query("SELECT tenant_id, body FROM items")
+        .persistent(false)
         .fetch_all(&mut *tx)
         .await
         .unwrap();
@@ -393,14 +475,16 @@ async fn error_mid_transaction_leaves_the_connection_clean() {
     s.fx.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn many_concurrent_tasks_for_many_tenants_never_see_a_foreign_row() {
+async fn many_concurrent_tasks_for_many_tenants_never_see_a_foreign_row(via: Via) {
     let Some(s) = setup("concurrent").await else {
         return;
     };
     let tenants: Vec<TenantId> = (0..24).map(|_| TenantId::new_v4()).collect();
     seed(&s.fx, &tenants, 5).await;
-    let pool = TenantPool::new(s.fx.pool_as(&s.app, 4).await);
+    let Some(raw) = s.fx.app_pool(&s.app, 4, via).await else {
+        return;
+    };
+    let pool = TenantPool::new(raw);
 
     let mut handles = Vec::new();
     for task in 0..64u64 {
@@ -418,6 +502,7 @@ async fn many_concurrent_tasks_for_many_tenants_never_see_a_foreign_row() {
                 let mut tx = pool.begin(&ctx(t)).await.unwrap();
                 if x % 3 == 0 {
                     sqlx::query("INSERT INTO items (tenant_id, body) VALUES ($1, 'concurrent')")
+                        .persistent(false)
                         .bind(t.as_uuid())
                         .execute(&mut *tx)
                         .await
@@ -425,6 +510,7 @@ async fn many_concurrent_tasks_for_many_tenants_never_see_a_foreign_row() {
                     *written.entry(t).or_default() += 1;
                 }
                 let seen: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT tenant_id FROM items")
+                    .persistent(false)
                     .fetch_all(&mut *tx)
                     .await
                     .unwrap();
@@ -451,8 +537,7 @@ async fn many_concurrent_tasks_for_many_tenants_never_see_a_foreign_row() {
     s.fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn bypass_works_only_for_named_roles_from_a_system_context() {
+async fn bypass_works_only_for_named_roles_from_a_system_context(via: Via) {
     let Some(mut s) = setup("bypass").await else {
         return;
     };
@@ -460,8 +545,14 @@ async fn bypass_works_only_for_named_roles_from_a_system_context() {
     seed(&s.fx, &[a, b], 2).await;
     let admin_rw = s.fx.roles().get(AppRole::AdminRw).clone();
     let admin_login = s.fx.login_role("admin", &[&admin_rw]).await;
-    let admin_pool = TenantPool::new(s.fx.pool_as(&admin_login, 1).await);
-    let app_pool = TenantPool::new(s.fx.pool_as(&s.app, 1).await);
+    let Some(admin_raw) = s.fx.app_pool(&admin_login, 1, via).await else {
+        return;
+    };
+    let admin_pool = TenantPool::new(admin_raw);
+    let Some(app_raw) = s.fx.app_pool(&s.app, 1, via).await else {
+        return;
+    };
+    let app_pool = TenantPool::new(app_raw);
 
     // A verified user's context may not ask for a bypass.
     assert!(matches!(
@@ -478,6 +569,7 @@ async fn bypass_works_only_for_named_roles_from_a_system_context() {
         .await
         .unwrap();
     let all: i64 = sqlx::query_scalar("SELECT count(*) FROM items")
+        .persistent(false)
         .fetch_one(&mut *tx)
         .await
         .unwrap();
@@ -491,18 +583,22 @@ async fn bypass_works_only_for_named_roles_from_a_system_context() {
         .await
         .unwrap();
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM items")
+        .persistent(false)
         .fetch_one(&mut *tx)
         .await
         .unwrap();
     assert_eq!(n, 2);
     drop(tx);
     // Nor does setting the bypass by hand.
-    let raw = s.fx.pool_as(&s.app, 1).await;
+    let Some(raw) = s.fx.app_pool(&s.app, 1, via).await else {
+        return;
+    };
     let mut tx = raw.begin().await.unwrap();
     tx.execute("SELECT set_config('nova.bypass_reason', 'sneaky', true)")
         .await
         .unwrap();
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM items")
+        .persistent(false)
         .fetch_one(&mut *tx)
         .await
         .unwrap();
@@ -532,25 +628,36 @@ async fn role_ddl_refuses_an_application_role_with_bypassrls() {
     s.fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn connection_policy_timeouts_reach_the_server() {
+async fn connection_policy_timeouts_reach_the_server(via: Via) {
     let Some(s) = setup("policy").await else {
         return;
+    };
+    let (opts, pooler) = match via {
+        Via::Direct => (s.fx.connect_options(&s.app), Pooler::None),
+        Via::PgBouncer => {
+            let Some(opts) = s.fx.pgbouncer_options(&s.app).await else {
+                return;
+            };
+            (opts, Pooler::PgBouncerTransaction)
+        }
     };
     let policy = ConnectionPolicy {
         statement_timeout: std::time::Duration::from_millis(200),
         max_connections: 1,
+        pooler,
         ..ConnectionPolicy::local_development()
     };
-    let pool = policy.connect(s.fx.connect_options(&s.app)).await.unwrap();
+    let pool = policy.connect(opts).await.unwrap();
     let system = TenantContext::system(TenantId::new_v4(), "policy test").unwrap();
     let mut tx = pool.begin(&system).await.unwrap();
     let shown: String = sqlx::query_scalar("SHOW statement_timeout")
+        .persistent(false)
         .fetch_one(&mut *tx)
         .await
         .unwrap();
     assert_eq!(shown, "200ms");
     let shown: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
+        .persistent(false)
         .fetch_one(&mut *tx)
         .await
         .unwrap();
@@ -568,14 +675,28 @@ fn region(s: &str) -> Region {
     Region::new(s).unwrap()
 }
 
-#[tokio::test]
-async fn router_refuses_unknown_tenants_and_isolation_or_region_mismatches() {
+/// Marks `database` as holding `name`'s data (the router checks it); run before opening the
+/// sessions that must see it.
+async fn mark_region(fx: &PgFixture, database: &str, name: &str) {
+    fx.exec(&region_database_sql(
+        &Ident::new(database).unwrap(),
+        &region(name),
+    ))
+    .await;
+}
+
+async fn router_refuses_unknown_tenants_and_isolation_or_region_mismatches(via: Via) {
     let Some(s) = setup("routing").await else {
         return;
     };
     let (a, b) = (TenantId::new_v4(), TenantId::new_v4());
     seed(&s.fx, &[a, b], 1).await;
-    let eu = TenantPool::new(s.fx.pool_as(&s.app, 1).await);
+    // The region marker first: sessions opened after it see it.
+    mark_region(&s.fx, s.fx.database(), "eu").await;
+    let Some(raw) = s.fx.app_pool(&s.app, 1, via).await else {
+        return;
+    };
+    let eu = TenantPool::new(raw);
     let router = TenantRouter::builder()
         .region_pool(region("eu"), eu.clone())
         .place(
@@ -625,8 +746,7 @@ async fn router_refuses_unknown_tenants_and_isolation_or_region_mismatches() {
     s.fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn schema_per_tenant_routing_refuses_a_schema_not_marked_for_the_tenant() {
+async fn schema_per_tenant_routing_refuses_a_schema_not_marked_for_the_tenant(via: Via) {
     let Some(s) = setup("schemamode").await else {
         return;
     };
@@ -652,7 +772,11 @@ async fn schema_per_tenant_routing_refuses_a_schema_not_marked_for_the_tenant() 
         ))
         .await;
     }
-    let shared = TenantPool::new(s.fx.pool_as(&s.app, 1).await);
+    mark_region(&s.fx, s.fx.database(), "eu").await;
+    let Some(raw) = s.fx.app_pool(&s.app, 1, via).await else {
+        return;
+    };
+    let shared = TenantPool::new(raw);
     let router = TenantRouter::builder()
         .region_pool(region("eu"), shared.clone())
         .place(
@@ -675,12 +799,14 @@ async fn schema_per_tenant_routing_refuses_a_schema_not_marked_for_the_tenant() 
 
     let mut tx = router.begin(&ctx_in(a, Isolation::Schema)).await.unwrap();
     let body: String = sqlx::query_scalar("SELECT body FROM notes")
+        .persistent(false)
         .fetch_one(&mut *tx)
         .await
         .unwrap();
     assert_eq!(body, "note of tenant_a");
     // Naming the other tenant's schema explicitly still shows nothing (RLS inside it).
     let foreign: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_b.notes")
+        .persistent(false)
         .fetch_one(&mut *tx)
         .await
         .unwrap();
@@ -698,8 +824,7 @@ async fn schema_per_tenant_routing_refuses_a_schema_not_marked_for_the_tenant() 
     s.fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn database_per_tenant_routing_refuses_a_database_not_marked_for_the_tenant() {
+async fn database_per_tenant_routing_refuses_a_database_not_marked_for_the_tenant(via: Via) {
     let Some(mut s) = setup("dbmode").await else {
         return;
     };
@@ -709,6 +834,7 @@ async fn database_per_tenant_routing_refuses_a_database_not_marked_for_the_tenan
     for (db, tenant) in [(&db_a, a), (&db_b, b)] {
         s.fx.exec(&tenant_database_sql(&Ident::new(db).unwrap(), tenant))
             .await;
+        mark_region(&s.fx, db, "eu").await;
         let admin = s.fx.admin_on(db).await;
         admin
             .execute(AssertSqlSafe(format!(
@@ -719,11 +845,16 @@ async fn database_per_tenant_routing_refuses_a_database_not_marked_for_the_tenan
             .unwrap();
         admin.close().await;
     }
-    let pool_a = TenantPool::new(
-        sqlx::PgPool::connect_with(s.fx.connect_options_on(&db_a, &s.app))
-            .await
-            .unwrap(),
-    );
+    let opts_a = match via {
+        Via::Direct => s.fx.connect_options_on(&db_a, &s.app),
+        Via::PgBouncer => {
+            let Some(opts) = s.fx.pgbouncer_options(&s.app).await else {
+                return;
+            };
+            opts.database(&db_a)
+        }
+    };
+    let pool_a = TenantPool::new(sqlx::PgPool::connect_with(opts_a).await.unwrap());
     let c = TenantId::new_v4();
     let placed_in = |db: &str| Placement::Database {
         region: region("eu"),
@@ -764,8 +895,7 @@ async fn database_per_tenant_routing_refuses_a_database_not_marked_for_the_tenan
     s.fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn leftover_session_bypass_setting_never_reaches_a_user_transaction() {
+async fn leftover_session_bypass_setting_never_reaches_a_user_transaction(via: Via) {
     let Some(mut s) = setup("leftoverbypass").await else {
         return;
     };
@@ -778,10 +908,12 @@ async fn leftover_session_bypass_setting_never_reaches_a_user_transaction() {
         "ALTER ROLE \"{admin_login}\" SET nova.bypass_reason = 'left over'"
     ))
     .await;
-    let raw = s.fx.pool_as(&admin_login, 1).await;
-    // And a session-level SET on the one pooled connection.
-    sqlx::query("SET nova.bypass_reason = 'also left over'")
-        .execute(&raw)
+    let Some(raw) = s.fx.app_pool(&admin_login, 1, via).await else {
+        return;
+    };
+    // And a session-level SET on the one pooled connection (simple protocol; through
+    // PgBouncer it lands on the one server session of this database and login).
+    raw.execute("SET nova.bypass_reason = 'also left over'")
         .await
         .unwrap();
     let pool = TenantPool::new(raw.clone());
@@ -794,24 +926,24 @@ async fn leftover_session_bypass_setting_never_reaches_a_user_transaction() {
     s.fx.cleanup().await;
 }
 
-#[tokio::test]
-async fn pools_logging_in_as_a_role_that_skips_rls_are_refused() {
+async fn pools_logging_in_as_a_role_that_skips_rls_are_refused(via: Via) {
     let Some(s) = setup("checkedpool").await else {
         return;
     };
     // The fixture's admin pool is a superuser: PostgreSQL would show it every row.
+    let admin_login: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(s.fx.admin())
+        .await
+        .unwrap();
     let err = TenantPool::checked(s.fx.admin().clone()).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Config {
-                setting: "role",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    let ok = TenantPool::checked(s.fx.pool_as(&s.app, 1).await).await;
+    match &err {
+        Error::LoginSkipsRls { role } => assert_eq!(role, &admin_login, "{err}"),
+        other => panic!("expected LoginSkipsRls, got {other:?}: {other}"),
+    }
+    let Some(raw) = s.fx.app_pool(&s.app, 1, via).await else {
+        return;
+    };
+    let ok = TenantPool::checked(raw).await;
     assert!(ok.is_ok());
     ok.unwrap().close().await;
     s.fx.cleanup().await;
