@@ -359,12 +359,31 @@ async fn rls_demo(
         tables_sql = migration.tables_sql(),
         app_rw = roles.get(AppRole::AppRw),
     );
+    // The migration revokes TEMPORARY on the database from PUBLIC (a temporary table can
+    // shadow a tenant table for a pooled session); give it back afterwards if it was there.
+    let public_had_temporary: bool = sqlx::query_scalar(
+        "SELECT has_database_privilege('public', current_database(), 'TEMPORARY')",
+    )
+    .fetch_one(&admin)
+    .await?;
     let result = async {
         admin.execute(AssertSqlSafe(setup)).await?;
+        // What the migration set up, inspected for anything that defeats row-level security.
+        let report = migration
+            .inspection()
+            .run(&mut *admin.acquire().await?)
+            .await?;
+        println!("schema inspection: {report}");
+        if !report.is_clean() {
+            return Err(format!("the schema defeats row-level security: {report}").into());
+        }
         let opts: sqlx::postgres::PgConnectOptions = url.parse()?;
-        let pool = TenantPool::new(
+        // `checked` refuses a login that can reach a superuser or BYPASSRLS role, and a
+        // schema that would leak to it.
+        let pool = TenantPool::checked(
             sqlx::PgPool::connect_with(opts.username(login.as_str()).password(&password)).await?,
-        );
+        )
+        .await?;
 
         let mut tx = pool.begin(alice).await?;
         let mine: Vec<String> = sqlx::query_scalar("SELECT title FROM tickets ORDER BY id")
@@ -399,6 +418,11 @@ async fn rls_demo(
         .collect::<String>()
     );
     admin.execute(AssertSqlSafe(teardown)).await?;
+    if public_had_temporary {
+        admin
+            .execute("DO $$ BEGIN EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO PUBLIC', current_database()); END $$")
+            .await?;
+    }
     admin.close().await;
     result
 }

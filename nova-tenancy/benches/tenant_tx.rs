@@ -2,7 +2,9 @@
 //!
 //! 1. `pk_select`: a tenant-scoped transaction (`TenantPool::begin`, one primary-key select,
 //!    commit) versus a plain sqlx transaction doing the same select on an identical table
-//!    without row-level security. Goal: ratio ≤ 1.10.
+//!    without row-level security. Goal: ratio ≤ 1.10. Nova's side includes its connection
+//!    hygiene (session pins at begin, the session reset with commit); the paired pass runs
+//!    it twice, without and with the three timeouts `ConnectionPolicy::connect` pins.
 //! 2. `listing`: an RLS-filtered indexed query over 100 tenants × 1,000 rows versus the same
 //!    query with an explicit `WHERE tenant_id = $1` on the table without RLS. Goal ≤ 1.20.
 //!
@@ -37,6 +39,7 @@ impl CredentialVerifier for BenchVerifier {
 struct World {
     fx: PgFixture,
     nova: TenantPool,
+    nova_timeouts: TenantPool,
     plain: PgPool,
     ctx: TenantContext,
     tenant: TenantId,
@@ -94,9 +97,12 @@ async fn world() -> Option<World> {
     // comparison is not skewed by which backend the scheduler favours.
     let plain = fx.pool_as(&app, 1).await;
     let nova = TenantPool::new(plain.clone());
+    let nova_timeouts = TenantPool::new(plain.clone())
+        .with_timeouts(nova_tenancy::ConnectionPolicy::default().timeouts());
     Some(World {
         fx,
         nova,
+        nova_timeouts,
         plain,
         ctx,
         tenant,
@@ -104,8 +110,8 @@ async fn world() -> Option<World> {
     })
 }
 
-async fn nova_pk(w: &World, i: usize) {
-    let mut tx = w.nova.begin(&w.ctx).await.unwrap();
+async fn nova_pk(w: &World, nova: &TenantPool, i: usize) {
+    let mut tx = nova.begin(&w.ctx).await.unwrap();
     let amount: i32 = sqlx::query_scalar("SELECT amount FROM items WHERE id = $1")
         .bind(w.ids[i % w.ids.len()])
         .fetch_one(&mut *tx)
@@ -205,7 +211,7 @@ fn benches(c: &mut Criterion) {
             async move {
                 let start = Instant::now();
                 for i in 0..iters as usize {
-                    nova_pk(w, i).await;
+                    nova_pk(w, &w.nova, i).await;
                 }
                 start.elapsed()
             }
@@ -258,10 +264,11 @@ fn benches(c: &mut Criterion) {
     });
     g.finish();
 
-    let (pk, listing) = rt.block_on(async {
-        let pk = paired_pk(&w).await;
+    let (pk, pk_timeouts, listing) = rt.block_on(async {
+        let pk = paired_pk(&w, &w.nova).await;
+        let pk_timeouts = paired_pk(&w, &w.nova_timeouts).await;
         let listing = paired_listing(&w).await;
-        (pk, listing)
+        (pk, pk_timeouts, listing)
     });
     println!("\npaired medians (alternating batches of 100, 30 rounds):");
     println!(
@@ -269,6 +276,12 @@ fn benches(c: &mut Criterion) {
         pk.0,
         pk.1,
         pk.0 / pk.1
+    );
+    println!(
+        "  pk_select, timeouts pinned   nova {:8.1} µs  plain {:8.1} µs  ratio {:.3}  (goal ≤ 1.10)",
+        pk_timeouts.0,
+        pk_timeouts.1,
+        pk_timeouts.0 / pk_timeouts.1
     );
     println!(
         "  listing     nova {:8.1} µs  plain {:8.1} µs  ratio {:.3}  (goal ≤ 1.20)",
@@ -284,14 +297,14 @@ fn benches(c: &mut Criterion) {
 }
 
 /// Alternates batches of scoped and plain transactions; median per-transaction µs of each.
-async fn paired_pk(w: &World) -> (f64, f64) {
+async fn paired_pk(w: &World, nova: &TenantPool) -> (f64, f64) {
     let (mut a, mut b) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         for side in [round % 2, 1 - round % 2] {
             let start = Instant::now();
             for i in 0..BATCH {
                 if side == 0 {
-                    nova_pk(w, i).await;
+                    nova_pk(w, nova, i).await;
                 } else {
                     plain_pk(w, i).await;
                 }

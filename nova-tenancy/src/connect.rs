@@ -1,13 +1,13 @@
 //! Connection hygiene: server-side timeouts, pool limits and TLS requirements.
 //!
-//! The timeouts are pinned in every tenant transaction (`SET LOCAL` in the begin message,
-//! see [`TenantPool::with_timeouts`]), which holds behind a transaction-pooling PgBouncer
-//! and whatever an earlier borrower set on the session. Connected directly
-//! ([`Pooler::None`]) they also travel in the startup packet (`options=-c ...`), so that
-//! work outside tenant transactions has them too; PgBouncer refuses that packet (or, told
-//! to ignore it, drops it silently), so [`Pooler::PgBouncerTransaction`] leaves it out.
-//! [`ConnectionPolicy::connect`] checks inside a transaction that the timeouts are in
-//! force. This module must never weaken a TLS setting it was given: plaintext is allowed
+//! Connected directly ([`Pooler::None`]) the timeouts travel in the startup packet
+//! (`options=-c ...`): they cost nothing per request, hold outside tenant transactions too,
+//! and Nova's session reset (`RESET ALL` with every commit) restores them after each
+//! transaction. Behind a transaction-pooling PgBouncer ([`Pooler::PgBouncerTransaction`])
+//! that packet is refused (or, when PgBouncer is told to ignore it, dropped silently), so
+//! the timeouts are pinned in every tenant transaction instead (`SET LOCAL` in the begin
+//! message, see [`TenantPool::with_timeouts`]). Either way [`ConnectionPolicy::connect`]
+//! checks inside a transaction that they are in force. This module must never weaken a TLS setting it was given: plaintext is allowed
 //! only to a loopback host, and only when asked for.
 
 use std::net::IpAddr;
@@ -218,7 +218,13 @@ impl ConnectionPolicy {
     pub async fn connect(&self, opts: PgConnectOptions) -> Result<TenantPool, Error> {
         self.validate(&opts)?;
         let pool = self.pool_options().connect_with(self.apply(opts)).await?;
-        let pool = TenantPool::new(pool).with_timeouts(self.timeouts());
+        // Connected directly, the startup options set the timeouts and Nova's session reset
+        // restores them after every transaction: pinning them again would cost three
+        // statements per transaction. Behind PgBouncer the startup options never arrive.
+        let pool = match self.pooler {
+            Pooler::None => TenantPool::new(pool).expect_timeouts(self.timeouts()),
+            Pooler::PgBouncerTransaction => TenantPool::new(pool).with_timeouts(self.timeouts()),
+        };
         if let Err(e) = pool.check().await {
             pool.close().await;
             return Err(e);

@@ -16,7 +16,11 @@
 //! - [`TenantRouter`]: logical, schema-per-tenant and database-per-tenant isolation and
 //!   data-residency routing, refusing any context that does not match where it would land.
 //! - [`ConnectionPolicy`]: `statement_timeout`, `idle_in_transaction_session_timeout`,
-//!   `lock_timeout`, pool limits and TLS requirements.
+//!   `lock_timeout` (checked to be in force in every transaction), pool limits, TLS
+//!   requirements, and
+//!   whether a transaction-pooling PgBouncer sits in between.
+//! - [`inspect`]: every way a live database defeats row-level security for the tables Nova
+//!   protects; [`TenantPool::checked`] refuses a pool that would leak.
 //! - [`privacy`]: data-subject rights over tenant-scoped data — export, erasure, retention
 //!   rules and a consent ledger, each confined to one tenant by the same transaction.
 //!
@@ -26,7 +30,7 @@
 //! use nova_tenancy::{AppRoles, ConnectionPolicy, RlsMigration, TenantContext, TenantTable};
 //!
 //! # async fn demo(ctx: TenantContext) -> Result<(), nova_tenancy::Error> {
-//! // Once, as a migration (run by the schema owner or a superuser):
+//! // Once, as a migration (run by the schema's owner role, never the service's login):
 //! let migration = RlsMigration::new(AppRoles::standard())
 //!     .table(TenantTable::new("tickets")?.index_with(["id"])?)
 //!     .up();
@@ -58,19 +62,37 @@
 //!   policy, even under `FORCE`. Connect the service as a plain login role that is a member
 //!   of `app_rw` or `app_readonly`. [`RlsMigration::roles_sql`] refuses to proceed if an
 //!   application role has either attribute, and [`TenantPool::checked`] (used by
-//!   [`ConnectionPolicy::connect`]) refuses a pool whose login role has one.
+//!   [`ConnectionPolicy::connect`]) refuses a pool whose login has one or can reach a role
+//!   that has one through membership.
 //! - **Bypass.** Only roles the migration names (default `admin_rw`) can bypass, only in a
 //!   transaction begun with [`TenantPool::begin_bypass`] from a system context, and each
 //!   bypass is reported on [`AUDIT_TARGET`]. Every other transaction resets the bypass
 //!   setting, so a value left on a pooled session never carries over. Give user requests a
 //!   login that is not a member of a bypass role.
-//! - **Pooled connections.** Settings are transaction-local (`set_config(.., true)`); after
-//!   `COMMIT` or `ROLLBACK` they are gone, so a connection returned to the pool carries no
-//!   tenant.
-//!
+//! - **Pooled connections.** A [`TenantTx`] owns its connection and returns it to the pool
+//!   outside any transaction, as the login role, with the session reset (`RESET ALL`,
+//!   `DISCARD TEMP`, ... in the same message as `COMMIT`), whatever happens to the futures
+//!   that used it: a `begin` dropped half-way closes its connection instead. Each
+//!   transaction also pins the login's role and `search_path` (and, behind PgBouncer, the
+//!   timeouts), so state an earlier borrower left on a session cannot widen it. Counted in
+//!   [`dirty_connections_closed`].
+//! - **The schema around the tables.** A view without `security_invoker`, a `SECURITY
+//!   DEFINER` function owned by a superuser, a permissive `true` policy, a `TRUNCATE` grant,
+//!   the `TEMPORARY` privilege or a login that can `SET ROLE` to a `BYPASSRLS` role each
+//!   defeat row-level security. [`inspect`] finds them; [`TenantPool::checked`] refuses a
+//!   pool whose login reaches any, naming it. See [`RlsMigration`] for who should own the
+//!   schema.
+//! - **Behind PgBouncer** (transaction pooling): use [`Pooler::PgBouncerTransaction`] and
+//!   run every query inside a tenant transaction with `.persistent(false)` (PgBouncer
+//!   before 1.21 keeps no named statements across transactions); the README has the
+//!   details. A statement that ends Nova's transaction itself (an injected `COMMIT`) hands
+//!   the server session back to PgBouncer before Nova's reset: Nova's next transaction on
+//!   that session is still pinned, a client that bypasses Nova is not.
+
 //! ## Performance notes
 //!
-//! `begin` costs no extra round trip: `BEGIN` and the settings travel in one message. The
+//! `begin` costs no extra round trip: `BEGIN`, the pins and the settings travel in one
+//! message, and the session reset travels with `COMMIT`. The
 //! policy compares the tenant column with a `STABLE` expression that the planner evaluates
 //! once per scan, so an index that leads with the tenant column serves RLS-filtered queries
 //! as well as an explicit `WHERE`. Measured figures are in the repository's `BENCHMARKS.md`.

@@ -64,6 +64,10 @@
 //!   declare referencing tables before the tables they reference.
 //! - **Consistency.** `TenantPool::begin` opens a `READ COMMITTED` transaction, so each
 //!   table of an export is read as of its own statement.
+//! - **Behind PgBouncer.** Every statement here is unnamed (`persistent(false)`) and runs
+//!   inside the caller's transaction, so it works behind a transaction-pooling PgBouncer,
+//!   whose server sessions do not keep a client's named statements. These calls are rare;
+//!   an unnamed statement costs one round trip more than a cached one.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -614,12 +618,14 @@ pub async fn export_subject(
     let exported_at: String = sqlx::query_scalar(
         r#"SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"#,
     )
+    .persistent(false)
     .fetch_one(&mut **tx)
     .await?;
     let mut tables = BTreeMap::new();
     for entry in &map.tables {
         let json: String = sqlx::query_scalar(AssertSqlSafe(entry.export_sql()))
             .bind(subject)
+            .persistent(false)
             .fetch_one(&mut **tx)
             .await?;
         let rows: Vec<Map<String, Value>> = serde_json::from_str(&json)
@@ -767,6 +773,7 @@ async fn erase_entries(
                 let sql = format!("DELETE FROM {q} WHERE {col} = $1");
                 let done = sqlx::query(AssertSqlSafe(sql))
                     .bind(subject)
+                    .persistent(false)
                     .execute(&mut *conn)
                     .await?;
                 (ActionTaken::Deleted, done.rows_affected(), None)
@@ -778,6 +785,7 @@ async fn erase_entries(
                 );
                 let done = sqlx::query(AssertSqlSafe(sql))
                     .bind(subject)
+                    .persistent(false)
                     .execute(&mut *conn)
                     .await?;
                 (ActionTaken::Anonymised, done.rows_affected(), None)
@@ -786,6 +794,7 @@ async fn erase_entries(
                 let sql = format!("SELECT count(*) FROM {q} WHERE {col} = $1");
                 let n: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
                     .bind(subject)
+                    .persistent(false)
                     .fetch_one(&mut *conn)
                     .await?;
                 (
@@ -1079,6 +1088,7 @@ async fn retention_entries(
         })?;
         let done = sqlx::query(AssertSqlSafe(rule.sql()))
             .bind(days)
+            .persistent(false)
             .execute(&mut *conn)
             .await?;
         entries.push(ReportEntry {
@@ -1336,6 +1346,7 @@ impl ConsentLedger {
         let tenant = *tx.tenant().as_uuid();
         let row: ConsentRow = sqlx::query_as(AssertSqlSafe(sql))
             .bind(tenant)
+            .persistent(false)
             .bind(subject)
             .bind(purpose)
             .bind(granted)
@@ -1367,6 +1378,7 @@ impl ConsentLedger {
         );
         let row: Option<ConsentRow> = sqlx::query_as(AssertSqlSafe(sql))
             .bind(subject)
+            .persistent(false)
             .bind(purpose)
             .fetch_optional(&mut **tx)
             .await?;
@@ -1401,6 +1413,7 @@ impl ConsentLedger {
         );
         let rows: Vec<ConsentRow> = sqlx::query_as(AssertSqlSafe(sql))
             .bind(subject)
+            .persistent(false)
             .fetch_all(&mut **tx)
             .await?;
         Ok(rows.into_iter().map(consent).collect())

@@ -1,7 +1,8 @@
 //! Tenant-scoped transactions: the only way this crate hands out a connection for tenant data.
 //!
 //! [`TenantPool::begin`] opens a transaction and, in the same round trip, pins the session
-//! (`SET LOCAL ROLE NONE`, `SET LOCAL search_path TO DEFAULT`, and the pool's timeouts) and
+//! (`SET LOCAL ROLE NONE`, `SET LOCAL search_path TO DEFAULT`, and the pool's timeouts when
+//! [`TenantPool::with_timeouts`] asked for them) and
 //! sets `nova.tenant_id`, `nova.user_id`, `nova.request_id` and `nova.bypass_reason`
 //! transaction-locally. A transaction-local setting disappears at `COMMIT` or `ROLLBACK`
 //! (PostgreSQL docs, "SET").
@@ -25,8 +26,8 @@
 //!   connection is released; when that fails, or no runtime is left to run it, the
 //!   connection is closed instead.
 //! - **Pinned at every begin.** Whatever an earlier borrower (inside Nova or not) left on a
-//!   session, a Nova transaction runs as the login role, with the login's `search_path`,
-//!   the pool's timeouts and its own tenant settings.
+//!   session, a Nova transaction runs as the login role, with the login's `search_path`
+//!   and its own tenant settings (and the pinned timeouts, if any).
 //!
 //! This module must never hand out a pooled connection outside such a transaction, nor
 //! return one to the pool without the reset.
@@ -55,6 +56,13 @@ pub const REQUEST_SETTING: &str = "nova.request_id";
 /// roles, turns off tenant filtering. It holds the reason for the bypass.
 pub const BYPASS_SETTING: &str = "nova.bypass_reason";
 
+/// The text of [`SESSION_RESET`], as a macro so that `concat!` can build the end statements.
+macro_rules! session_reset {
+    () => {
+        "CLOSE ALL; RESET ROLE; RESET ALL; UNLISTEN *; DISCARD TEMP; DISCARD SEQUENCES"
+    };
+}
+
 /// The statements that return a session to the login's defaults: what a statement inside a
 /// tenant transaction could otherwise leave behind for the connection's next borrower
 /// (a `SET ROLE`, a session-level `set_config`, a `search_path`, a temporary table that
@@ -62,8 +70,15 @@ pub const BYPASS_SETTING: &str = "nova.bypass_reason";
 /// sequence's `currval`). It is `DISCARD ALL` without `DEALLOCATE ALL`, which would drop
 /// the prepared statements sqlx caches per connection, and without the advisory-lock
 /// release, which needs a `SELECT`.
-pub const SESSION_RESET: &str =
-    "CLOSE ALL; RESET ROLE; RESET ALL; UNLISTEN *; DISCARD TEMP; DISCARD SEQUENCES";
+pub const SESSION_RESET: &str = session_reset!();
+
+/// [`end_statement`]'s two forms, built at compile time.
+const END_COMMIT: &str = concat!(
+    "SET CONSTRAINTS ALL IMMEDIATE; ",
+    session_reset!(),
+    "; COMMIT; BEGIN"
+);
+const END_ROLLBACK: &str = concat!("ROLLBACK; BEGIN; ", session_reset!(), "; COMMIT; BEGIN");
 
 /// How long a dropped transaction's clean-up may take before its connection is closed.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,7 +99,7 @@ pub fn dirty_connections_closed() -> u64 {
     CONNECTIONS_CLOSED.load(Ordering::Relaxed)
 }
 
-/// Server-side limits pinned in every transaction a [`TenantPool`] begins.
+/// Server-side limits a [`TenantPool`] pins in (or expects in) every transaction it begins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionTimeouts {
     /// `statement_timeout`.
@@ -116,7 +131,9 @@ pub struct TenantPool {
     pool: PgPool,
     /// `BEGIN` and the session pins, rendered once.
     begin_prefix: Arc<str>,
-    timeouts: Option<SessionTimeouts>,
+    /// The timeouts [`TenantPool::check`] expects inside a transaction, and whether the
+    /// begin message pins them (otherwise they come from the connections' startup options).
+    timeouts: Option<(SessionTimeouts, bool)>,
 }
 
 impl TenantPool {
@@ -140,14 +157,25 @@ impl TenantPool {
     #[must_use]
     pub fn with_timeouts(mut self, timeouts: SessionTimeouts) -> Self {
         self.begin_prefix = render_prefix(Some(&timeouts)).into();
-        self.timeouts = Some(timeouts);
+        self.timeouts = Some((timeouts, true));
         self
     }
 
-    /// The timeouts pinned in every transaction, if any.
+    /// Expects these timeouts inside every transaction without pinning them: the pool's
+    /// connections set them at startup ([`crate::ConnectionPolicy`] does, connected
+    /// directly), and Nova's session reset restores them after every transaction.
+    /// [`TenantPool::check`] verifies them.
+    #[must_use]
+    pub fn expect_timeouts(mut self, timeouts: SessionTimeouts) -> Self {
+        self.begin_prefix = render_prefix(None).into();
+        self.timeouts = Some((timeouts, false));
+        self
+    }
+
+    /// The timeouts in force in every transaction (pinned or from startup), if known.
     #[must_use]
     pub fn timeouts(&self) -> Option<SessionTimeouts> {
-        self.timeouts
+        self.timeouts.map(|(t, _)| t)
     }
 
     /// Takes a pool after checking, on one of its connections, that the login can reach no
@@ -182,7 +210,7 @@ impl TenantPool {
             return Err(Error::RlsDefeated(report));
         }
         drop(conn);
-        if let Some(t) = self.timeouts {
+        if let Some((t, _)) = self.timeouts {
             // The pins alone, without tenant settings: row-level security shows nothing.
             let mut tx = self
                 .begin_with(self.begin_prefix.to_string(), TenantId::new_v4())
@@ -439,12 +467,8 @@ fn close(mut conn: PoolConnection<Postgres>) {
 /// transaction's own settings; a reset placed after `COMMIT` would be swept into the
 /// trailing `BEGIN`'s transaction and undone by its `ROLLBACK`. On rollback the reset needs
 /// a transaction of its own, since the `ROLLBACK` would undo it.
-fn end_statement(commit: bool) -> String {
-    if commit {
-        format!("SET CONSTRAINTS ALL IMMEDIATE; {SESSION_RESET}; COMMIT; BEGIN")
-    } else {
-        format!("ROLLBACK; BEGIN; {SESSION_RESET}; COMMIT; BEGIN")
-    }
+fn end_statement(commit: bool) -> &'static str {
+    if commit { END_COMMIT } else { END_ROLLBACK }
 }
 
 /// A transaction scoped to one tenant. Use `&mut *tx` wherever sqlx wants an executor;
@@ -501,21 +525,31 @@ impl TenantTx {
             }
             return result.map(|_| ()).map_err(Error::from);
         }
-        match conn.execute(AssertSqlSafe(end_statement(commit))).await {
+        let ended = conn.execute(end_statement(commit)).await;
+        let Some(conn) = self.conn.take() else {
+            return Ok(());
+        };
+        match ended {
             Ok(_) => {
-                if let Some(mut conn) = self.conn.take() {
-                    sqlx_tx::start_rollback::<Postgres>(&mut conn);
-                }
+                release(conn);
                 Ok(())
             }
             Err(e) => {
-                if let Some(conn) = self.conn.take() {
-                    close(conn);
-                }
+                // A failed commit (a deferred constraint, a serialization failure, a
+                // transaction already aborted) skipped the reset: roll back and reset
+                // before the connection goes back, or close it.
+                clean_up(conn).await;
                 Err(e.into())
             }
         }
     }
+}
+
+/// Releases a connection whose session was reset in the message that ended its
+/// transaction: sqlx's bookkeeping is told the transaction is over (see [`end_statement`]).
+fn release(mut conn: PoolConnection<Postgres>) {
+    sqlx_tx::start_rollback::<Postgres>(&mut conn);
+    drop(conn);
 }
 
 /// sqlx's transaction bookkeeping, reached through `Database::TransactionManager` (the
@@ -550,15 +584,9 @@ fn transaction_depth(conn: &PgConnection) -> usize {
 /// after a future was dropped mid-message).
 async fn clean_up(mut conn: PoolConnection<Postgres>) {
     let depth = transaction_depth(&conn);
-    let reset = tokio::time::timeout(
-        CLEANUP_TIMEOUT,
-        conn.execute(AssertSqlSafe(end_statement(false))),
-    )
-    .await;
+    let reset = tokio::time::timeout(CLEANUP_TIMEOUT, conn.execute(END_ROLLBACK)).await;
     match reset {
-        Ok(Ok(_)) if depth == 1 => {
-            sqlx_tx::start_rollback::<Postgres>(&mut conn);
-        }
+        Ok(Ok(_)) if depth == 1 => release(conn),
         _ => close(conn),
     }
 }
@@ -663,6 +691,7 @@ mod tests {
         assert!(
             commit.starts_with("SET CONSTRAINTS ALL IMMEDIATE; CLOSE ALL; RESET ROLE; RESET ALL")
         );
+        assert!(commit.contains(SESSION_RESET));
         assert!(commit.ends_with("; COMMIT; BEGIN"));
         let rollback = end_statement(false);
         assert!(rollback.starts_with("ROLLBACK; BEGIN; CLOSE ALL"));

@@ -637,11 +637,25 @@ async fn timeouts_are_in_force_inside_every_tenant_transaction(via: Via) {
         },
     };
     let pool = policy.connect(opts.clone()).await.unwrap();
-    // A session-level change left by an earlier borrower does not reach the transaction.
-    pool.raw()
-        .execute("SET statement_timeout = 0")
-        .await
-        .unwrap();
+    match via {
+        // Behind PgBouncer the timeouts are pinned in every transaction: a session-level
+        // change left by an earlier client does not reach it.
+        Via::PgBouncer => {
+            pool.raw()
+                .execute("SET statement_timeout = 0")
+                .await
+                .unwrap();
+        }
+        // Connected directly they come from the startup packet, and a change made inside a
+        // tenant transaction is undone by the reset that ends it.
+        Via::Direct => {
+            let mut tx = pool.begin(&ctx(s.a)).await.unwrap();
+            tx.execute("SET statement_timeout = 0; SET lock_timeout = 0")
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    }
     let mut tx = pool.begin(&ctx(s.a)).await.unwrap();
     let row = sqlx::raw_sql(
         "SELECT current_setting('statement_timeout'), \
@@ -954,6 +968,72 @@ async fn many_clients_sharing_sessions_never_see_a_foreign_row(via: Via) {
     s.fx.cleanup().await;
 }
 
+async fn failed_commits_and_deferred_triggers_keep_the_session_clean(via: Via) {
+    let Some(s) = setup("deferred").await else {
+        return;
+    };
+    let app_rw = s.fx.roles().get(AppRole::AppRw).clone();
+    // A deferred foreign key (checked at commit) and a deferred constraint trigger that
+    // records the tenant setting it runs under.
+    s.fx.exec(&format!(
+        "CREATE TABLE pairs (id int PRIMARY KEY, other int REFERENCES pairs (id) DEFERRABLE INITIALLY DEFERRED);
+         CREATE TABLE seen (tenant text);
+         CREATE FUNCTION record_tenant() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN INSERT INTO seen VALUES (current_setting('nova.tenant_id', true)); RETURN NULL; END $$;
+         CREATE CONSTRAINT TRIGGER record AFTER INSERT ON pairs DEFERRABLE INITIALLY DEFERRED
+           FOR EACH ROW EXECUTE FUNCTION record_tenant();
+         GRANT SELECT, INSERT, DELETE ON pairs, seen TO {app_rw};"
+    ))
+    .await;
+    let Some(raw) = s.fx.app_pool(&s.app, 1, via).await else {
+        s.fx.cleanup().await;
+        return;
+    };
+    let pool = TenantPool::new(raw.clone());
+
+    // The deferred trigger runs at commit, before the reset, with the tenant still set.
+    let mut tx = pool.begin(&ctx(s.a)).await.unwrap();
+    tx.execute("INSERT INTO pairs VALUES (1, NULL)")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let seen: Vec<Option<String>> = sqlx::query_scalar("SELECT tenant FROM seen")
+        .fetch_all(s.fx.admin())
+        .await
+        .unwrap();
+    assert_eq!(seen, [Some(s.a.to_string())]);
+
+    // A commit refused by a deferred check: an error, nothing kept, a clean session.
+    let mut tx = pool.begin(&ctx(s.a)).await.unwrap();
+    tx.execute("SET ROLE NONE; SET search_path = pg_catalog, public; INSERT INTO public.pairs VALUES (2, 99)")
+        .await
+        .unwrap();
+    let err = tx.commit().await.unwrap_err();
+    match &err {
+        Error::Database(e) => assert_eq!(
+            e.as_database_error().and_then(|d| d.code()).as_deref(),
+            Some("23503"),
+            "{e}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_clean(&s, &raw, s.b, "a commit refused by a deferred foreign key").await;
+
+    // A commit after an error inside the transaction reports it rather than pretending.
+    let mut tx = pool.begin(&ctx(s.a)).await.unwrap();
+    tx.execute("SET search_path = pg_catalog").await.unwrap();
+    assert!(tx.execute("SELECT 1/0").await.is_err());
+    assert!(tx.commit().await.is_err());
+    assert_clean(&s, &raw, s.b, "a commit of an aborted transaction").await;
+    let kept: i64 = sqlx::query_scalar("SELECT count(*) FROM pairs")
+        .fetch_one(s.fx.admin())
+        .await
+        .unwrap();
+    assert_eq!(kept, 1);
+    raw.close().await;
+    s.fx.cleanup().await;
+}
+
 macro_rules! both {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -975,6 +1055,7 @@ both!(
     timeouts_around_begin_never_leave_a_transaction_open,
     session_state_left_inside_a_tenant_transaction_never_outlives_it,
     nested_savepoints_still_work_inside_a_tenant_transaction,
+    failed_commits_and_deferred_triggers_keep_the_session_clean,
     logins_that_can_reach_a_bypass_role_are_refused_by_name,
     timeouts_are_in_force_inside_every_tenant_transaction,
     region_pools_must_reach_a_database_marked_for_their_region,

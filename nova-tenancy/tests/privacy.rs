@@ -108,6 +108,14 @@ async fn setup(label: &str) -> Option<World> {
         .table(ledger.tenant_table());
     fx.exec(&migration.roles_sql()).await;
     fx.exec(&migration.tables_sql()).await;
+    // The migration leaves nothing that defeats row-level security for its roles.
+    let report = migration
+        .inspection()
+        .run(&mut fx.admin().acquire().await.unwrap())
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert!(report.tables_inspected() >= 1, "{report}");
     let app_rw = fx.roles().get(AppRole::AppRw).clone();
     let app = fx.login_role("app", &[&app_rw]).await;
     // `checked` refuses a superuser or BYPASSRLS login: the tests below prove nothing

@@ -117,6 +117,14 @@ async fn setup(label: &str) -> Option<Setup> {
     fx.exec(&format!("ALTER TABLE items OWNER TO \"{owner}\""))
         .await;
     fx.exec(&migration.tables_sql()).await;
+    // The migration leaves nothing that defeats row-level security for its roles.
+    let report = migration
+        .inspection()
+        .run(&mut fx.admin().acquire().await.unwrap())
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report}");
+    assert!(report.tables_inspected() >= 1, "{report}");
     Some(Setup {
         fx,
         owner,
