@@ -76,9 +76,9 @@ pub const SESSION_RESET: &str = session_reset!();
 const END_COMMIT: &str = concat!(
     "SET CONSTRAINTS ALL IMMEDIATE; ",
     session_reset!(),
-    "; COMMIT; BEGIN"
+    "; COMMIT AND CHAIN"
 );
-const END_ROLLBACK: &str = concat!("ROLLBACK; BEGIN; ", session_reset!(), "; COMMIT; BEGIN");
+const END_ROLLBACK: &str = concat!("ROLLBACK; BEGIN; ", session_reset!(), "; COMMIT AND CHAIN");
 
 /// How long a dropped transaction's clean-up may take before its connection is closed.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -455,18 +455,21 @@ fn close(mut conn: PoolConnection<Postgres>) {
 
 /// The end of a transaction that also resets the session, in one message.
 ///
-/// After the reset comes a `BEGIN`, whose empty transaction sqlx's own bookkeeping then
-/// ends: Nova tells sqlx the transaction is over with `start_rollback`, which queues a
-/// `ROLLBACK` that travels with the ping sqlx sends anyway when the connection is
-/// released. Without the `BEGIN` that `ROLLBACK` would log a warning on the server each
-/// time; without the queued `ROLLBACK` sqlx would believe the connection still inside a
-/// transaction. The reset costs no round trip.
+/// It ends with `COMMIT AND CHAIN`, which commits and opens an empty transaction that
+/// sqlx's own bookkeeping then ends: Nova tells sqlx the transaction is over with
+/// `start_rollback`, which queues a `ROLLBACK` that travels with the ping sqlx sends anyway
+/// when the connection is released. Without the chained transaction that `ROLLBACK` would
+/// log a warning on the server each time; without the queued `ROLLBACK` sqlx would believe
+/// the connection still inside a transaction. The reset costs no round trip.
 ///
-/// On commit the reset runs before `COMMIT`, inside the transaction, after
+/// On commit the reset runs inside the transaction, before it commits, after
 /// `SET CONSTRAINTS ALL IMMEDIATE` has run the deferred checks and triggers under the
-/// transaction's own settings; a reset placed after `COMMIT` would be swept into the
-/// trailing `BEGIN`'s transaction and undone by its `ROLLBACK`. On rollback the reset needs
-/// a transaction of its own, since the `ROLLBACK` would undo it.
+/// transaction's own settings; after `COMMIT` it would run in an implicit transaction that
+/// a following `BEGIN` would sweep into its own, to be undone by the `ROLLBACK`. If a
+/// statement inside already ended Nova's transaction, `COMMIT AND CHAIN` fails outside a
+/// transaction block and the commit reports it (the session is then reset as on rollback).
+/// On rollback the reset needs a transaction of its own, since the `ROLLBACK` would undo
+/// it.
 fn end_statement(commit: bool) -> &'static str {
     if commit { END_COMMIT } else { END_ROLLBACK }
 }
@@ -692,10 +695,10 @@ mod tests {
             commit.starts_with("SET CONSTRAINTS ALL IMMEDIATE; CLOSE ALL; RESET ROLE; RESET ALL")
         );
         assert!(commit.contains(SESSION_RESET));
-        assert!(commit.ends_with("; COMMIT; BEGIN"));
+        assert!(commit.ends_with("; COMMIT AND CHAIN"));
         let rollback = end_statement(false);
         assert!(rollback.starts_with("ROLLBACK; BEGIN; CLOSE ALL"));
-        assert!(rollback.ends_with("; COMMIT; BEGIN"));
+        assert!(rollback.ends_with("; COMMIT AND CHAIN"));
     }
 
     #[test]

@@ -393,13 +393,23 @@ async fn timeouts_around_begin_never_leave_a_transaction_open(via: Via) {
 
 /// One attack: SQL run inside tenant A's transaction, which is then committed, rolled back
 /// or dropped.
-async fn attack(s: &Setup, pool: &PgPool, sql: &str, end: End) -> Result<(), sqlx::Error> {
+/// The outer result is the attack's own; the inner one is the commit's.
+async fn attack(
+    s: &Setup,
+    pool: &PgPool,
+    sql: &str,
+    end: End,
+) -> Result<Result<(), Error>, sqlx::Error> {
     let nova = TenantPool::new(pool.clone());
     let mut tx = nova.begin(&ctx(s.a)).await.unwrap();
     let result = tx.execute(AssertSqlSafe(sql.to_owned())).await.map(|_| ());
+    if let Err(e) = result {
+        tx.rollback().await.unwrap();
+        return Err(e);
+    }
     match end {
-        End::Commit if result.is_ok() => tx.commit().await.unwrap(),
-        End::Commit | End::Rollback => tx.rollback().await.unwrap(),
+        End::Commit => return Ok(tx.commit().await),
+        End::Rollback => tx.rollback().await.unwrap(),
         End::Drop => {
             drop(tx);
             // Let the spawned clean-up run before the next borrower (it would wait anyway
@@ -407,7 +417,20 @@ async fn attack(s: &Setup, pool: &PgPool, sql: &str, end: End) -> Result<(), sql
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    result
+    Ok(Ok(()))
+}
+
+/// A tenant transaction that writes through the unqualified table name, as a handler would.
+async fn probe(pool: &PgPool, tenant: TenantId) {
+    let nova = TenantPool::new(pool.clone());
+    let mut tx = nova.begin(&ctx(tenant)).await.unwrap();
+    tx.execute(
+        "INSERT INTO items (tenant_id, body) \
+         VALUES (NULLIF(current_setting('nova.tenant_id'), '')::uuid, 'probe')",
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -460,11 +483,18 @@ async fn session_state_left_inside_a_tenant_transaction_never_outlives_it(via: V
         // A statement that ends Nova's transaction itself, then leaves state behind.
         format!("COMMIT; SET ROLE \"{wide}\"; SET search_path = shadow, public"),
     ];
+    let mut probes = 0_i64;
     for sql in &attacks {
         for end in [End::Commit, End::Rollback, End::Drop] {
             attack(&s, &pool, sql, end)
                 .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .unwrap_or_else(|e| {
+                    // Committing a transaction a statement inside already ended is refused.
+                    assert!(sql.starts_with("COMMIT;"), "{sql}: commit failed: {e}");
+                });
+            probes += 1;
+            probe(&pool, s.a).await;
             let what = format!("`{sql}` then {end:?}");
             assert_clean(&s, &pool, s.b, &what).await;
             assert_clean(&s, &other, s.b, &what).await;
@@ -500,15 +530,22 @@ async fn session_state_left_inside_a_tenant_transaction_never_outlives_it(via: V
             end,
         )
         .await
+        .unwrap()
         .unwrap();
         assert_clean(&s, &pool, s.b, &format!("a temporary table then {end:?}")).await;
+        probes += 1;
+        probe(&pool, s.a).await;
     }
-    // The shadow table never received a row.
-    let captured: i64 = sqlx::query_scalar("SELECT count(*) FROM shadow.items")
-        .fetch_one(s.fx.admin())
-        .await
-        .unwrap();
-    assert_eq!(captured, 0);
+    // Every probe reached the tenant table; the shadow table and no temporary table
+    // received one.
+    let (captured, reached): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM shadow.items), \
+         (SELECT count(*) FROM public.items WHERE body = 'probe')",
+    )
+    .fetch_one(s.fx.admin())
+    .await
+    .unwrap();
+    assert_eq!((captured, reached), (0, probes));
     assert_no_open_transactions(&s, "session attacks").await;
     pool.close().await;
     other.close().await;
