@@ -701,6 +701,22 @@ mod tests {
         assert!(rollback.ends_with("; COMMIT AND CHAIN"));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_duration_postgres_prints_reads_back(n in 0_u64..1_000_000_000, unit in 0_usize..5) {
+            let (suffix, ms) = [("ms", 1), ("s", 1_000), ("min", 60_000), ("h", 3_600_000), ("d", 86_400_000)][unit];
+            proptest::prop_assert_eq!(
+                parse_pg_duration(&format!("{n}{suffix}")),
+                Some(Duration::from_millis(n * ms))
+            );
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,40}") {
+            let _ = parse_pg_duration(&text);
+        }
+    }
+
     #[test]
     fn postgres_durations_are_read_in_every_unit_it_prints() {
         assert_eq!(parse_pg_duration("250ms"), Some(Duration::from_millis(250)));
