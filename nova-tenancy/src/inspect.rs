@@ -9,9 +9,11 @@
 //! [`crate::TenantPool::checked`] runs it for its login and refuses a pool that would leak,
 //! and [`crate::RlsMigration::inspection`] checks what a migration set up.
 //!
-//! The protected tables are those carrying Nova's `nova_tenant_isolation` policy that a
-//! subject can reach (any privilege, or ownership), plus any named with
-//! [`Inspection::table`] (so a table whose policies were dropped is still checked). The *subjects* are the roles whose reach matters: the connection's login, or
+//! The protected tables are those a subject can reach (any table or column privilege,
+//! ownership, or a view over them it holds a privilege on) that carry Nova's
+//! `nova_tenant_isolation` policy, are partitions or inheritance children of one, or have
+//! a `tenant_id` column; plus any named with [`Inspection::table`]. So a table whose
+//! policy was dropped, or never made, is still checked. The *subjects* are the roles whose reach matters: the connection's login, or
 //! the application roles of a migration. This module only reads; it must never report a
 //! database as clean when a check could not run.
 
@@ -32,6 +34,11 @@ pub enum Finding {
         /// The table.
         table: String,
     },
+    /// A role named for inspection does not exist (nothing about it could be checked).
+    MissingRole {
+        /// The role.
+        role: String,
+    },
     /// A protected table without `ENABLE ROW LEVEL SECURITY`: no policy applies at all.
     RlsNotEnabled {
         /// The table.
@@ -42,32 +49,47 @@ pub enum Finding {
         /// The table.
         table: String,
     },
-    /// A table named for inspection without Nova's `nova_tenant_isolation` policy.
+    /// A table without Nova's `nova_tenant_isolation` policy that should have one: named
+    /// for inspection, a partition or inheritance child of a protected table (queried
+    /// directly, only its own policies apply), or a table with a `tenant_id` column that a
+    /// subject can reach.
     NoTenantPolicy {
         /// The table.
         table: String,
     },
+    /// A protected table owned by a superuser or `BYPASSRLS` role: `FORCE` does not hold
+    /// for such an owner, and every view or function it creates over the table bypasses
+    /// row-level security.
+    OwnedByBypassRole {
+        /// The table.
+        table: String,
+        /// Its owner.
+        owner: String,
+    },
     /// A view over a protected table (possibly through other views) that runs with its
     /// owner's rights (no `security_invoker`), or a materialized view, which stores the
-    /// rows its refresher could see. A subject can read it.
+    /// rows its refresher could see. A subject holds some privilege on it (reading or
+    /// writing through it, or on some of its columns).
     OwnerRightsView {
         /// The view.
         view: String,
         /// The protected table underneath.
         table: String,
     },
-    /// A `SECURITY DEFINER` function a subject can execute, owned by a superuser or
-    /// `BYPASSRLS` role: inside it, row-level security does not apply. Every such function
-    /// is reported, whatever its body names: dynamic SQL (`EXECUTE`) can read any table,
-    /// so reading the body could only miss some. Functions of extensions are left out.
+    /// A `SECURITY DEFINER` function a subject can execute, or a trigger on a protected
+    /// table runs, owned by a superuser or `BYPASSRLS` role: inside it, row-level security
+    /// does not apply. Every such function is reported, whatever its body names: dynamic
+    /// SQL (`EXECUTE`) can read any table, so reading the body could only miss some.
+    /// Functions of extensions are left out.
     BypassingFunction {
         /// The function's signature.
         function: String,
         /// Its owner.
         owner: String,
     },
-    /// A permissive policy whose condition is `true`: it admits every tenant's rows to
-    /// the roles it names.
+    /// A permissive policy whose condition never reads the row (`true`, `1 = 1`, a test of
+    /// the role or a setting): it admits every tenant's rows to those it admits. Nova's
+    /// own `nova_bypass` policy, exactly as the migration writes it, is not reported.
     PermissiveTruePolicy {
         /// The table.
         table: String,
@@ -75,8 +97,9 @@ pub enum Finding {
         policy: String,
     },
     /// A privilege that row-level security does not filter: `TRUNCATE` empties every
-    /// tenant's rows, `REFERENCES` lets a foreign key probe for other tenants' keys, and
-    /// `TRIGGER` runs a subject's code on every tenant's writes.
+    /// tenant's rows, `REFERENCES` (on the table or any column) lets a foreign key probe
+    /// for other tenants' keys, and `TRIGGER` runs a subject's code on every tenant's
+    /// writes.
     UnfilteredPrivilege {
         /// The table.
         table: String,
@@ -100,7 +123,8 @@ pub enum Finding {
         role: String,
     },
     /// A subject is, or through membership can become, a superuser or `BYPASSRLS` role,
-    /// which row-level security does not filter even under `FORCE`.
+    /// which row-level security does not filter even under `FORCE`, or (before
+    /// PostgreSQL 16) a `CREATEROLE` role, which can grant itself any such role.
     ReachesBypassRole {
         /// The subject.
         role: String,
@@ -113,6 +137,11 @@ impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::MissingTable { table } => write!(f, "table {table} does not exist"),
+            Self::MissingRole { role } => write!(f, "role {role} does not exist"),
+            Self::OwnedByBypassRole { table, owner } => write!(
+                f,
+                "table {table} is owned by {owner}, a superuser or BYPASSRLS role"
+            ),
             Self::RlsNotEnabled { table } => {
                 write!(f, "table {table} does not have row-level security enabled")
             }
@@ -120,9 +149,10 @@ impl fmt::Display for Finding {
                 f,
                 "table {table} does not force row-level security on its owner"
             ),
-            Self::NoTenantPolicy { table } => {
-                write!(f, "table {table} has no nova_tenant_isolation policy")
-            }
+            Self::NoTenantPolicy { table } => write!(
+                f,
+                "table {table} should be under tenant isolation but has no nova_tenant_isolation policy"
+            ),
             Self::OwnerRightsView { view, table } => write!(
                 f,
                 "view {view} reads {table} with its owner's rights (no security_invoker, or materialized)"
@@ -131,12 +161,10 @@ impl fmt::Display for Finding {
                 f,
                 "SECURITY DEFINER function {function} is owned by {owner}, which bypasses row-level security"
             ),
-            Self::PermissiveTruePolicy { table, policy } => {
-                write!(
-                    f,
-                    "policy {policy} on {table} is permissive and always true"
-                )
-            }
+            Self::PermissiveTruePolicy { table, policy } => write!(
+                f,
+                "policy {policy} on {table} is permissive and never reads the row"
+            ),
             Self::UnfilteredPrivilege {
                 table,
                 role,
@@ -154,11 +182,11 @@ impl fmt::Display for Finding {
             ),
             Self::ReachesBypassRole { role, bypass_role } if role == bypass_role => write!(
                 f,
-                "role {role} is a superuser or has BYPASSRLS, which row-level security does not filter"
+                "role {role} is a superuser or has BYPASSRLS or CREATEROLE, which row-level security cannot hold"
             ),
             Self::ReachesBypassRole { role, bypass_role } => write!(
                 f,
-                "role {role} can become {bypass_role}, a superuser or BYPASSRLS role"
+                "role {role} can become {bypass_role}, a superuser, BYPASSRLS or CREATEROLE role"
             ),
         }
     }
@@ -234,7 +262,8 @@ pub struct Inspection {
 }
 
 impl Inspection {
-    /// Inspects what the connection's login can reach.
+    /// Inspects what the connection's login (`session_user`: a `SET ROLE` left on the
+    /// connection does not change who is inspected) can reach.
     #[must_use]
     pub fn login() -> Self {
         Self::default()
@@ -268,6 +297,7 @@ impl Inspection {
             .persistent(false)
             .bind(self.subjects.as_deref())
             .bind(&self.tables)
+            .bind(NOVA_BYPASS_CONDITION)
             .fetch_all(&mut *tx)
             .await?;
         tx.rollback().await?;
@@ -283,6 +313,8 @@ impl Inspection {
                     continue;
                 }
                 "missing" => Finding::MissingTable { table: a },
+                "missing_role" => Finding::MissingRole { role: a },
+                "owned_by_bypass" => Finding::OwnedByBypassRole { table: a, owner: b },
                 "not_enabled" => Finding::RlsNotEnabled { table: a },
                 "not_forced" => Finding::RlsNotForced { table: a },
                 "no_policy" => Finding::NoTenantPolicy { table: a },
@@ -319,48 +351,54 @@ pub(crate) async fn inspect_login(conn: &mut PgConnection) -> Result<Report, Err
 }
 
 /// One statement, so the report is one consistent snapshot of the catalogue.
-/// `$1`: the subjects (`NULL` for `current_user`); `$2`: tables named for inspection.
+/// `$1`: the subjects (`NULL` for the session's login); `$2`: tables named for inspection.
 /// Rows: (kind, object, detail), ordered for a stable report.
 const INSPECTION_SQL: &str = r"
 WITH RECURSIVE
+subject_names AS (
+    SELECT DISTINCT n AS name
+    FROM unnest(coalesce($1::text[], ARRAY[session_user::text])) AS n
+),
 subjects AS (
     SELECT r.oid, r.rolname::text AS name
-    FROM pg_catalog.pg_roles r
-    WHERE r.rolname = ANY (coalesce($1::text[], ARRAY[current_user::text]))
+    FROM pg_catalog.pg_roles r JOIN subject_names s ON s.name = r.rolname
 ),
 named AS (
     SELECT t.name, to_regclass(t.name) AS oid FROM unnest($2::text[]) AS t(name)
 ),
-protected AS (
-    SELECT c.oid,
-           format('%I.%I', n.nspname, c.relname) AS name,
-           c.relrowsecurity, c.relforcerowsecurity, c.relowner,
-           EXISTS (SELECT 1 FROM pg_catalog.pg_policy p
-                   WHERE p.polrelid = c.oid AND p.polname = 'nova_tenant_isolation') AS has_policy,
-           c.oid IN (SELECT oid FROM named) AS is_named
-    FROM pg_catalog.pg_class c
-    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-    WHERE c.relkind IN ('r', 'p')
-      AND (c.oid IN (SELECT oid FROM named)
-           -- a table carrying Nova's policy, if a subject can reach it at all
-           OR (EXISTS (SELECT 1 FROM pg_catalog.pg_policy p
-                       WHERE p.polrelid = c.oid AND p.polname = 'nova_tenant_isolation')
-               AND EXISTS (SELECT 1 FROM subjects s
-                           WHERE has_table_privilege(s.oid, c.oid,
-                                   'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
-                              OR pg_has_role(s.oid, c.relowner, 'MEMBER'))))
+with_policy AS (
+    SELECT DISTINCT p.polrelid AS oid FROM pg_catalog.pg_policy p
+    WHERE p.polname = 'nova_tenant_isolation'
 ),
--- views and materialized views over protected tables, through any chain of views
-over (view_oid, table_name) AS (
-    SELECT DISTINCT r.ev_class, p.name
+-- partitions and inheritance children of tables under Nova's policy: queried directly,
+-- only their own policies apply
+children (oid) AS (
+    SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN with_policy w ON w.oid = i.inhparent
+    UNION
+    SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN children c ON c.oid = i.inhparent
+),
+-- whatever a subject can touch: any table or column privilege, or the owner's role
+reachable AS (
+    SELECT c.oid
+    FROM pg_catalog.pg_class c
+    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')
+      AND EXISTS (SELECT 1 FROM subjects s
+                  WHERE has_table_privilege(s.oid, c.oid,
+                          'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
+                     OR has_any_column_privilege(s.oid, c.oid,
+                          'SELECT, INSERT, UPDATE, REFERENCES')
+                     OR pg_has_role(s.oid, c.relowner, 'MEMBER'))
+),
+-- views and materialized views over a relation, through any chain of views
+over (view_oid, base_oid) AS (
+    SELECT DISTINCT r.ev_class, d.refobjid
     FROM pg_catalog.pg_depend d
     JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
-    JOIN protected p ON p.oid = d.refobjid
     WHERE d.classid = 'pg_catalog.pg_rewrite'::regclass
       AND d.refclassid = 'pg_catalog.pg_class'::regclass
       AND r.ev_class <> d.refobjid
     UNION
-    SELECT r.ev_class, o.table_name
+    SELECT r.ev_class, o.base_oid
     FROM over o
     JOIN pg_catalog.pg_depend d ON d.refobjid = o.view_oid
     JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid
@@ -368,8 +406,40 @@ over (view_oid, table_name) AS (
       AND d.refclassid = 'pg_catalog.pg_class'::regclass
       AND r.ev_class <> d.refobjid
 ),
+tenant_column AS (
+    SELECT DISTINCT a.attrelid AS oid FROM pg_catalog.pg_attribute a
+    WHERE a.attname = 'tenant_id' AND a.attnum > 0 AND NOT a.attisdropped
+),
+protected AS (
+    SELECT c.oid,
+           format('%I.%I', n.nspname, c.relname) AS name,
+           c.relrowsecurity, c.relforcerowsecurity, c.relowner,
+           c.oid IN (SELECT oid FROM with_policy) AS has_policy
+    FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p')
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND (c.oid IN (SELECT oid FROM named)
+           OR ((c.oid IN (SELECT oid FROM with_policy)
+                OR c.oid IN (SELECT oid FROM children)
+                -- a table with Nova's tenant column whose policy was dropped or never made
+                OR c.oid IN (SELECT oid FROM tenant_column))
+               AND (c.oid IN (SELECT oid FROM reachable)
+                    OR EXISTS (SELECT 1 FROM over o JOIN reachable r ON r.oid = o.view_oid
+                               WHERE o.base_oid = c.oid))))
+),
+bypassing AS (
+    SELECT r.oid, r.rolname::text AS name
+    FROM pg_catalog.pg_roles r
+    WHERE r.rolsuper OR r.rolbypassrls
+       -- before PostgreSQL 16, CREATEROLE can grant itself any role that is not a superuser
+       OR (r.rolcreaterole AND current_setting('server_version_num')::int < 160000)
+),
 findings (kind, a, b) AS (
     SELECT 'tables', count(*)::text, NULL FROM protected
+    UNION ALL
+    SELECT 'missing_role', n.name, NULL FROM subject_names n
+    WHERE NOT EXISTS (SELECT 1 FROM subjects s WHERE s.name = n.name)
     UNION ALL
     SELECT 'missing', n.name, NULL FROM named n WHERE n.oid IS NULL
     UNION ALL
@@ -377,38 +447,49 @@ findings (kind, a, b) AS (
     UNION ALL
     SELECT 'not_forced', p.name, NULL FROM protected p WHERE NOT p.relforcerowsecurity
     UNION ALL
-    SELECT 'no_policy', p.name, NULL FROM protected p WHERE p.is_named AND NOT p.has_policy
+    SELECT 'no_policy', p.name, NULL FROM protected p WHERE NOT p.has_policy
     UNION ALL
-    SELECT DISTINCT 'view', format('%I.%I', n.nspname, v.relname), o.table_name
+    SELECT 'owned_by_bypass', p.name, b.name
+    FROM protected p JOIN bypassing b ON b.oid = p.relowner
+    UNION ALL
+    SELECT DISTINCT 'view', format('%I.%I', n.nspname, v.relname), p.name
     FROM over o
+    JOIN protected p ON p.oid = o.base_oid
     JOIN pg_catalog.pg_class v ON v.oid = o.view_oid
     JOIN pg_catalog.pg_namespace n ON n.oid = v.relnamespace
     WHERE (v.relkind = 'm'
            OR NOT EXISTS (SELECT 1 FROM unnest(coalesce(v.reloptions, '{}')) AS opt
                           WHERE lower(opt) IN ('security_invoker=true', 'security_invoker=on',
                                                'security_invoker=1', 'security_invoker=yes')))
-      AND EXISTS (SELECT 1 FROM subjects s WHERE has_table_privilege(s.oid, v.oid, 'SELECT'))
+      AND v.oid IN (SELECT oid FROM reachable)
     UNION ALL
     SELECT 'function',
            format('%I.%I(%s)', n.nspname, f.proname, pg_get_function_identity_arguments(f.oid)),
-           o.rolname::text
+           o.name
     FROM pg_catalog.pg_proc f
-    JOIN pg_catalog.pg_roles o ON o.oid = f.proowner
+    JOIN bypassing o ON o.oid = f.proowner
     JOIN pg_catalog.pg_namespace n ON n.oid = f.pronamespace
     WHERE f.prosecdef
-      AND (o.rolsuper OR o.rolbypassrls)
       AND n.nspname NOT IN ('pg_catalog', 'information_schema')
       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e
                       WHERE e.classid = 'pg_catalog.pg_proc'::regclass
                         AND e.objid = f.oid AND e.deptype = 'e')
-      AND EXISTS (SELECT 1 FROM subjects s WHERE has_function_privilege(s.oid, f.oid, 'EXECUTE'))
+      AND (EXISTS (SELECT 1 FROM subjects s WHERE has_function_privilege(s.oid, f.oid, 'EXECUTE'))
+           -- a trigger runs its function whatever the writer's EXECUTE privilege
+           OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t JOIN protected p ON p.oid = t.tgrelid
+                      WHERE t.tgfoid = f.oid))
     UNION ALL
+    -- a permissive policy whose conditions never read the row (`true`, `1 = 1`, a test of
+    -- the role) admits every tenant's rows; Nova's own bypass policy is the one exception
     SELECT 'true_policy', p.name, pol.polname::text
     FROM pg_catalog.pg_policy pol
     JOIN protected p ON p.oid = pol.polrelid
     WHERE pol.polpermissive
-      AND (pg_get_expr(pol.polqual, pol.polrelid) = 'true'
-           OR pg_get_expr(pol.polwithcheck, pol.polrelid) = 'true')
+      AND ((pol.polqual IS NOT NULL AND pol.polqual::text NOT LIKE '%{VAR %')
+           OR (pol.polwithcheck IS NOT NULL AND pol.polwithcheck::text NOT LIKE '%{VAR %'))
+      AND NOT (pol.polname = 'nova_bypass'
+               AND pg_get_expr(pol.polqual, pol.polrelid) = $3
+               AND pg_get_expr(pol.polwithcheck, pol.polrelid) = $3)
     UNION ALL
     SELECT 'owner', p.name, s.name
     FROM protected p, subjects s
@@ -416,19 +497,24 @@ findings (kind, a, b) AS (
     UNION ALL
     SELECT priv, p.name, s.name
     FROM protected p, subjects s, unnest(ARRAY['TRUNCATE', 'REFERENCES', 'TRIGGER']) AS priv
-    WHERE has_table_privilege(s.oid, p.oid, priv)
+    WHERE (has_table_privilege(s.oid, p.oid, priv)
+           OR (priv = 'REFERENCES' AND has_any_column_privilege(s.oid, p.oid, 'REFERENCES')))
       AND NOT pg_has_role(s.oid, p.relowner, 'MEMBER')
     UNION ALL
     SELECT 'temporary', s.name, NULL
     FROM subjects s
     WHERE has_database_privilege(s.oid, current_database(), 'TEMPORARY')
     UNION ALL
-    SELECT 'bypass', s.name, r.rolname::text
-    FROM subjects s, pg_catalog.pg_roles r
-    WHERE (r.rolsuper OR r.rolbypassrls) AND pg_has_role(s.oid, r.oid, 'MEMBER')
+    SELECT 'bypass', s.name, b.name
+    FROM subjects s, bypassing b
+    WHERE pg_has_role(s.oid, b.oid, 'MEMBER')
 )
 SELECT kind, a, b FROM findings ORDER BY kind = 'tables' DESC, kind, a, b
 ";
+
+/// How PostgreSQL prints the condition of the `nova_bypass` policy the migration writes.
+const NOVA_BYPASS_CONDITION: &str =
+    "(current_setting('nova.bypass_reason'::text, true) <> ''::text)";
 
 #[cfg(test)]
 mod tests {

@@ -11,9 +11,12 @@
 //! A context without a region is routed to wherever the directory places its tenant; a
 //! context bound to a region is refused anywhere else. A region's pool must reach a
 //! database marked for that region ([`region_database_sql`]): the router checks the
-//! marker once per pool, before the pool's first transaction, so a pool registered under
-//! the wrong region is refused instead of placing data outside its region; dedicated
-//! databases have theirs checked on every transaction, with their tenant marker. This
+//! marker once per pool, before the pool's first transaction (a pool's connections all
+//! reach the database its connect options name), so a pool registered under the wrong
+//! region is refused instead of placing data outside its region; dedicated databases have
+//! theirs checked on every transaction, with their tenant marker. Markers are read from the
+//! catalogue (`pg_db_role_setting`), never from the session, so a `SET` left on a pooled
+//! connection or a role-level default cannot spoof one. This
 //! module must never send a request to a pool or schema it has not confirmed belongs to the
 //! requesting tenant and region.
 
@@ -48,6 +51,19 @@ pub const REGION_SETTING: &str = "nova.region";
 pub fn region_database_sql(database: &Ident, region: &Region) -> String {
     // A region name is `[a-z0-9_.:-]` (see `names.rs`): nothing to escape in a literal.
     format!("ALTER DATABASE {database} SET {REGION_SETTING} = '{region}';\n")
+}
+
+/// A scalar subquery for a marker as the database stores it (`ALTER DATABASE .. SET`),
+/// read from the catalogue rather than the session: a session-level `SET`, or a role-level
+/// default, cannot stand in for it. `name` is one of this module's setting names.
+fn database_setting_sql(name: &str) -> String {
+    format!(
+        "SELECT substr(c, length('{name}=') + 1) \
+         FROM pg_catalog.pg_database d \
+         JOIN pg_catalog.pg_db_role_setting s ON s.setdatabase = d.oid AND s.setrole = 0, \
+         unnest(s.setconfig) AS c \
+         WHERE d.datname = current_database() AND starts_with(c, '{name}=')"
+    )
 }
 
 /// SQL that creates a tenant's schema and marks it as the tenant's.
@@ -307,9 +323,9 @@ impl TenantRouter {
                 // provisioning. Simple query protocol, as above.
                 let (name, marker, marked_region): (String, Option<String>, Option<String>) =
                     sqlx::raw_sql(AssertSqlSafe(format!(
-                        "SELECT current_database()::text, \
-                         current_setting('{DATABASE_TENANT_SETTING}', true), \
-                         current_setting('{REGION_SETTING}', true)"
+                        "SELECT current_database()::text, ({}), ({})",
+                        database_setting_sql(DATABASE_TENANT_SETTING),
+                        database_setting_sql(REGION_SETTING),
                     )))
                     .fetch_one(&mut *tx)
                     .await
@@ -350,7 +366,8 @@ impl TenantRouter {
         checked
             .get_or_try_init(|| async {
                 let marked: Option<String> = sqlx::raw_sql(AssertSqlSafe(format!(
-                    "SELECT current_setting('{REGION_SETTING}', true)"
+                    "SELECT ({})",
+                    database_setting_sql(REGION_SETTING)
                 )))
                 .fetch_one(pool.raw())
                 .await

@@ -74,7 +74,7 @@ pub const SESSION_RESET: &str = session_reset!();
 
 /// [`end_statement`]'s two forms, built at compile time.
 const END_COMMIT: &str = concat!(
-    "SET CONSTRAINTS ALL IMMEDIATE; ",
+    "SET CONSTRAINTS ALL IMMEDIATE; COMMIT; BEGIN; ",
     session_reset!(),
     "; COMMIT AND CHAIN"
 );
@@ -134,6 +134,9 @@ pub struct TenantPool {
     /// The timeouts [`TenantPool::check`] expects inside a transaction, and whether the
     /// begin message pins them (otherwise they come from the connections' startup options).
     timeouts: Option<(SessionTimeouts, bool)>,
+    /// The login's schemas, rendered for `SET LOCAL search_path` with `pg_temp` last, once
+    /// [`TenantPool::pin_login_search_path`] has read them; `TO DEFAULT` until then.
+    search_path: Option<Arc<str>>,
 }
 
 impl TenantPool {
@@ -145,9 +148,16 @@ impl TenantPool {
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
-            begin_prefix: render_prefix(None).into(),
+            begin_prefix: render_prefix(None, None).into(),
             timeouts: None,
+            search_path: None,
         }
+    }
+
+    fn render(mut self) -> Self {
+        let pinned = self.timeouts.and_then(|(t, pinned)| pinned.then_some(t));
+        self.begin_prefix = render_prefix(pinned.as_ref(), self.search_path.as_deref()).into();
+        self
     }
 
     /// Pins these timeouts in every transaction (`SET LOCAL`), so they hold behind a
@@ -156,9 +166,8 @@ impl TenantPool {
     /// with the policy's values.
     #[must_use]
     pub fn with_timeouts(mut self, timeouts: SessionTimeouts) -> Self {
-        self.begin_prefix = render_prefix(Some(&timeouts)).into();
         self.timeouts = Some((timeouts, true));
-        self
+        self.render()
     }
 
     /// Expects these timeouts inside every transaction without pinning them: the pool's
@@ -167,9 +176,37 @@ impl TenantPool {
     /// [`TenantPool::check`] verifies them.
     #[must_use]
     pub fn expect_timeouts(mut self, timeouts: SessionTimeouts) -> Self {
-        self.begin_prefix = render_prefix(None).into();
         self.timeouts = Some((timeouts, false));
-        self
+        self.render()
+    }
+
+    /// Reads the login's schema search path once (its role and database defaults, as a
+    /// fresh session has them) and pins exactly those schemas in every transaction, with
+    /// `pg_temp` named last: a temporary table can then never shadow a tenant table, and a
+    /// later `ALTER ROLE .. SET search_path` (which a login may run on itself) does not
+    /// move a tenant transaction to another schema. [`TenantPool::checked`] and
+    /// [`crate::ConnectionPolicy::connect`] do this; a pool built with
+    /// [`TenantPool::new`] pins `search_path TO DEFAULT` instead.
+    ///
+    /// # Errors
+    /// [`Error::Database`] when the path cannot be read.
+    pub async fn pin_login_search_path(mut self) -> Result<Self, Error> {
+        self.search_path = None;
+        let probe = self.render();
+        let mut tx = probe
+            .begin_with(probe.begin_prefix.to_string(), TenantId::new_v4())
+            .await?;
+        let schemas: Vec<String> = sqlx::raw_sql("SELECT current_schemas(false)::text[]")
+            .fetch_one(&mut *tx)
+            .await
+            .and_then(|row| {
+                use sqlx::Row as _;
+                row.try_get(0)
+            })?;
+        tx.rollback().await?;
+        let mut me = probe;
+        me.search_path = Some(render_search_path(&schemas).into());
+        Ok(me.render())
     }
 
     /// The timeouts in force in every transaction (pinned or from startup), if known.
@@ -188,7 +225,7 @@ impl TenantPool {
     /// - [`Error::RlsDefeated`] with the findings of the inspection;
     /// - [`Error::Database`] when the checks cannot run.
     pub async fn checked(pool: PgPool) -> Result<Self, Error> {
-        let pool = Self::new(pool);
+        let pool = Self::new(pool).pin_login_search_path().await?;
         pool.check().await?;
         Ok(pool)
     }
@@ -237,6 +274,9 @@ impl TenantPool {
                 ("lock_timeout", t.lock, row.2),
             ];
             for (setting, want, got) in expected {
+                // PostgreSQL keeps time settings in whole milliseconds.
+                let want =
+                    Duration::from_millis(u64::try_from(want.as_millis()).unwrap_or(u64::MAX));
                 if parse_pg_duration(&got) != Some(want) {
                     return Err(Error::Config {
                         setting,
@@ -301,6 +341,8 @@ impl TenantPool {
                 reason: "must not be empty",
             });
         }
+        let sql = begin_statement(&self.begin_prefix, ctx, Some(reason));
+        let tx = self.begin_with(sql, ctx.tenant()).await?;
         BYPASSES.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             target: AUDIT_TARGET,
@@ -316,8 +358,7 @@ impl TenantPool {
                 .request_id(ctx.request_id())
                 .details(&[("reason", &reason)]),
         );
-        let sql = begin_statement(&self.begin_prefix, ctx, Some(reason));
-        self.begin_with(sql, ctx.tenant()).await
+        Ok(tx)
     }
 
     async fn begin_with(&self, sql: String, tenant: TenantId) -> Result<TenantTx, Error> {
@@ -384,9 +425,14 @@ fn begin_statement(prefix: &str, ctx: &TenantContext, bypass_reason: Option<&str
 
 /// `BEGIN` and the pins that make a transaction independent of what an earlier borrower
 /// left on the session: the login's own role (a `SET ROLE` to a role the login is a member
-/// of cannot carry into it), the login's `search_path`, and the pool's timeouts.
-fn render_prefix(timeouts: Option<&SessionTimeouts>) -> String {
-    let mut sql = String::from("BEGIN; SET LOCAL ROLE NONE; SET LOCAL search_path TO DEFAULT");
+/// of cannot carry into it), the login's `search_path` (read once, with `pg_temp` last, or
+/// `TO DEFAULT`), and the pool's timeouts when they are pinned.
+fn render_prefix(timeouts: Option<&SessionTimeouts>, search_path: Option<&str>) -> String {
+    let mut sql = String::from("BEGIN; SET LOCAL ROLE NONE; SET LOCAL search_path ");
+    sql.push_str(search_path.map_or("TO DEFAULT", |_| "= "));
+    if let Some(path) = search_path {
+        sql.push_str(path);
+    }
     if let Some(t) = timeouts {
         let _ = write!(
             sql,
@@ -397,6 +443,21 @@ fn render_prefix(timeouts: Option<&SessionTimeouts>) -> String {
         );
     }
     sql
+}
+
+/// Schema names as quoted identifiers (any name the catalogue holds: `"` doubled), then
+/// `pg_temp`, which named explicitly is searched where it stands rather than first.
+fn render_search_path(schemas: &[String]) -> String {
+    let mut path: Vec<String> = schemas
+        .iter()
+        .map(|name| format!("\"{}\"", name.replace('"', "\"\"")))
+        .collect();
+    if path.is_empty() {
+        // Nothing else to search: still name pg_temp, or it would be searched first.
+        path.push("pg_catalog".to_owned());
+    }
+    path.push("pg_temp".to_owned());
+    path.join(", ")
 }
 
 /// Reads a duration as PostgreSQL prints a time setting (`30s`, `1min`, `250ms`, `0`).
@@ -440,36 +501,49 @@ impl Drop for Unfinished {
 }
 
 /// Closes a connection without returning it to the pool; the server ends the session and
-/// rolls back anything it had open.
+/// rolls back anything it had open. (Behind PgBouncer the server session ends only if it
+/// was inside a transaction; PgBouncer keeps an idle one. Every path that closes a
+/// connection whose session may carry state leaves it inside a transaction first.)
 fn close(mut conn: PoolConnection<Postgres>) {
     CONNECTIONS_CLOSED.fetch_add(1, Ordering::Relaxed);
+    conn.close_on_drop();
     if tokio::runtime::Handle::try_current().is_ok() {
         // sqlx sends `Terminate` from a task and lets the pool open a replacement.
-        conn.close_on_drop();
+        drop(conn);
+    } else if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().build() {
+        // sqlx spawns from `Drop`; with no runtime left (a `TenantTx` dropped during
+        // shutdown) give it one that is never driven: the task is dropped with the runtime,
+        // and with it the socket, which ends the session as well.
+        let _context = runtime.enter();
         drop(conn);
     } else {
-        // No runtime to close it gracefully: dropping the socket ends the session too.
-        drop(conn.detach());
+        // Leak it rather than let sqlx's `Drop` panic without a runtime: the session
+        // stays open, unused, until the process exits.
+        std::mem::forget(conn);
     }
 }
 
-/// The end of a transaction that also resets the session, in one message.
+/// The end of a transaction that also resets the session, in one message:
+/// `COMMIT` (or `ROLLBACK`), then the reset in a transaction of its own, then
+/// `COMMIT AND CHAIN`.
 ///
-/// It ends with `COMMIT AND CHAIN`, which commits and opens an empty transaction that
-/// sqlx's own bookkeeping then ends: Nova tells sqlx the transaction is over with
-/// `start_rollback`, which queues a `ROLLBACK` that travels with the ping sqlx sends anyway
-/// when the connection is released. Without the chained transaction that `ROLLBACK` would
-/// log a warning on the server each time; without the queued `ROLLBACK` sqlx would believe
-/// the connection still inside a transaction. The reset costs no round trip.
+/// The transaction ends first, so everything that happens at commit — deferred
+/// constraints and triggers, `synchronous_commit` — sees the transaction's own settings.
+/// Before `COMMIT` comes `SET CONSTRAINTS ALL IMMEDIATE`: it runs the deferred checks
+/// (as `COMMIT` would, in the same transaction), and unlike `COMMIT`, which silently rolls
+/// back a transaction an earlier error aborted, it fails there, so the commit reports it.
+/// The reset then needs an explicit transaction: statements after `COMMIT` in one message
+/// form an implicit one, which a later `BEGIN` in the same message would sweep into its
+/// own.
 ///
-/// On commit the reset runs inside the transaction, before it commits, after
-/// `SET CONSTRAINTS ALL IMMEDIATE` has run the deferred checks and triggers under the
-/// transaction's own settings; after `COMMIT` it would run in an implicit transaction that
-/// a following `BEGIN` would sweep into its own, to be undone by the `ROLLBACK`. If a
-/// statement inside already ended Nova's transaction, `COMMIT AND CHAIN` fails outside a
-/// transaction block and the commit reports it (the session is then reset as on rollback).
-/// On rollback the reset needs a transaction of its own, since the `ROLLBACK` would undo
-/// it.
+/// `COMMIT AND CHAIN` commits the reset and opens an empty transaction that sqlx's own
+/// bookkeeping then ends: Nova tells sqlx the transaction is over with `start_rollback`,
+/// which queues a `ROLLBACK` that travels with the ping sqlx sends anyway when it releases
+/// the connection. Without the chained transaction that `ROLLBACK` would log a warning on
+/// the server every time; without the queued `ROLLBACK` sqlx would believe the connection
+/// still inside a transaction. The reset costs no round trip. If the `COMMIT` fails
+/// (a deferred constraint, a serialization failure) nothing after it runs, and the
+/// connection is rolled back and reset as on rollback before anyone else can borrow it.
 fn end_statement(commit: bool) -> &'static str {
     if commit { END_COMMIT } else { END_ROLLBACK }
 }
@@ -495,12 +569,15 @@ impl TenantTx {
     /// Commits, and resets the session in the same round trip; the tenant settings end
     /// with the transaction.
     ///
-    /// Deferred constraints and triggers run just before the reset
-    /// (`SET CONSTRAINTS ALL IMMEDIATE`), with the transaction's settings in force.
+    /// The reset follows the `COMMIT`, so deferred constraints and triggers and
+    /// `synchronous_commit` see the transaction's own settings.
+    ///
+    /// Cancel-safe: if the returned future is dropped, the connection is rolled back (if
+    /// the commit had not happened) and reset by a spawned task, or closed.
     ///
     /// # Errors
-    /// [`Error::Database`] when the commit fails (the transaction is then rolled back and
-    /// the connection closed).
+    /// [`Error::Database`] when the commit fails; the transaction is then rolled back and
+    /// the session reset before the connection is released (or it is closed).
     pub async fn commit(mut self) -> Result<(), Error> {
         self.end(true).await
     }
@@ -515,36 +592,43 @@ impl TenantTx {
     }
 
     async fn end(&mut self, commit: bool) -> Result<(), Error> {
+        // The connection stays in `self` until the session is known to be reset: if this
+        // future is dropped at any await below, `Drop` hands it to `clean_up`.
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
         };
-        if transaction_depth(conn) != 1 {
-            // A savepoint left open (a nested transaction leaked with `mem::forget`): the
-            // bookkeeping no longer matches the server, so the connection cannot be reused.
-            let sql = if commit { "COMMIT" } else { "ROLLBACK" };
-            let result = conn.execute(sql).await;
-            if let Some(conn) = self.conn.take() {
-                close(conn);
-            }
-            return result.map(|_| ()).map_err(Error::from);
-        }
+        let depth = transaction_depth(conn);
         let ended = conn.execute(end_statement(commit)).await;
-        let Some(conn) = self.conn.take() else {
-            return Ok(());
-        };
-        match ended {
-            Ok(_) => {
-                release(conn);
-                Ok(())
+        let result = match ended {
+            Ok(_) if depth == 1 => {
+                if let Some(conn) = self.conn.take() {
+                    release(conn);
+                }
+                return Ok(());
             }
-            Err(e) => {
-                // A failed commit (a deferred constraint, a serialization failure, a
-                // transaction already aborted) skipped the reset: roll back and reset
-                // before the connection goes back, or close it.
-                clean_up(conn).await;
-                Err(e.into())
+            // A savepoint left open (a nested transaction leaked with `mem::forget`): the
+            // bookkeeping no longer matches the server, so the connection is not reused.
+            // It is closed inside the chained transaction, which ends the server session
+            // behind PgBouncer too.
+            Ok(_) => Ok(()),
+            Err(e) => Err(Error::from(e)),
+        };
+        if depth == 1 {
+            // A failed commit skipped the reset: roll back and reset, then release.
+            if let Some(conn) = self.conn.as_mut() {
+                let reset = tokio::time::timeout(CLEANUP_TIMEOUT, conn.execute(END_ROLLBACK)).await;
+                if matches!(reset, Ok(Ok(_))) {
+                    if let Some(conn) = self.conn.take() {
+                        release(conn);
+                    }
+                    return result;
+                }
             }
         }
+        if let Some(conn) = self.conn.take() {
+            close(conn);
+        }
+        result
     }
 }
 
@@ -689,13 +773,11 @@ mod tests {
     }
 
     #[test]
-    fn the_reset_commits_after_deferred_checks_and_leaves_an_empty_transaction_for_sqlx() {
+    fn the_reset_follows_the_commit_in_a_transaction_of_its_own_and_leaves_an_empty_one_for_sqlx() {
         let commit = end_statement(true);
-        assert!(
-            commit.starts_with("SET CONSTRAINTS ALL IMMEDIATE; CLOSE ALL; RESET ROLE; RESET ALL")
-        );
         assert!(commit.contains(SESSION_RESET));
         assert!(commit.ends_with("; COMMIT AND CHAIN"));
+        assert!(commit.starts_with("SET CONSTRAINTS ALL IMMEDIATE; COMMIT; BEGIN; CLOSE ALL"));
         let rollback = end_statement(false);
         assert!(rollback.starts_with("ROLLBACK; BEGIN; CLOSE ALL"));
         assert!(rollback.ends_with("; COMMIT AND CHAIN"));

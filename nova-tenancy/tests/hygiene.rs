@@ -279,18 +279,25 @@ async fn cancelled_begin_commit_and_bypass_leave_nothing(via: Via) {
     let pool = TenantPool::new(raw.clone());
     let a = ctx(s.a);
 
+    let closed_before = nova_tenancy::dirty_connections_closed();
     cancel_at_every_poll(&s, &raw, "begin", || pool.begin(&a)).await;
+    // Some drops came after the BEGIN was sent: those connections were closed, not reused.
+    assert!(nova_tenancy::dirty_connections_closed() > closed_before);
 
+    let attempt = std::sync::atomic::AtomicU32::new(0);
     cancel_at_every_poll(&s, &raw, "commit", || {
         let pool = pool.clone();
         let a = a.clone();
+        let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         async move {
             let mut tx = pool.begin(&a).await.unwrap();
+            // Two rows per attempt: a commit is all or nothing, whatever was cancelled.
             sqlx::query(
-                "INSERT INTO items (tenant_id, body) VALUES ($1, 'from a cancelled commit')",
+                "INSERT INTO items (tenant_id, body) SELECT $1, $2 FROM generate_series(1, 2)",
             )
             .persistent(false)
             .bind(a.tenant().as_uuid())
+            .bind(format!("attempt {n}"))
             .execute(&mut *tx)
             .await
             .unwrap();
@@ -341,15 +348,16 @@ async fn cancelled_begin_commit_and_bypass_leave_nothing(via: Via) {
             }
         }
     }
-    // Whatever the cancelled commits did, each either committed whole or not at all.
-    let committed: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM items WHERE body = 'from a cancelled commit' AND tenant_id <> $1",
+    // Whatever the cancelled commits did, each either committed whole or not at all, and
+    // the ones that ran to the end did commit.
+    let counts: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT body, count(*) FROM items WHERE body LIKE 'attempt %' GROUP BY body",
     )
-    .bind(s.a.as_uuid())
-    .fetch_one(s.fx.admin())
+    .fetch_all(s.fx.admin())
     .await
     .unwrap();
-    assert_eq!(committed, 0);
+    assert!(counts.iter().all(|(_, n)| *n == 2), "{counts:?}");
+    assert!(!counts.is_empty());
     admin_raw.close().await;
     raw.close().await;
     s.fx.cleanup().await;
@@ -461,11 +469,12 @@ async fn session_state_left_inside_a_tenant_transaction_never_outlives_it(via: V
         s.app, s.app
     ))
     .await;
-    let Some(pool) = s.fx.app_pool(&s.app, 2, via).await else {
+    // One connection, so every check after an attack meets the session it was made on.
+    let Some(pool) = s.fx.app_pool(&s.app, 1, via).await else {
         s.fx.cleanup().await;
         return;
     };
-    // A second client pool on the same server sessions (through PgBouncer they share one).
+    // A second client pool: through PgBouncer it shares the one server session.
     let Some(other) = s.fx.app_pool(&s.app, 2, via).await else {
         s.fx.cleanup().await;
         return;
@@ -778,43 +787,31 @@ async fn region_pools_must_reach_a_database_marked_for_their_region(via: Via) {
         .unwrap();
     assert_eq!(n, 3);
     tx.commit().await.unwrap();
-    // An unmarked database is refused too.
+    // The marker is read from the catalogue: a session-level setting cannot spoof it.
+    raw.execute("SET nova.region = 'us-east'").await.unwrap();
+    let spoofed = TenantRouter::builder()
+        .region_pool(us.clone(), pool.clone())
+        .place(s.a, Placement::Logical { region: us.clone() })
+        .build()
+        .unwrap();
+    match spoofed.begin(&ctx(s.a)).await {
+        Err(Error::RegionMismatch { region }) => assert_eq!(region, us),
+        other => panic!("{other:?}"),
+    }
+    raw.execute("RESET nova.region").await.unwrap();
+    // An unmarked database is refused too, even on sessions opened while it was marked.
     s.fx.exec(&format!("ALTER DATABASE {db} RESET nova.region"))
         .await;
-    let Some(fresh) = s.fx.app_pool(&s.app, 1, via).await else {
-        s.fx.cleanup().await;
-        return;
-    };
-    // Through PgBouncer the shared server session was opened before the reset; a new
-    // database session is needed to see it.
-    if via == Via::PgBouncer {
-        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND usename = $2")
-            .bind(s.fx.database())
-            .bind(&s.app)
-            .execute(s.fx.admin())
-            .await
-            .unwrap();
-    }
     let unmarked = TenantRouter::builder()
-        .region_pool(eu.clone(), TenantPool::new(fresh.clone()))
+        .region_pool(eu.clone(), pool.clone())
         .place(s.a, Placement::Logical { region: eu.clone() })
         .build()
         .unwrap();
-    let mut refused = false;
-    for _ in 0..3 {
-        match unmarked.begin(&ctx(s.a)).await {
-            Err(Error::RegionMismatch { .. }) => {
-                refused = true;
-                break;
-            }
-            // A terminated server session surfaces once as an I/O error through PgBouncer.
-            Err(Error::Database(_)) if via == Via::PgBouncer => continue,
-            other => panic!("{other:?}"),
-        }
+    match unmarked.begin(&ctx(s.a)).await {
+        Err(Error::RegionMismatch { region }) => assert_eq!(region, eu),
+        other => panic!("{other:?}"),
     }
-    assert!(refused);
     raw.close().await;
-    fresh.close().await;
     s.fx.cleanup().await;
 }
 
@@ -890,6 +887,10 @@ async fn inspection_finds_every_planted_object_and_nothing_on_a_clean_migration(
         },
         Finding::NoTenantPolicy {
             table: "public.dropped_policies".into(),
+        },
+        Finding::OwnedByBypassRole {
+            table: "public.dropped_policies".into(),
+            owner: su.clone(),
         },
         Finding::RlsNotEnabled {
             table: "public.dropped_policies".into(),
@@ -1056,6 +1057,25 @@ async fn failed_commits_and_deferred_triggers_keep_the_session_clean(via: Via) {
     }
     assert_clean(&s, &raw, s.b, "a commit refused by a deferred foreign key").await;
 
+    // A refused commit dropped at every await point: the clean-up still happens.
+    let attempt = std::sync::atomic::AtomicI32::new(100);
+    cancel_at_every_poll(&s, &raw, "a refused commit", || {
+        let pool = pool.clone();
+        let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let a = ctx(s.a);
+        async move {
+            let mut tx = pool.begin(&a).await.unwrap();
+            tx.execute(AssertSqlSafe(format!(
+                "SET ROLE NONE; SET search_path = pg_catalog, public; \
+                 INSERT INTO public.pairs VALUES ({n}, 99)"
+            )))
+            .await
+            .unwrap();
+            tx.commit().await
+        }
+    })
+    .await;
+
     // A commit after an error inside the transaction reports it rather than pretending.
     let mut tx = pool.begin(&ctx(s.a)).await.unwrap();
     tx.execute("SET search_path = pg_catalog").await.unwrap();
@@ -1067,6 +1087,120 @@ async fn failed_commits_and_deferred_triggers_keep_the_session_clean(via: Via) {
         .await
         .unwrap();
     assert_eq!(kept, 1);
+    raw.close().await;
+    s.fx.cleanup().await;
+}
+
+async fn state_left_by_a_raw_client_never_reaches_a_tenant_transaction(via: Via) {
+    let Some(s) = setup("rawleft").await else {
+        return;
+    };
+    let wide = format!("{}wide", s.fx.prefix());
+    s.fx.exec(&format!(
+        "CREATE ROLE \"{wide}\" NOLOGIN BYPASSRLS; GRANT \"{wide}\" TO \"{app}\"; \
+         GRANT SELECT, INSERT ON items TO \"{wide}\"; \
+         CREATE SCHEMA shadow AUTHORIZATION \"{app}\"; \
+         CREATE TABLE shadow.items (LIKE public.items INCLUDING ALL); \
+         ALTER TABLE shadow.items OWNER TO \"{app}\"; \
+         GRANT TEMPORARY ON DATABASE \"{db}\" TO \"{app}\"",
+        app = s.app,
+        db = s.fx.database(),
+    ))
+    .await;
+    let Some(raw) = s.fx.app_pool(&s.app, 1, via).await else {
+        s.fx.cleanup().await;
+        return;
+    };
+    // The login's search path, read once and pinned with pg_temp last.
+    let pool = TenantPool::new(raw.clone())
+        .pin_login_search_path()
+        .await
+        .unwrap();
+    let a = s.a.to_string();
+    let leftovers = [
+        format!("SET ROLE \"{wide}\""),
+        "SET search_path = shadow, public".to_owned(),
+        format!("SET nova.tenant_id = '{a}'"),
+        "SET nova.bypass_reason = 'leaked'".to_owned(),
+        // A temporary table that would shadow the tenant table, left by a raw client.
+        "CREATE TEMP TABLE items (id uuid DEFAULT gen_random_uuid(), tenant_id uuid, body text); \
+         INSERT INTO pg_temp.items (tenant_id, body) VALUES (gen_random_uuid(), 'shadow')"
+            .to_owned(),
+    ];
+    let mut probes = 0_i64;
+    for sql in &leftovers {
+        // Straight on the pool's session, as a health check or another store would.
+        raw.execute(AssertSqlSafe(sql.clone())).await.unwrap();
+        let mut tx = pool.begin(&ctx(s.b)).await.unwrap();
+        let row = sqlx::raw_sql(
+            "SELECT current_user::text, (SELECT count(*) FROM items WHERE body <> 'probe'), \
+             (SELECT count(DISTINCT tenant_id) FROM items)",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        let seen: (String, i64, i64) = (
+            row.try_get(0).unwrap(),
+            row.try_get(1).unwrap(),
+            row.try_get(2).unwrap(),
+        );
+        assert_eq!(seen, (s.app.clone(), 3, 1), "after a raw `{sql}`");
+        tx.execute(
+            "INSERT INTO items (tenant_id, body) \
+             VALUES (NULLIF(current_setting('nova.tenant_id'), '')::uuid, 'probe')",
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        probes += 1;
+        // Nova's reset cleaned what the raw client left.
+        assert_eq!(
+            raw_view(&raw).await,
+            clean_view(&s.app),
+            "after a raw `{sql}`"
+        );
+    }
+    // The login moves its own default search path (any role may): a pool that pinned the
+    // path at start-up does not follow it, even on new sessions.
+    let mut tx = pool.begin(&ctx(s.b)).await.unwrap();
+    tx.execute("ALTER ROLE CURRENT_USER SET search_path = shadow, public")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND datname = $2")
+        .bind(&s.app)
+        .bind(s.fx.database())
+        .execute(s.fx.admin())
+        .await
+        .unwrap();
+    let mut written = false;
+    for _ in 0..3 {
+        // The first use after the termination may meet the dead session.
+        let Ok(mut tx) = pool.begin(&ctx(s.b)).await else {
+            continue;
+        };
+        tx.execute(
+            "INSERT INTO items (tenant_id, body) \
+             VALUES (NULLIF(current_setting('nova.tenant_id'), '')::uuid, 'probe')",
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        written = true;
+        break;
+    }
+    assert!(written);
+    probes += 1;
+    let (captured, reached): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM shadow.items), \
+         (SELECT count(*) FROM public.items WHERE body = 'probe')",
+    )
+    .fetch_one(s.fx.admin())
+    .await
+    .unwrap();
+    assert_eq!((captured, reached), (0, probes));
+    s.fx.exec(&format!("ALTER ROLE \"{}\" RESET search_path", s.app))
+        .await;
     raw.close().await;
     s.fx.cleanup().await;
 }
@@ -1098,4 +1232,5 @@ both!(
     region_pools_must_reach_a_database_marked_for_their_region,
     inspection_finds_every_planted_object_and_nothing_on_a_clean_migration,
     many_clients_sharing_sessions_never_see_a_foreign_row,
+    state_left_by_a_raw_client_never_reaches_a_tenant_transaction,
 );
