@@ -738,7 +738,7 @@ mod tests {
         let t = TenantId::new_v4();
         let u = UserId::new_v4();
         let ctx = TenantContext::from_verified(&V, VerifiedIdentity::new(t).user(u));
-        let sql = begin_statement(&render_prefix(None), &ctx, None);
+        let sql = begin_statement(&render_prefix(None, None), &ctx, None);
         assert!(sql.starts_with(
             "BEGIN; SET LOCAL ROLE NONE; SET LOCAL search_path TO DEFAULT; SET LOCAL nova.tenant_id = '"
         ));
@@ -751,7 +751,11 @@ mod tests {
     #[test]
     fn bypass_reason_is_escaped_as_a_literal() {
         let ctx = TenantContext::system(TenantId::new_v4(), "job").unwrap();
-        let sql = begin_statement(&render_prefix(None), &ctx, Some("it's'); DROP TABLE t; --"));
+        let sql = begin_statement(
+            &render_prefix(None, None),
+            &ctx,
+            Some("it's'); DROP TABLE t; --"),
+        );
         assert!(sql.contains("'it''s''); DROP TABLE t; --'"));
         // the user id of a system context is the empty string, which policies read as NULL
         assert!(sql.contains("SET LOCAL nova.user_id = ''"));
@@ -759,17 +763,29 @@ mod tests {
 
     #[test]
     fn timeouts_are_pinned_in_milliseconds_after_the_role_and_path() {
-        let prefix = render_prefix(Some(&SessionTimeouts {
-            statement: Duration::from_secs(5),
-            idle_in_transaction: Duration::from_millis(1500),
-            lock: Duration::from_secs(1),
-        }));
+        let prefix = render_prefix(
+            Some(&SessionTimeouts {
+                statement: Duration::from_secs(5),
+                idle_in_transaction: Duration::from_millis(1500),
+                lock: Duration::from_secs(1),
+            }),
+            None,
+        );
         assert_eq!(
             prefix,
             "BEGIN; SET LOCAL ROLE NONE; SET LOCAL search_path TO DEFAULT; \
              SET LOCAL statement_timeout = '5000ms'; \
              SET LOCAL idle_in_transaction_session_timeout = '1500ms'; SET LOCAL lock_timeout = '1000ms'"
         );
+    }
+
+    #[test]
+    fn a_pinned_search_path_quotes_every_schema_and_names_pg_temp_last() {
+        let path = render_search_path(&["public".to_owned(), "we\"ird".to_owned()]);
+        assert_eq!(path, "\"public\", \"we\"\"ird\", pg_temp");
+        assert_eq!(render_search_path(&[]), "pg_catalog, pg_temp");
+        let prefix = render_prefix(None, Some(&path));
+        assert!(prefix.ends_with("SET LOCAL search_path = \"public\", \"we\"\"ird\", pg_temp"));
     }
 
     #[test]
