@@ -346,9 +346,15 @@ async fn rls_demo(
     let migration = RlsMigration::new(roles.clone())
         .schema(schema.clone())
         .table(TenantTable::new("tickets")?.index_with(["id"])?);
+    // The schema belongs to an owner role that is neither a superuser nor the service's
+    // login: a table owned by a superuser would let every view or function it creates
+    // bypass row-level security (the inspection below refuses that).
+    let owner = Ident::new(&format!("nova_qs_{tag}_owner"))?;
     let setup = format!(
-        "CREATE SCHEMA {schema};
+        "CREATE ROLE {owner} NOLOGIN NOSUPERUSER NOBYPASSRLS;
+         CREATE SCHEMA {schema} AUTHORIZATION {owner};
          CREATE TABLE {schema}.tickets (id serial PRIMARY KEY, tenant_id uuid NOT NULL, title text NOT NULL);
+         ALTER TABLE {schema}.tickets OWNER TO {owner};
          {roles_sql}
          {tables_sql}
          CREATE ROLE {login} LOGIN PASSWORD '{password}' IN ROLE {app_rw};
@@ -405,7 +411,7 @@ async fn rls_demo(
     .await;
 
     let teardown = format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE; DROP ROLE IF EXISTS {login}; {}",
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; DROP ROLE IF EXISTS {login}; DROP ROLE IF EXISTS {owner}; {}",
         [
             AppRole::AppReadonly,
             AppRole::AppRw,
