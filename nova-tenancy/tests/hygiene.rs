@@ -1205,6 +1205,197 @@ async fn state_left_by_a_raw_client_never_reaches_a_tenant_transaction(via: Via)
     s.fx.cleanup().await;
 }
 
+/// What one extra login, with only the grant named, lets the login inspection see.
+async fn login_findings(s: &mut Setup, name: &str, grants: &str, via: Via) -> Option<Vec<Finding>> {
+    let login = s.fx.login_role(name, &[]).await;
+    s.fx.exec(&grants.replace("{login}", &format!("\"{login}\"")))
+        .await;
+    let pool = s.fx.app_pool(&login, 1, via).await?;
+    let report = Inspection::login()
+        .run(&mut pool.acquire().await.unwrap())
+        .await
+        .unwrap();
+    // `checked` refuses the same pool, naming the first finding.
+    let refused = TenantPool::checked(pool.clone()).await;
+    assert_eq!(
+        refused.is_err(),
+        !report.is_clean(),
+        "{name}: checked and the inspection disagree: {report}"
+    );
+    pool.close().await;
+    let mut findings = report.findings().to_vec();
+    findings.sort_by_key(|f| format!("{f:?}"));
+    Some(findings)
+}
+
+async fn the_login_inspection_sees_every_path_to_other_tenants_rows(via: Via) {
+    let Some(mut s) = setup("inspectlogin").await else {
+        return;
+    };
+    let p = s.fx.prefix().to_owned();
+    // Objects owned by superusers or BYPASSRLS roles, and tables the migration missed.
+    s.fx.exec(&format!(
+        "CREATE VIEW by_owner AS SELECT * FROM items;
+         CREATE VIEW writable AS SELECT id, tenant_id, body FROM items;
+         CREATE ROLE \"{p}bypasser\" NOLOGIN BYPASSRLS;
+         CREATE FUNCTION count_all() RETURNS bigint LANGUAGE sql SECURITY DEFINER AS 'SELECT count(*) FROM items';
+         ALTER FUNCTION count_all() OWNER TO \"{p}bypasser\";
+         REVOKE EXECUTE ON FUNCTION count_all() FROM PUBLIC;
+         CREATE TABLE forgotten (id int, tenant_id uuid);
+         CREATE TABLE parts (tenant_id uuid NOT NULL, n int) PARTITION BY HASH (tenant_id);
+         CREATE TABLE parts_0 PARTITION OF parts FOR VALUES WITH (MODULUS 1, REMAINDER 0);
+         ALTER TABLE parts OWNER TO \"{p}owner\"; ALTER TABLE parts_0 OWNER TO \"{p}owner\";
+         ALTER TABLE parts ENABLE ROW LEVEL SECURITY; ALTER TABLE parts FORCE ROW LEVEL SECURITY;
+         CREATE POLICY nova_tenant_isolation ON parts USING (tenant_id = NULLIF(current_setting('nova.tenant_id', true), '')::uuid);"
+    ))
+    .await;
+    let su: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(s.fx.admin())
+        .await
+        .unwrap();
+    let app_rw = s.fx.roles().get(AppRole::AppRw).clone();
+    let cases: Vec<(&str, String, Vec<Finding>)> = vec![
+        (
+            "viewonly",
+            "GRANT SELECT ON by_owner TO {login}".to_owned(),
+            vec![
+                Finding::OwnedByBypassRole {
+                    table: "public.items".into(),
+                    owner: su.clone(),
+                },
+                Finding::OwnerRightsView {
+                    view: "public.by_owner".into(),
+                    table: "public.items".into(),
+                },
+            ],
+        ),
+        (
+            "writeonly",
+            "GRANT UPDATE (body) ON writable TO {login}".to_owned(),
+            vec![
+                Finding::OwnedByBypassRole {
+                    table: "public.items".into(),
+                    owner: su.clone(),
+                },
+                Finding::OwnerRightsView {
+                    view: "public.writable".into(),
+                    table: "public.items".into(),
+                },
+            ],
+        ),
+        (
+            "colrefs",
+            format!(
+                "GRANT {app_rw} TO {{login}}; GRANT REFERENCES (tenant_id) ON items TO {{login}}"
+            ),
+            vec![Finding::UnfilteredPrivilege {
+                table: "public.items".into(),
+                role: format!("{p}colrefs"),
+                privilege: "REFERENCES".into(),
+            }],
+        ),
+        (
+            "trigger",
+            format!("GRANT {app_rw} TO {{login}}; GRANT TRIGGER ON items TO {{login}}"),
+            vec![Finding::UnfilteredPrivilege {
+                table: "public.items".into(),
+                role: format!("{p}trigger"),
+                privilege: "TRIGGER".into(),
+            }],
+        ),
+        (
+            "definer",
+            format!(
+                "GRANT {app_rw} TO {{login}}; GRANT EXECUTE ON FUNCTION count_all() TO {{login}}"
+            ),
+            vec![Finding::BypassingFunction {
+                function: "public.count_all()".into(),
+                owner: format!("{p}bypasser"),
+            }],
+        ),
+        (
+            "forgot",
+            format!("GRANT {app_rw} TO {{login}}; GRANT SELECT ON forgotten TO {{login}}"),
+            vec![
+                Finding::NoTenantPolicy {
+                    table: "public.forgotten".into(),
+                },
+                Finding::OwnedByBypassRole {
+                    table: "public.forgotten".into(),
+                    owner: su.clone(),
+                },
+                Finding::RlsNotEnabled {
+                    table: "public.forgotten".into(),
+                },
+                Finding::RlsNotForced {
+                    table: "public.forgotten".into(),
+                },
+            ],
+        ),
+        (
+            "partition",
+            "GRANT SELECT ON parts, parts_0 TO {login}".to_owned(),
+            vec![
+                Finding::NoTenantPolicy {
+                    table: "public.parts_0".into(),
+                },
+                Finding::RlsNotEnabled {
+                    table: "public.parts_0".into(),
+                },
+                Finding::RlsNotForced {
+                    table: "public.parts_0".into(),
+                },
+            ],
+        ),
+        (
+            // Last: the policy stays on the table.
+            "oneisone",
+            format!(
+                "GRANT {app_rw} TO {{login}}; \
+                 CREATE POLICY one_is_one ON items AS PERMISSIVE FOR SELECT TO {{login}} USING (1 = 1)"
+            ),
+            vec![Finding::PermissiveTruePolicy {
+                table: "public.items".into(),
+                policy: "one_is_one".into(),
+            }],
+        ),
+        (
+            "creator",
+            format!("GRANT {app_rw} TO {{login}}; ALTER ROLE {{login}} CREATEROLE"),
+            vec![
+                Finding::PermissiveTruePolicy {
+                    table: "public.items".into(),
+                    policy: "one_is_one".into(),
+                },
+                Finding::ReachesBypassRole {
+                    role: format!("{p}creator"),
+                    bypass_role: format!("{p}creator"),
+                },
+            ],
+        ),
+    ];
+    // The migration's own table is owned by a plain owner role: hand `items` to the
+    // superuser only for the two view cases, whose views the superuser owns anyway.
+    for (name, grants, mut want) in cases {
+        let owned_by_su = name == "viewonly" || name == "writeonly";
+        if owned_by_su {
+            s.fx.exec(&format!("ALTER TABLE items OWNER TO \"{su}\""))
+                .await;
+        }
+        let Some(got) = login_findings(&mut s, name, &grants, via).await else {
+            s.fx.cleanup().await;
+            return;
+        };
+        if owned_by_su {
+            s.fx.exec(&format!("ALTER TABLE items OWNER TO \"{p}owner\""))
+                .await;
+        }
+        want.sort_by_key(|f| format!("{f:?}"));
+        assert_eq!(got, want, "{name}");
+    }
+    s.fx.cleanup().await;
+}
+
 macro_rules! both {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -1233,4 +1424,5 @@ both!(
     inspection_finds_every_planted_object_and_nothing_on_a_clean_migration,
     many_clients_sharing_sessions_never_see_a_foreign_row,
     state_left_by_a_raw_client_never_reaches_a_tenant_transaction,
+    the_login_inspection_sees_every_path_to_other_tenants_rows,
 );
