@@ -1,11 +1,10 @@
 //! Tenant-scoped transactions: the only way this crate hands out a connection for tenant data.
 //!
 //! [`TenantPool::begin`] opens a transaction and, in the same round trip, pins the session
-//! (`SET LOCAL ROLE NONE`, `SET LOCAL search_path TO DEFAULT`, and the pool's timeouts when
-//! [`TenantPool::with_timeouts`] asked for them) and
-//! sets `nova.tenant_id`, `nova.user_id`, `nova.request_id` and `nova.bypass_reason`
-//! transaction-locally. A transaction-local setting disappears at `COMMIT` or `ROLLBACK`
-//! (PostgreSQL docs, "SET").
+//! (`SET LOCAL ROLE NONE`, the `search_path`, and the pool's timeouts when
+//! [`TenantPool::with_timeouts`] asked for them) and sets `nova.tenant_id`, `nova.user_id`,
+//! `nova.request_id` and `nova.bypass_reason` transaction-locally. A transaction-local
+//! setting disappears at `COMMIT` or `ROLLBACK` (PostgreSQL docs, "SET").
 //!
 //! # Connection hygiene
 //!
@@ -15,19 +14,32 @@
 //! - **Outside any transaction.** A `begin` that does not finish (an error, or a future
 //!   dropped at any `.await`, for example by `tokio::time::timeout` or a client that went
 //!   away) closes its connection instead of returning it: the server ends the session and
-//!   rolls back whatever it had begun. sqlx alone would return such a connection with the
+//!   rolls back whatever it had begun (behind PgBouncer the server session ends because
+//!   it is inside a transaction). sqlx alone would return such a connection with the
 //!   server still inside the tenant's transaction, because it counts a transaction as open
 //!   only after reading the server's reply.
 //! - **The login's role, default settings, no temporary objects.** `commit` and `rollback`
 //!   send, in the same message as `COMMIT`/`ROLLBACK`, a reset of everything a statement
 //!   inside the transaction could have left on the session: `CLOSE ALL`, `RESET ROLE`,
 //!   `RESET ALL`, `UNLISTEN *`, `DISCARD TEMP`, `DISCARD SEQUENCES` ([`SESSION_RESET`]). A
-//!   `TenantTx` dropped without either spawns a task that rolls back and resets before the
-//!   connection is released; when that fails, or no runtime is left to run it, the
-//!   connection is closed instead.
+//!   `TenantTx` dropped without either, or a `commit`/`rollback` future dropped half-way,
+//!   leaves the connection to a spawned task that rolls back and resets before it is
+//!   released; when that fails, or no runtime is left to run it, the connection is closed.
 //! - **Pinned at every begin.** Whatever an earlier borrower (inside Nova or not) left on a
-//!   session, a Nova transaction runs as the login role, with the login's `search_path`
-//!   and its own tenant settings (and the pinned timeouts, if any).
+//!   session, a Nova transaction runs as the login role, with its own tenant settings and
+//!   the login's schemas: a pool from [`TenantPool::checked`] (or
+//!   [`crate::ConnectionPolicy::connect`]) pins the exact schemas read at start-up with
+//!   `pg_temp` last, so no temporary table shadows a tenant table and a later
+//!   `ALTER ROLE .. SET search_path` is ignored; a pool from [`TenantPool::new`] pins
+//!   `search_path TO DEFAULT`, which follows the role's current default.
+//!
+//! Two things an earlier borrower can leave are not undone: a transaction it left open
+//! (a `BEGIN` inside it only warns, so the tenant transaction joins it: its own writes,
+//! made without a tenant, commit with the tenant's), and SQL-level prepared statements
+//! (`PREPARE`), which survive the reset because `DEALLOCATE ALL` would also drop the
+//! statements sqlx caches per connection — an injected statement could re-`PREPARE` one
+//! of sqlx's statement names. Checking for them on every commit costs about 12 µs of
+//! server time (a catalogue query), three times the whole reset.
 //!
 //! This module must never hand out a pooled connection outside such a transaction, nor
 //! return one to the pool without the reset.
