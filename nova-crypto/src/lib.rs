@@ -127,6 +127,8 @@ mod rotation;
 mod stream;
 mod subject;
 mod tenant_keys;
+#[cfg(feature = "sqlx")]
+mod text_column;
 
 pub use classify::{
     Classification, Internal, Mask, Public, Restricted, Sensitive, mask_email, mask_tail,
@@ -162,3 +164,5 @@ pub use tenant_keys::{
     InMemoryTenantKeyStore, StoreFuture, TenantKeyInfo, TenantKeyLookup, TenantKeyRecord,
     TenantKeyStore,
 };
+#[cfg(feature = "sqlx")]
+pub use text_column::{TextColumn, TextForm};

@@ -337,3 +337,72 @@ async fn tenant_keys_in_postgres_survive_a_restart_and_shredding_reaches_other_p
     }
     fx.cleanup().await;
 }
+
+#[tokio::test]
+async fn both_envelope_kinds_bind_to_and_read_from_text_columns() {
+    use nova_crypto::{InMemorySubjectKeyStore, SubjectEnvelope, SubjectKeys, TextColumn};
+    let Some(fx) = PgFixture::new("cryptotext").await else {
+        return;
+    };
+    fx.exec(
+        "CREATE TABLE sealed (id bigint PRIMARY KEY, field text NOT NULL, personal text NOT NULL)",
+    )
+    .await;
+    let keyring = Arc::new(
+        Keyring::new(
+            Arc::new(LocalKeyProvider::generated("root").unwrap()),
+            Arc::new(InMemoryTenantKeyStore::new()),
+            "root",
+        )
+        .unwrap(),
+    );
+    let subjects = SubjectKeys::new(keyring.clone(), Arc::new(InMemorySubjectKeyStore::new()));
+    let ctx = TenantContext::system(TenantId::new_v4(), "text columns").unwrap();
+    let field = Column::new("sealed", "field").unwrap();
+    let personal = Column::new("sealed", "personal").unwrap();
+    let alice = uuid::Uuid::new_v4();
+    let e = keyring
+        .seal(&ctx, &field.row(1_i64), b"tenant secret")
+        .unwrap();
+    let p = subjects
+        .seal(&ctx, alice, &personal.row(1_i64), b"alice's phone")
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO sealed VALUES (1, $1, $2)")
+        .bind(TextColumn(&e))
+        .bind(TextColumn(&p))
+        .execute(fx.admin())
+        .await
+        .unwrap();
+    // Stored in the text forms, which are what the envelopes print.
+    let (raw_field, raw_personal): (String, String) =
+        sqlx::query_as("SELECT field, personal FROM sealed WHERE id = 1")
+            .fetch_one(fx.admin())
+            .await
+            .unwrap();
+    assert_eq!(raw_field, e.to_text());
+    assert_eq!(raw_personal, p.to_text());
+    let (TextColumn(back_e), TextColumn(back_p)): (
+        TextColumn<Envelope>,
+        TextColumn<SubjectEnvelope>,
+    ) = sqlx::query_as("SELECT field, personal FROM sealed WHERE id = 1")
+        .fetch_one(fx.admin())
+        .await
+        .unwrap();
+    let opened = keyring.open(&ctx, &field.row(1_i64), &back_e).unwrap();
+    assert_eq!(opened.expose_secret(), b"tenant secret");
+    let opened = subjects
+        .open(&ctx, alice, &personal.row(1_i64), &back_p)
+        .await
+        .unwrap();
+    assert_eq!(opened.expose_secret(), b"alice's phone");
+    // A text column that holds something else does not decode.
+    let bad = sqlx::query_scalar::<_, TextColumn<Envelope>>("SELECT 'nv1:not-an-envelope'::text")
+        .fetch_one(fx.admin())
+        .await;
+    assert!(
+        matches!(bad, Err(sqlx::Error::ColumnDecode { .. })),
+        "{bad:?}"
+    );
+    fx.cleanup().await;
+}

@@ -3,7 +3,9 @@
 //! The root of Nova: typed tenant identity that flows from a verified credential down to
 //! PostgreSQL row-level security.
 //!
-//! - [`TenantId`], [`UserId`], [`RequestId`]: canonical UUIDs, parsed once and then trusted.
+//! - [`TenantId`], [`UserId`], [`RequestId`]: canonical UUIDs, parsed once and then trusted;
+//!   with [`Role`] and [`Region`] they bind and decode in sqlx directly (`uuid` and `text`
+//!   columns), validated on the way out of the database as on the way in.
 //! - [`TenantContext`]: tenant, user, roles, request id, region and isolation mode, built only
 //!   by a [`CredentialVerifier`] or through the reported [`TenantContext::system`] path.
 //! - [`TenantPool::begin`]: the only way to a connection for tenant data — a transaction in
@@ -118,6 +120,8 @@ pub mod privacy;
 mod routing;
 #[cfg(feature = "postgres")]
 mod scoped;
+#[cfg(feature = "postgres")]
+mod sql_types;
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -107,6 +107,13 @@ async fn setup(label: &str) -> Option<World> {
         )
         .table(ledger.tenant_table());
     fx.exec(&migration.roles_sql()).await;
+    // The tables belong to a plain owner role, not the superuser that created them.
+    let owner = fx.login_role("owner", &[]).await;
+    fx.exec(&format!(
+        "ALTER TABLE users OWNER TO \"{owner}\"; ALTER TABLE tickets OWNER TO \"{owner}\"; \
+         ALTER TABLE comments OWNER TO \"{owner}\"; ALTER TABLE consents OWNER TO \"{owner}\""
+    ))
+    .await;
     fx.exec(&migration.tables_sql()).await;
     // The migration leaves nothing that defeats row-level security for its roles.
     let report = migration
