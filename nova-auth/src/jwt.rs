@@ -2,8 +2,9 @@
 //!
 //! Order: structure and header ([`crate::jws::parse_compact`]), key by `kid`, algorithm
 //! must equal the key's, signature, then claims — `iss`, `aud`, `exp`, `nbf`, `iat` with
-//! leeway, required `sub` and `tenant_id` as typed ids, optional `roles`, `scope` and
-//! `region`. Claims are read only after the signature verifies, and duplicate claim names
+//! leeway, required `sub` and `tenant_id` as typed ids, optional `roles`, `scope`,
+//! `region`, and `auth_time` and `amr` (when and how the user authenticated, carried into
+//! the context for MFA checks: [`TenantContext::mfa_within`]). Claims are read only after the signature verifies, and duplicate claim names
 //! are refused. This module must never return a context for a token that failed any check.
 
 use std::fmt;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nova_tenancy::{
-    CredentialVerifier, Region, Role, TenantContext, TenantId, UserId, VerifiedIdentity,
+    AuthMethod, CredentialVerifier, Region, Role, TenantContext, TenantId, UserId, VerifiedIdentity,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -24,6 +25,9 @@ use crate::jws::{
 
 /// Most roles or scopes accepted in one token.
 pub const MAX_ROLES: usize = 64;
+
+/// Most authentication methods (`amr` values) accepted in one token.
+pub const MAX_AUTH_METHODS: usize = 16;
 
 /// What a verifier accepts.
 #[derive(Debug, Clone)]
@@ -109,6 +113,10 @@ struct RawClaims {
     scope: Option<Value>,
     #[serde(default, deserialize_with = "present")]
     region: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    auth_time: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    amr: Option<Value>,
 }
 
 use crate::jws::present;
@@ -265,6 +273,38 @@ impl<K: KeySource> JwtVerifier<K> {
                     .region(Region::new(&r).map_err(|_| AuthError::InvalidClaim("region"))?);
             }
             Some(_) => return Err(AuthError::InvalidClaim("region")),
+        }
+        // OpenID Connect Core §2 `auth_time` and RFC 8176 `amr`: when and how the user
+        // authenticated, which the context carries for MFA checks. An authentication in
+        // the future, or a method outside the name grammar, makes the token invalid rather
+        // than quietly losing the facts.
+        if let Some(at) = numeric_date(c.auth_time, "auth_time")? {
+            if at > now + leeway {
+                return Err(AuthError::InvalidClaim("auth_time"));
+            }
+            let at = Duration::try_from_secs_f64(at)
+                .ok()
+                .and_then(|d| UNIX_EPOCH.checked_add(d))
+                .ok_or(AuthError::InvalidClaim("auth_time"))?;
+            identity = identity.authenticated_at(at);
+        }
+        match c.amr {
+            None => {}
+            Some(Value::Array(list)) => {
+                let mut methods = Vec::with_capacity(list.len());
+                for m in &list {
+                    let m = m
+                        .as_str()
+                        .and_then(|m| AuthMethod::new(m).ok())
+                        .ok_or(AuthError::InvalidClaim("amr"))?;
+                    methods.push(m);
+                    if methods.len() > MAX_AUTH_METHODS {
+                        return Err(AuthError::InvalidClaim("amr"));
+                    }
+                }
+                identity = identity.methods(methods);
+            }
+            Some(_) => return Err(AuthError::InvalidClaim("amr")),
         }
         Ok(TenantContext::from_verified(self, identity))
     }

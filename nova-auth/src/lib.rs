@@ -112,7 +112,7 @@ pub use jws::{
     Alg, Compact, DEFAULT_MAX_TOKEN_LEN, Header, VerifyingKey, parse_compact, verify_compact,
     verify_signature,
 };
-pub use jwt::{JwtConfig, JwtVerifier, MAX_ROLES};
+pub use jwt::{JwtConfig, JwtVerifier, MAX_AUTH_METHODS, MAX_ROLES};
 pub use opaque::{CHECKSUM_LEN, IssuedSecret, SECRET_LEN, hash_secret};
 #[cfg(feature = "postgres")]
 pub use pg::{PgApiKeyStore, PgRefreshStore, PgSessionStore, schema_sql};

@@ -79,7 +79,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
-use nova_tenancy::{AUDIT_TARGET, Actor, SecurityEvent, TenantId, UserId, report};
+use nova_tenancy::{AUDIT_TARGET, Actor, SecurityEvent, TenantContext, TenantId, UserId, report};
 use sha1::Sha1;
 use sha2::Sha256;
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
@@ -1453,6 +1453,29 @@ impl MfaPolicy {
         } else {
             Err(TotpError::MfaRequired)
         }
+    }
+
+    /// [`MfaPolicy::check`] for a request's context: allows `action` when it needs no
+    /// second factor, or when the context's authentication used more than one factor
+    /// ([`TenantContext::has_mfa`], from a token's `amr` or a step-up) at a time no older
+    /// than the maximum age ([`TenantContext::auth_time`]).
+    ///
+    /// # Errors
+    /// [`TotpError::MfaRequired`] otherwise: a single factor, no authentication time, or an
+    /// authentication too long ago.
+    pub fn check_context(
+        &self,
+        action: Sensitive,
+        ctx: &TenantContext,
+        now: SystemTime,
+    ) -> Result<(), TotpError> {
+        if !self.requires_mfa(action) {
+            return Ok(());
+        }
+        if !ctx.has_mfa() {
+            return Err(TotpError::MfaRequired);
+        }
+        self.check(action, ctx.auth_time(), now)
     }
 }
 

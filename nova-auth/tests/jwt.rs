@@ -660,3 +660,62 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn auth_time_and_amr_reach_the_context_for_mfa_checks() {
+    let f = fixture();
+    let (tenant, user) = (TenantId::new_v4(), UserId::new_v4());
+    let at = now() - 300;
+    let mut c = claims(tenant, user);
+    c["auth_time"] = json!(at);
+    c["amr"] = json!(["pwd", "otp"]);
+    let ctx = f.verifier.verify_cached(&f.ed.sign(&c).unwrap()).unwrap();
+    assert_eq!(ctx.auth_time(), Some(UNIX_EPOCH + Duration::from_secs(at)));
+    let methods: Vec<&str> = ctx.auth_methods().iter().map(|m| m.as_str()).collect();
+    assert_eq!(methods, ["otp", "pwd"]);
+    assert!(ctx.has_mfa());
+    assert!(ctx.mfa_within(Duration::from_secs(900), SystemTime::now()));
+    assert!(!ctx.mfa_within(Duration::from_secs(60), SystemTime::now()));
+    // Without the claims there is no MFA, and no authentication time to be fresh.
+    let plain = f
+        .verifier
+        .verify_cached(&f.ed.sign(&claims(tenant, user)).unwrap())
+        .unwrap();
+    assert!(plain.auth_time().is_none());
+    assert!(!plain.mfa_within(Duration::from_secs(900), SystemTime::now()));
+}
+
+#[test]
+fn malformed_auth_time_or_amr_make_the_token_invalid() {
+    let f = fixture();
+    let (tenant, user) = (TenantId::new_v4(), UserId::new_v4());
+    let too_many: Vec<String> = (0..17).map(|i| format!("m{i}")).collect();
+    let cases: [(&str, Value); 7] = [
+        ("auth_time", json!("yesterday")),
+        ("auth_time", json!(-5)),
+        ("auth_time", json!(now() + 3600)),
+        ("amr", json!("pwd")),
+        ("amr", json!(["pwd", 3])),
+        ("amr", json!(["Pwd"])),
+        ("amr", json!(too_many)),
+    ];
+    for (claim, value) in cases {
+        let mut c = claims(tenant, user);
+        c[claim] = value.clone();
+        let err = f
+            .verifier
+            .verify_cached(&f.ed.sign(&c).unwrap())
+            .unwrap_err();
+        assert_eq!(err, AuthError::InvalidClaim(claim), "{claim} = {value}");
+    }
+    // A huge auth_time in the past direction cannot exist; one far in the future is refused
+    // before any conversion could overflow.
+    let mut c = claims(tenant, user);
+    c["auth_time"] = json!(1e300);
+    assert_eq!(
+        f.verifier
+            .verify_cached(&f.ed.sign(&c).unwrap())
+            .unwrap_err(),
+        AuthError::InvalidClaim("auth_time")
+    );
+}

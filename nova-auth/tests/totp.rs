@@ -981,6 +981,49 @@ fn admin_actions_and_rls_bypass_need_a_fresh_second_factor() {
 }
 
 #[test]
+fn the_policy_reads_the_second_factor_from_the_requests_context() {
+    struct Login;
+    impl nova_tenancy::CredentialVerifier for Login {
+        fn verifier_name(&self) -> &'static str {
+            "test/login"
+        }
+    }
+    let now = at(1_700_000_000);
+    let minutes = |m: u64| Duration::from_secs(60 * m);
+    let method = |m: &str| nova_tenancy::AuthMethod::new(m).unwrap();
+    let password_only = nova_tenancy::TenantContext::from_verified(
+        &Login,
+        nova_tenancy::VerifiedIdentity::new(TenantId::new_v4())
+            .user(UserId::new_v4())
+            .methods([method("pwd")])
+            .authenticated_at(now - minutes(1)),
+    );
+    let hipaa = MfaPolicy::new().max_age(minutes(15));
+    assert_eq!(
+        hipaa.check_context(Sensitive::AdminAction, &password_only, now),
+        Err(TotpError::MfaRequired)
+    );
+    assert_eq!(
+        hipaa.check_context(Sensitive::Other, &password_only, now),
+        Ok(())
+    );
+    // A TOTP step-up now: admin actions for fifteen minutes, then a new step-up.
+    let stepped = password_only.stepped_up(&Login, method("otp"), now);
+    assert_eq!(
+        hipaa.check_context(Sensitive::AdminAction, &stepped, now),
+        Ok(())
+    );
+    assert_eq!(
+        hipaa.check_context(Sensitive::RlsBypass, &stepped, now + minutes(15)),
+        Ok(())
+    );
+    assert_eq!(
+        hipaa.check_context(Sensitive::AdminAction, &stepped, now + minutes(16)),
+        Err(TotpError::MfaRequired)
+    );
+}
+
+#[test]
 fn error_messages_name_the_limits() {
     for (e, text) in [
         (TotpError::UnsupportedDigits, "a code has 6 to 8 digits"),

@@ -203,6 +203,33 @@ impl Attrs {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.map.iter().map(|(k, v)| (&**k, v))
     }
+
+    /// Context attributes from how the request authenticated: `mfa` is true when the
+    /// context carries a multi-factor authentication no older than `mfa_max_age`
+    /// ([`nova_tenancy::TenantContext::mfa_within`]), so a rule such as
+    /// `deny update on Ticket when resource.priority == 5 && !context.mfa` reads the
+    /// credential's facts, not a flag the application sets. Add the request's other
+    /// context attributes with [`Attrs::with`].
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use nova_policy::{Attrs, Entity, Value};
+    /// # use nova_tenancy::{CredentialVerifier, TenantContext, TenantId, VerifiedIdentity};
+    /// # struct V;
+    /// # impl CredentialVerifier for V { fn verifier_name(&self) -> &'static str { "v" } }
+    /// # let ctx = TenantContext::from_verified(&V, VerifiedIdentity::new(TenantId::new_v4()));
+    /// let context = Attrs::authentication(&ctx, Duration::from_secs(900), SystemTime::now())
+    ///     .with("channel", "web");
+    /// assert_eq!(context.attr("mfa"), Some(&Value::Bool(false))); // no second factor
+    /// ```
+    #[must_use]
+    pub fn authentication(
+        ctx: &nova_tenancy::TenantContext,
+        mfa_max_age: std::time::Duration,
+        now: std::time::SystemTime,
+    ) -> Self {
+        Self::new().with("mfa", ctx.mfa_within(mfa_max_age, now))
+    }
 }
 
 impl std::fmt::Debug for Attrs {

@@ -887,3 +887,37 @@ fn debug_output_names_attributes_but_never_prints_their_values() {
     assert!(!format!("{f:?}").contains("secret-dept"));
     assert!(!format!("{req:?}").contains("secret-dept"));
 }
+
+#[test]
+fn context_mfa_comes_from_how_the_credential_authenticated() {
+    use nova_tenancy::{AuthMethod, CredentialVerifier, TenantContext, UserId, VerifiedIdentity};
+    use std::time::{Duration, SystemTime};
+    struct Login;
+    impl CredentialVerifier for Login {
+        fn verifier_name(&self) -> &'static str {
+            "test/login"
+        }
+    }
+    let p = policy();
+    let now = SystemTime::now();
+    let fifteen = Duration::from_secs(900);
+    let password = TenantContext::from_verified(
+        &Login,
+        VerifiedIdentity::new(TenantId::new_v4())
+            .user(UserId::new_v4())
+            .methods([AuthMethod::new("pwd").unwrap()])
+            .authenticated_at(now),
+    );
+    let u = user("hr", &["hr"]);
+    let hr_ticket = ticket("hr", "hr", true);
+    let decide = |ctx: &TenantContext, at: SystemTime| {
+        let c = Attrs::authentication(ctx, fifteen, at).with("hour", 12);
+        allowed(&p, &["manager"], &u, "read", &hr_ticket, &c)
+    };
+    // The HR rule denies without a second factor, allows after a step-up, and denies
+    // again once the step-up is older than fifteen minutes.
+    assert!(!decide(&password, now));
+    let stepped = password.stepped_up(&Login, AuthMethod::new("otp").unwrap(), now);
+    assert!(decide(&stepped, now));
+    assert!(!decide(&stepped, now + fifteen + Duration::from_secs(1)));
+}

@@ -8,11 +8,12 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{RequestId, TenantId, UserId};
-use crate::names::{Region, Role};
+use crate::names::{AuthMethod, Region, Role};
 
 /// The `tracing` target under which Nova reports security-relevant events (system contexts,
 /// RLS bypasses, refused cross-tenant attempts). `nova-audit`'s tracing bridge records
@@ -100,6 +101,8 @@ pub struct VerifiedIdentity {
     request_id: Option<RequestId>,
     region: Option<Region>,
     isolation: Isolation,
+    auth_time: Option<SystemTime>,
+    methods: Vec<AuthMethod>,
 }
 
 impl VerifiedIdentity {
@@ -116,7 +119,26 @@ impl VerifiedIdentity {
             request_id: None,
             region: None,
             isolation: Isolation::Logical,
+            auth_time: None,
+            methods: Vec::new(),
         }
+    }
+
+    /// When the user last authenticated (OpenID Connect `auth_time`): the moment the
+    /// methods below were used, not when the credential was issued.
+    #[must_use]
+    pub fn authenticated_at(mut self, at: SystemTime) -> Self {
+        self.auth_time = Some(at);
+        self
+    }
+
+    /// How the user authenticated (RFC 8176 `amr` values), sorted, duplicates dropped.
+    #[must_use]
+    pub fn methods(mut self, methods: impl IntoIterator<Item = AuthMethod>) -> Self {
+        self.methods.extend(methods);
+        self.methods.sort_unstable();
+        self.methods.dedup();
+        self
     }
 
     /// The verified user or service principal.
@@ -248,6 +270,8 @@ pub struct TenantContext {
     region: Option<Region>,
     isolation: Isolation,
     origin: Origin,
+    auth_time: Option<SystemTime>,
+    methods: Arc<[AuthMethod]>,
 }
 
 impl TenantContext {
@@ -268,6 +292,51 @@ impl TenantContext {
             origin: Origin::Verified {
                 verifier: verifier.verifier_name(),
             },
+            auth_time: identity.auth_time,
+            methods: identity.methods.into(),
+        }
+    }
+
+    /// This context after a step-up that `verifier` checked (a TOTP code, a security key):
+    /// `method` joins the authentication methods, with `mfa`, and the authentication time
+    /// becomes `at`. Everything else (tenant, user, roles, request id) is kept.
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use nova_tenancy::{AuthMethod, CredentialVerifier, TenantContext, TenantId, UserId, VerifiedIdentity};
+    /// # struct Totp;
+    /// # impl CredentialVerifier for Totp { fn verifier_name(&self) -> &'static str { "totp" } }
+    /// let now = SystemTime::now();
+    /// let ctx = TenantContext::from_verified(&Totp, VerifiedIdentity::new(TenantId::new_v4())
+    ///     .user(UserId::new_v4())
+    ///     .methods([AuthMethod::new("pwd")?])
+    ///     .authenticated_at(now - Duration::from_secs(3600)));
+    /// assert!(!ctx.has_mfa());
+    /// let stepped = ctx.stepped_up(&Totp, AuthMethod::new("otp")?, now);
+    /// assert!(stepped.mfa_within(Duration::from_secs(900), now));
+    /// # Ok::<(), nova_tenancy::NameError>(())
+    /// ```
+    #[must_use]
+    pub fn stepped_up<V: CredentialVerifier + ?Sized>(
+        &self,
+        verifier: &V,
+        method: AuthMethod,
+        at: SystemTime,
+    ) -> Self {
+        let mut methods = self.methods.to_vec();
+        methods.push(method);
+        if let Ok(mfa) = AuthMethod::new("mfa") {
+            methods.push(mfa);
+        }
+        methods.sort_unstable();
+        methods.dedup();
+        Self {
+            auth_time: Some(at),
+            methods: methods.into(),
+            origin: Origin::Verified {
+                verifier: verifier.verifier_name(),
+            },
+            ..self.clone()
         }
     }
 
@@ -318,6 +387,8 @@ impl TenantContext {
             region: None,
             isolation: Isolation::Logical,
             origin: Origin::System { reason },
+            auth_time: None,
+            methods: Arc::from([]),
         })
     }
 
@@ -394,6 +465,53 @@ impl TenantContext {
         self.request_id
     }
 
+    /// When the user last authenticated, if the credential said (`auth_time`).
+    #[must_use]
+    pub fn auth_time(&self) -> Option<SystemTime> {
+        self.auth_time
+    }
+
+    /// How the user authenticated (RFC 8176 `amr` values), sorted.
+    #[must_use]
+    pub fn auth_methods(&self) -> &[AuthMethod] {
+        &self.methods
+    }
+
+    /// Whether the authentication used more than one factor: the methods include `mfa`,
+    /// or methods from two of the three kinds RFC 8176 §2 names — something known (`pwd`,
+    /// `pin`, `kba`), something held (`otp`, `hwk`, `swk`, `sms`, `tel`, `sc`) and
+    /// something the user is (`face`, `fpt`, `iris`, `retina`, `vbm`). Unknown methods
+    /// count for nothing; no methods means no.
+    #[must_use]
+    pub fn has_mfa(&self) -> bool {
+        let mut kinds = [false; 3];
+        for m in self.methods.iter() {
+            match m.as_str() {
+                "mfa" => return true,
+                "pwd" | "pin" | "kba" => kinds[0] = true,
+                "otp" | "hwk" | "swk" | "sms" | "tel" | "sc" => kinds[1] = true,
+                "face" | "fpt" | "iris" | "retina" | "vbm" => kinds[2] = true,
+                _ => {}
+            }
+        }
+        kinds.iter().filter(|k| **k).count() >= 2
+    }
+
+    /// Whether a multi-factor authentication happened no longer than `max_age` before
+    /// `now` (a minute of clock skew into the future is allowed). Fails closed: no
+    /// authentication time, or no second factor, is `false`.
+    #[must_use]
+    pub fn mfa_within(&self, max_age: Duration, now: SystemTime) -> bool {
+        const SKEW: Duration = Duration::from_secs(60);
+        self.has_mfa()
+            && self
+                .auth_time
+                .is_some_and(|at| match now.duration_since(at) {
+                    Ok(age) => age <= max_age,
+                    Err(ahead) => ahead.duration() <= SKEW,
+                })
+    }
+
     /// The data-residency region the credential is bound to, if any.
     #[must_use]
     pub fn region(&self) -> Option<&Region> {
@@ -430,7 +548,73 @@ impl fmt::Debug for TenantContext {
             .field("region", &self.region)
             .field("isolation", &self.isolation)
             .field("origin", &self.origin)
+            .field("auth_time", &self.auth_time)
+            .field("auth_methods", &self.methods)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod mfa_tests {
+    use super::*;
+
+    struct V;
+    impl CredentialVerifier for V {
+        fn verifier_name(&self) -> &'static str {
+            "test/mfa"
+        }
+    }
+
+    fn with(methods: &[&str], at: Option<SystemTime>) -> TenantContext {
+        let mut id = VerifiedIdentity::new(TenantId::new_v4())
+            .methods(methods.iter().map(|m| AuthMethod::new(m).unwrap()));
+        if let Some(at) = at {
+            id = id.authenticated_at(at);
+        }
+        TenantContext::from_verified(&V, id)
+    }
+
+    #[test]
+    fn two_kinds_of_factor_or_mfa_make_a_multi_factor_authentication() {
+        assert!(with(&["pwd", "otp"], None).has_mfa());
+        assert!(with(&["mfa"], None).has_mfa());
+        assert!(with(&["hwk", "fpt"], None).has_mfa());
+        assert!(!with(&["pwd"], None).has_mfa());
+        assert!(
+            !with(&["otp", "sms"], None).has_mfa(),
+            "two held factors are one kind"
+        );
+        assert!(!with(&["pwd", "pin", "kba"], None).has_mfa());
+        assert!(!with(&["pwd", "unknown"], None).has_mfa());
+        assert!(!with(&[], None).has_mfa());
+    }
+
+    #[test]
+    fn freshness_fails_closed_without_a_time_and_allows_a_minute_of_skew() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let fifteen = Duration::from_secs(900);
+        assert!(!with(&["mfa"], None).mfa_within(fifteen, now));
+        assert!(with(&["mfa"], Some(now - fifteen)).mfa_within(fifteen, now));
+        assert!(
+            !with(&["mfa"], Some(now - fifteen - Duration::from_secs(1))).mfa_within(fifteen, now)
+        );
+        assert!(with(&["mfa"], Some(now + Duration::from_secs(60))).mfa_within(fifteen, now));
+        assert!(!with(&["mfa"], Some(now + Duration::from_secs(61))).mfa_within(fifteen, now));
+        assert!(!with(&["pwd"], Some(now)).mfa_within(fifteen, now));
+    }
+
+    #[test]
+    fn a_step_up_adds_its_method_and_mfa_and_keeps_the_rest() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let ctx = with(&["pwd"], Some(now - Duration::from_secs(7200)));
+        let up = ctx.stepped_up(&V, AuthMethod::new("otp").unwrap(), now);
+        assert_eq!(up.tenant(), ctx.tenant());
+        assert_eq!(up.request_id(), ctx.request_id());
+        assert_eq!(up.auth_time(), Some(now));
+        let names: Vec<&str> = up.auth_methods().iter().map(AuthMethod::as_str).collect();
+        assert_eq!(names, ["mfa", "otp", "pwd"]);
+        assert!(up.mfa_within(Duration::from_secs(1), now));
+        assert!(!ctx.has_mfa());
     }
 }
 

@@ -134,7 +134,7 @@ pub use context::{
 pub use error::Error;
 pub use ident::{IDENT_MAX_LEN, Ident, IdentError};
 pub use ids::{ID_TEXT_LEN, IdError, IdText, RequestId, TenantId, UserId};
-pub use names::{NAME_MAX_LEN, NameError, Region, Role};
+pub use names::{AuthMethod, NAME_MAX_LEN, NameError, Region, Role};
 pub use profile::{Profile, UnknownProfile};
 pub use rls_sql::{AppRole, AppRoles, RlsMigration, TenantTable};
 

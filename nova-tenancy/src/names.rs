@@ -127,6 +127,13 @@ short_name!(
 );
 
 short_name!(
+    /// How the caller authenticated, as an RFC 8176 `amr` value (`pwd`, `otp`, `hwk`,
+    /// `mfa`, ...). See [`crate::TenantContext::has_mfa`].
+    AuthMethod,
+    "authentication method"
+);
+
+short_name!(
     /// A data-residency region (`eu-west-1`, `us`), used to route a tenant to the database
     /// that is allowed to hold its data.
     Region,
