@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use jsonwebtoken::{DecodingKey, EncodingKey};
-use nova_tenancy::{Region, Role, TenantId, UserId};
+use nova_tenancy::{AuthMethod, Region, Role, TenantId, UserId};
 use p256::elliptic_curve::sec1::ToEncodedPoint as _;
 use p256::pkcs8::EncodePrivateKey as _;
 use serde_json::{Value, json};
@@ -239,6 +239,10 @@ pub struct AccessClaims {
     pub permissions: Vec<Role>,
     /// `region`.
     pub region: Option<Region>,
+    /// `auth_time`: when the user authenticated (OpenID Connect Core §2).
+    pub auth_time: Option<SystemTime>,
+    /// `amr`: how (RFC 8176), sorted and without duplicates when written.
+    pub methods: Vec<AuthMethod>,
 }
 
 impl AccessClaims {
@@ -251,7 +255,24 @@ impl AccessClaims {
             roles: Vec::new(),
             permissions: Vec::new(),
             region: None,
+            auth_time: None,
+            methods: Vec::new(),
         }
+    }
+
+    /// Records how and when the user authenticated, so verifiers can tell a second factor
+    /// and its age ([`nova_tenancy::TenantContext::mfa_within`]).
+    #[must_use]
+    pub fn authenticated(
+        mut self,
+        at: SystemTime,
+        methods: impl IntoIterator<Item = AuthMethod>,
+    ) -> Self {
+        self.auth_time = Some(at);
+        self.methods.extend(methods);
+        self.methods.sort_unstable();
+        self.methods.dedup();
+        self
     }
 
     /// Adds roles.
@@ -394,6 +415,22 @@ impl TokenIssuer {
             }
             if let Some(r) = &claims.region {
                 obj.insert("region".into(), json!(r.as_str()));
+            }
+            if let Some(at) = claims.auth_time {
+                let at = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                obj.insert("auth_time".into(), json!(at));
+            }
+            if !claims.methods.is_empty() {
+                obj.insert(
+                    "amr".into(),
+                    json!(
+                        claims
+                            .methods
+                            .iter()
+                            .map(AuthMethod::as_str)
+                            .collect::<Vec<_>>()
+                    ),
+                );
             }
         }
         let k = self.keys.read().unwrap_or_else(|p| p.into_inner());

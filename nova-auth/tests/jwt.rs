@@ -719,3 +719,28 @@ fn malformed_auth_time_or_amr_make_the_token_invalid() {
         AuthError::InvalidClaim("auth_time")
     );
 }
+
+#[test]
+fn issued_tokens_carry_how_and_when_the_user_authenticated() {
+    let key = SigningKey::generate_ed25519("ed-issuer").unwrap();
+    let mut set = KeySet::new();
+    set.insert(key.verifying_key().unwrap()).unwrap();
+    let verifier = JwtVerifier::new(JwtConfig::new(ISS, AUD), StaticKeys::new(set));
+    let issuer = TokenIssuer::new(ISS, AUD, key);
+    let at = UNIX_EPOCH + Duration::from_secs(now() - 120);
+    let method = |m: &str| nova_tenancy::AuthMethod::new(m).unwrap();
+    let claims = AccessClaims::new(TenantId::new_v4(), UserId::new_v4())
+        .authenticated(at, [method("pwd"), method("otp"), method("pwd")]);
+    let ctx = verifier
+        .verify_cached(&issuer.issue(&claims).unwrap())
+        .unwrap();
+    assert_eq!(ctx.auth_time(), Some(at));
+    assert_eq!(ctx.auth_methods().len(), 2);
+    assert!(ctx.mfa_within(Duration::from_secs(900), SystemTime::now()));
+    // A token issued without them carries neither.
+    let plain = AccessClaims::new(TenantId::new_v4(), UserId::new_v4());
+    let ctx = verifier
+        .verify_cached(&issuer.issue(&plain).unwrap())
+        .unwrap();
+    assert!(ctx.auth_time().is_none() && ctx.auth_methods().is_empty());
+}
