@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
-use nova_tenancy::{Ident, Role, TenantId, UserId};
+use nova_tenancy::{AuthMethod, Ident, Role, TenantId, UserId};
 use sqlx::{AssertSqlSafe, PgPool, Row};
 use uuid::Uuid;
 
@@ -65,6 +65,10 @@ CREATE TABLE IF NOT EXISTS {schema}.nova_sessions (
     last_seen_ms bigint NOT NULL,
     idle_ms bigint NOT NULL
 );
+-- How the user authenticated and when a second factor was last verified (added after the
+-- table's first version, so an existing table gains them).
+ALTER TABLE {schema}.nova_sessions ADD COLUMN IF NOT EXISTS methods text[] NOT NULL DEFAULT '{{}}';
+ALTER TABLE {schema}.nova_sessions ADD COLUMN IF NOT EXISTS mfa_ms bigint;
 CREATE INDEX IF NOT EXISTS nova_sessions_user_idx ON {schema}.nova_sessions (tenant_id, user_id);
 "
     )
@@ -434,8 +438,8 @@ impl PgSessionStore {
 impl SessionStore for PgSessionStore {
     async fn create(&self, s: SessionRecord) -> Result<(), AuthError> {
         let sql = format!(
-            "INSERT INTO {} (token_hash, tenant_id, user_id, ip, user_agent, created_ms, expires_ms, last_seen_ms, idle_ms)
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+            "INSERT INTO {} (token_hash, tenant_id, user_id, ip, user_agent, created_ms, expires_ms, last_seen_ms, idle_ms, methods, mfa_ms)
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
             self.table
         );
         sqlx::query(AssertSqlSafe(sql))
@@ -448,6 +452,8 @@ impl SessionStore for PgSessionStore {
             .bind(ms(s.expires_at))
             .bind(ms(s.last_seen_at))
             .bind(i64::try_from(s.idle_timeout.as_millis()).unwrap_or(i64::MAX))
+            .bind(&s.methods)
+            .bind(s.mfa_at.map(ms))
             .execute(&self.pool)
             .await
             .map_err(store_err)?;
@@ -477,7 +483,38 @@ impl SessionStore for PgSessionStore {
             idle_timeout: Duration::from_millis(
                 u64::try_from(row.try_get::<i64, _>("idle_ms").map_err(get)?).unwrap_or(0),
             ),
+            // A method outside the name grammar does not decode: the row is corrupt.
+            methods: row
+                .try_get::<Vec<AuthMethod>, _>("methods")
+                .map_err(|_| corrupt("session"))?,
+            mfa_at: row
+                .try_get::<Option<i64>, _>("mfa_ms")
+                .map_err(get)?
+                .map(from_ms),
         }))
+    }
+
+    async fn record_step_up(
+        &self,
+        token_hash: &[u8; 32],
+        methods: &[AuthMethod],
+        at: SystemTime,
+    ) -> Result<bool, AuthError> {
+        // One statement: the methods merge with what a concurrent step-up wrote.
+        let sql = format!(
+            "UPDATE {} SET methods = ARRAY(SELECT DISTINCT m FROM unnest(methods || $2::text[]) AS m ORDER BY m), \
+             mfa_ms = greatest(coalesce(mfa_ms, $3), $3) WHERE token_hash = $1",
+            self.table
+        );
+        let n = sqlx::query(AssertSqlSafe(sql))
+            .bind(token_hash.as_slice())
+            .bind(methods)
+            .bind(ms(at))
+            .execute(&self.pool)
+            .await
+            .map_err(store_err)?
+            .rows_affected();
+        Ok(n == 1)
     }
 
     async fn touch(&self, token_hash: &[u8; 32], at: SystemTime) -> Result<(), AuthError> {

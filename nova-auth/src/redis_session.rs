@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nova_tenancy::{TenantId, UserId};
+use nova_tenancy::{AuthMethod, TenantId, UserId};
 use redis::AsyncCommands as _;
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +41,11 @@ struct Stored {
     expires_ms: u64,
     last_seen_ms: u64,
     idle_ms: u64,
+    /// Absent in sessions stored before step-ups existed.
+    #[serde(default)]
+    methods: Vec<String>,
+    #[serde(default)]
+    mfa_ms: Option<u64>,
 }
 
 fn ms(t: SystemTime) -> u64 {
@@ -97,6 +102,8 @@ impl SessionStore for RedisSessionStore {
             expires_ms: ms(s.expires_at),
             last_seen_ms: ms(s.last_seen_at),
             idle_ms: u64::try_from(s.idle_timeout.as_millis()).unwrap_or(u64::MAX),
+            methods: s.methods.iter().map(|m| m.as_str().to_owned()).collect(),
+            mfa_ms: s.mfa_at.map(ms),
         };
         let json = serde_json::to_string(&stored)
             .map_err(|_| AuthError::Store("encode session".into()))?;
@@ -153,6 +160,13 @@ impl SessionStore for RedisSessionStore {
             expires_at: UNIX_EPOCH + Duration::from_millis(s.expires_ms),
             last_seen_at: UNIX_EPOCH + Duration::from_millis(s.last_seen_ms),
             idle_timeout: Duration::from_millis(s.idle_ms),
+            methods: s
+                .methods
+                .iter()
+                .map(|m| AuthMethod::new(m))
+                .collect::<Result<_, _>>()
+                .map_err(|_| AuthError::Store("corrupt session".into()))?,
+            mfa_at: s.mfa_ms.map(|m| UNIX_EPOCH + Duration::from_millis(m)),
         }))
     }
 
@@ -205,5 +219,40 @@ impl SessionStore for RedisSessionStore {
             n += removed;
         }
         Ok(n)
+    }
+
+    async fn record_step_up(
+        &self,
+        token_hash: &[u8; 32],
+        methods: &[AuthMethod],
+        at: SystemTime,
+    ) -> Result<bool, AuthError> {
+        let key = self.session_key(token_hash);
+        let mut conn = self.conn.clone();
+        let json: Option<String> = conn.get(&key).await.map_err(redis_err)?;
+        let Some(json) = json else {
+            return Ok(false);
+        };
+        let mut s: Stored =
+            serde_json::from_str(&json).map_err(|_| AuthError::Store("corrupt session".into()))?;
+        s.methods
+            .extend(methods.iter().map(|m| m.as_str().to_owned()));
+        s.methods.sort_unstable();
+        s.methods.dedup();
+        s.mfa_ms = Some(s.mfa_ms.unwrap_or(0).max(ms(at)));
+        let json =
+            serde_json::to_string(&s).map_err(|_| AuthError::Store("encode session".into()))?;
+        // XX: never resurrect a revoked session; KEEPTTL: the expiry stays the login's. A
+        // `touch` racing with this can write the session back without the step-up, which
+        // fails closed (the user steps up again).
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(json)
+            .arg("XX")
+            .arg("KEEPTTL")
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        Ok(set.is_some())
     }
 }

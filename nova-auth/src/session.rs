@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use nova_tenancy::{
-    AUDIT_TARGET, Actor, CredentialVerifier, SecurityEvent, TenantContext, TenantId, UserId,
-    VerifiedIdentity, report,
+    AUDIT_TARGET, Actor, AuthMethod, CredentialVerifier, SecurityEvent, TenantContext, TenantId,
+    UserId, VerifiedIdentity, report,
 };
 
 use crate::error::AuthError;
@@ -48,6 +48,10 @@ pub struct SessionRecord {
     pub last_seen_at: SystemTime,
     /// Idle timeout.
     pub idle_timeout: Duration,
+    /// How the user authenticated (RFC 8176 `amr` values), including any step-up.
+    pub methods: Vec<AuthMethod>,
+    /// When the last step-up (a second factor) was verified, if any.
+    pub mfa_at: Option<SystemTime>,
 }
 
 impl fmt::Debug for SessionRecord {
@@ -84,6 +88,14 @@ pub trait SessionStore: Send + Sync {
         tenant: TenantId,
         user: UserId,
     ) -> impl Future<Output = Result<u64, AuthError>> + Send;
+    /// Records a verified step-up: adds `methods` to the session's methods and sets its
+    /// step-up time to `at`. `false` when the session does not exist (any more).
+    fn record_step_up(
+        &self,
+        token_hash: &[u8; 32],
+        methods: &[AuthMethod],
+        at: SystemTime,
+    ) -> impl Future<Output = Result<bool, AuthError>> + Send;
 }
 
 /// Creates and validates sessions.
@@ -125,7 +137,28 @@ impl<S: SessionStore> Sessions<S> {
         ip: IpAddr,
         user_agent: &str,
     ) -> Result<IssuedSecret, AuthError> {
+        self.create_with_methods(tenant, user, ip, user_agent, &[])
+            .await
+    }
+
+    /// [`Sessions::create`] for a login made with `methods` (`pwd`, or `pwd` and `otp`
+    /// for a login that already asked for a second factor): the session's contexts carry
+    /// them, with the login time as their authentication time.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn create_with_methods(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        ip: IpAddr,
+        user_agent: &str,
+        methods: &[AuthMethod],
+    ) -> Result<IssuedSecret, AuthError> {
         let now = SystemTime::now();
+        let mut methods = methods.to_vec();
+        methods.sort_unstable();
+        methods.dedup();
         let (token, token_hash) = new_bearer(SESSION_PREFIX)?;
         let user_agent: String = user_agent
             .chars()
@@ -145,9 +178,38 @@ impl<S: SessionStore> Sessions<S> {
                 ))?,
                 last_seen_at: now,
                 idle_timeout: self.idle_timeout,
+                methods,
+                mfa_at: None,
             })
             .await?;
         Ok(IssuedSecret::new(token))
+    }
+
+    /// Records a second factor the caller has just verified for this session (a TOTP code
+    /// checked with [`crate::totp::Totp`], a security key) and returns the session's
+    /// context after it: `method` and `mfa` join the methods, and the authentication time
+    /// becomes `at`, so [`crate::totp::MfaPolicy::check_context`] counts its age from now.
+    ///
+    /// # Errors
+    /// As [`Sessions::validate`]; [`AuthError::InvalidCredential`] when the session was
+    /// revoked meanwhile.
+    pub async fn step_up(
+        &self,
+        presented: &str,
+        method: AuthMethod,
+        at: SystemTime,
+    ) -> Result<TenantContext, AuthError> {
+        // The session must be valid now (not expired, not idle) to be stepped up.
+        self.validate_at(presented, at).await?;
+        let hash = parse_session_token(presented)?;
+        let mut added = vec![method];
+        if let Ok(mfa) = AuthMethod::new("mfa") {
+            added.push(mfa);
+        }
+        if !self.store.record_step_up(&hash, &added, at).await? {
+            return Err(AuthError::InvalidCredential);
+        }
+        self.validate_at(presented, at).await
     }
 
     /// Validates a session token and records the activity.
@@ -188,7 +250,10 @@ impl<S: SessionStore> Sessions<S> {
         self.store.touch(&hash, now).await?;
         Ok(TenantContext::from_verified(
             self,
-            VerifiedIdentity::new(s.tenant).user(s.user),
+            VerifiedIdentity::new(s.tenant)
+                .user(s.user)
+                .methods(s.methods)
+                .authenticated_at(s.mfa_at.unwrap_or(s.created_at)),
         ))
     }
 

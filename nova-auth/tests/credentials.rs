@@ -549,6 +549,51 @@ async fn session_suite<S: SessionStore>(sessions: Sessions<S>, idle: Duration) {
         sessions.validate("nova_ss_garbage").await.unwrap_err(),
         AuthError::MalformedCredential(_)
     ));
+    step_ups(&sessions).await;
+}
+
+/// A password login, then a TOTP step-up: the session's contexts carry both methods and
+/// the step-up's time, which the MFA policy counts from.
+async fn step_ups<S: SessionStore>(sessions: &Sessions<S>) {
+    use nova_auth::totp::{MfaPolicy, Sensitive};
+    let method = |m: &str| nova_tenancy::AuthMethod::new(m).unwrap();
+    let (t, u) = (TenantId::new_v4(), UserId::new_v4());
+    let token = sessions
+        .create_with_methods(t, u, ip("10.0.0.9"), "x", &[method("pwd")])
+        .await
+        .unwrap();
+    let before = sessions.validate(token.expose()).await.unwrap();
+    assert!(!before.has_mfa());
+    assert!(before.auth_time().is_some(), "the login time");
+    let hipaa = MfaPolicy::new().max_age(Duration::from_secs(900));
+    let now = SystemTime::now();
+    assert!(hipaa.check_context(Sensitive::AdminAction, &before, now).is_err());
+    let stepped = sessions
+        .step_up(token.expose(), method("otp"), now)
+        .await
+        .unwrap();
+    assert!(stepped.has_mfa());
+    // Every later request on the session sees the step-up, through the store.
+    let later = sessions.validate(token.expose()).await.unwrap();
+    let names: Vec<&str> = later.auth_methods().iter().map(|m| m.as_str()).collect();
+    assert_eq!(names, ["mfa", "otp", "pwd"]);
+    let at = later.auth_time().unwrap();
+    assert!(now.duration_since(at).unwrap_or_default() < Duration::from_millis(2));
+    assert!(hipaa.check_context(Sensitive::AdminAction, &later, now).is_ok());
+    assert!(
+        hipaa
+            .check_context(Sensitive::AdminAction, &later, now + Duration::from_secs(901))
+            .is_err()
+    );
+    // A revoked session cannot be stepped up.
+    assert!(sessions.revoke(token.expose()).await.unwrap());
+    assert_eq!(
+        sessions
+            .step_up(token.expose(), method("otp"), SystemTime::now())
+            .await
+            .unwrap_err(),
+        AuthError::InvalidCredential
+    );
 }
 
 #[tokio::test]

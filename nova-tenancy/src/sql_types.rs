@@ -24,7 +24,7 @@ use sqlx::{Decode, Encode, Type};
 use uuid::Uuid;
 
 use crate::ids::{RequestId, TenantId, UserId};
-use crate::names::{Region, Role};
+use crate::names::{AuthMethod, Region, Role};
 
 macro_rules! uuid_columns {
     ($($id:ty),* $(,)?) => {$(
@@ -93,4 +93,4 @@ macro_rules! text_columns {
     )*};
 }
 
-text_columns!(Role, Region);
+text_columns!(Role, Region, AuthMethod);
