@@ -567,7 +567,11 @@ async fn step_ups<S: SessionStore>(sessions: &Sessions<S>) {
     assert!(before.auth_time().is_some(), "the login time");
     let hipaa = MfaPolicy::new().max_age(Duration::from_secs(900));
     let now = SystemTime::now();
-    assert!(hipaa.check_context(Sensitive::AdminAction, &before, now).is_err());
+    assert!(
+        hipaa
+            .check_context(Sensitive::AdminAction, &before, now)
+            .is_err()
+    );
     let stepped = sessions
         .step_up(token.expose(), method("otp"), now)
         .await
@@ -579,10 +583,18 @@ async fn step_ups<S: SessionStore>(sessions: &Sessions<S>) {
     assert_eq!(names, ["mfa", "otp", "pwd"]);
     let at = later.auth_time().unwrap();
     assert!(now.duration_since(at).unwrap_or_default() < Duration::from_millis(2));
-    assert!(hipaa.check_context(Sensitive::AdminAction, &later, now).is_ok());
     assert!(
         hipaa
-            .check_context(Sensitive::AdminAction, &later, now + Duration::from_secs(901))
+            .check_context(Sensitive::AdminAction, &later, now)
+            .is_ok()
+    );
+    assert!(
+        hipaa
+            .check_context(
+                Sensitive::AdminAction,
+                &later,
+                now + Duration::from_secs(901)
+            )
             .is_err()
     );
     // A revoked session cannot be stepped up.

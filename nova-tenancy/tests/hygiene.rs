@@ -10,6 +10,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[macro_use]
+mod common;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -1394,22 +1397,6 @@ async fn the_login_inspection_sees_every_path_to_other_tenants_rows(via: Via) {
         assert_eq!(got, want, "{name}");
     }
     s.fx.cleanup().await;
-}
-
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use super::*;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn direct() {
-                super::$name(Via::Direct).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn through_pgbouncer() {
-                super::$name(Via::PgBouncer).await;
-            }
-        }
-    )*};
 }
 
 both!(

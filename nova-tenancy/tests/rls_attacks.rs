@@ -14,6 +14,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[macro_use]
+mod common;
+
 use std::collections::HashMap;
 
 use nova_tenancy::testing::{PgFixture, Via};
@@ -23,29 +26,6 @@ use nova_tenancy::{
     UserId, VerifiedIdentity, region_database_sql, tenant_database_sql, tenant_schema_sql,
 };
 use sqlx::{AssertSqlSafe, Executor, PgPool, Row};
-
-/// Runs each named `async fn(Via)` twice, as `<name>::direct` and `<name>::through_pgbouncer`.
-/// Multi-threaded runtimes for all: the concurrency test needs one, and it costs the others
-/// nothing.
-macro_rules! both {
-    ($($name:ident),+ $(,)?) => {
-        $(
-            mod $name {
-                use super::*;
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn direct() {
-                    super::$name(Via::Direct).await;
-                }
-
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn through_pgbouncer() {
-                    super::$name(Via::PgBouncer).await;
-                }
-            }
-        )+
-    };
-}
 
 both!(
     no_context_gives_zero_rows_and_refuses_inserts,
