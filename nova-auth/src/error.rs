@@ -102,6 +102,10 @@ pub enum AuthError {
     /// The session was idle longer than the idle timeout.
     #[error("session idle timeout")]
     SessionIdle,
+    /// A step-up was asked with a method that is not a second factor (something held or
+    /// something the user is), or for a credential that cannot be stepped up.
+    #[error("a step-up needs a second factor")]
+    NotASecondFactor,
     /// The client address is outside the credential's CIDR allow-list.
     #[error("client address not allowed for this credential")]
     AddressNotAllowed,

@@ -241,7 +241,8 @@ pub struct AccessClaims {
     pub region: Option<Region>,
     /// `auth_time`: when the user authenticated (OpenID Connect Core §2).
     pub auth_time: Option<SystemTime>,
-    /// `amr`: how (RFC 8176), sorted and without duplicates when written.
+    /// `amr`: how (RFC 8176), written as given; [`AccessClaims::authenticated`] sorts and
+    /// de-duplicates.
     pub methods: Vec<AuthMethod>,
 }
 

@@ -166,7 +166,14 @@ impl SessionStore for RedisSessionStore {
                 .map(|m| AuthMethod::new(m))
                 .collect::<Result<_, _>>()
                 .map_err(|_| AuthError::Store("corrupt session".into()))?,
-            mfa_at: s.mfa_ms.map(|m| UNIX_EPOCH + Duration::from_millis(m)),
+            mfa_at: s
+                .mfa_ms
+                .map(|m| {
+                    UNIX_EPOCH
+                        .checked_add(Duration::from_millis(m))
+                        .ok_or_else(|| AuthError::Store("corrupt session".into()))
+                })
+                .transpose()?,
         }))
     }
 
@@ -242,9 +249,9 @@ impl SessionStore for RedisSessionStore {
         s.mfa_ms = Some(s.mfa_ms.unwrap_or(0).max(ms(at)));
         let json =
             serde_json::to_string(&s).map_err(|_| AuthError::Store("encode session".into()))?;
-        // XX: never resurrect a revoked session; KEEPTTL: the expiry stays the login's. A
-        // `touch` racing with this can write the session back without the step-up, which
-        // fails closed (the user steps up again).
+        // XX: never resurrect a revoked session; KEEPTTL: the time to live stays what the
+        // last `touch` set. A `touch` racing with this can write the session back without
+        // the step-up, which fails closed (the user steps up again).
         let set: Option<String> = redis::cmd("SET")
             .arg(&key)
             .arg(json)

@@ -89,13 +89,17 @@ pub trait SessionStore: Send + Sync {
         user: UserId,
     ) -> impl Future<Output = Result<u64, AuthError>> + Send;
     /// Records a verified step-up: adds `methods` to the session's methods and sets its
-    /// step-up time to `at`. `false` when the session does not exist (any more).
+    /// step-up time to `at`. `false` when the session does not exist (any more). A store
+    /// that does not implement it refuses every step-up.
     fn record_step_up(
         &self,
         token_hash: &[u8; 32],
         methods: &[AuthMethod],
         at: SystemTime,
-    ) -> impl Future<Output = Result<bool, AuthError>> + Send;
+    ) -> impl Future<Output = Result<bool, AuthError>> + Send {
+        let _ = (token_hash, methods, at);
+        async { Err(AuthError::NotASecondFactor) }
+    }
 }
 
 /// Creates and validates sessions.
@@ -187,29 +191,63 @@ impl<S: SessionStore> Sessions<S> {
 
     /// Records a second factor the caller has just verified for this session (a TOTP code
     /// checked with [`crate::totp::Totp`], a security key) and returns the session's
-    /// context after it: `method` and `mfa` join the methods, and the authentication time
-    /// becomes `at`, so [`crate::totp::MfaPolicy::check_context`] counts its age from now.
+    /// context after it: `method` joins the methods and its time is now, so
+    /// [`crate::totp::MfaPolicy::check_context`] counts the second factor's age from now.
+    /// Whether that makes the session multi-factor depends on the login's methods
+    /// ([`Sessions::create_with_methods`]): `otp` after a `pwd` login is two kinds.
     ///
     /// # Errors
-    /// As [`Sessions::validate`]; [`AuthError::InvalidCredential`] when the session was
-    /// revoked meanwhile.
+    /// [`AuthError::NotASecondFactor`] for a method that is not something held or
+    /// something the user is; as [`Sessions::validate`] otherwise, and
+    /// [`AuthError::InvalidCredential`] when the session was revoked meanwhile.
     pub async fn step_up(
         &self,
         presented: &str,
         method: AuthMethod,
-        at: SystemTime,
     ) -> Result<TenantContext, AuthError> {
-        // The session must be valid now (not expired, not idle) to be stepped up.
-        self.validate_at(presented, at).await?;
-        let hash = parse_session_token(presented)?;
-        let mut added = vec![method];
-        if let Ok(mfa) = AuthMethod::new("mfa") {
-            added.push(mfa);
+        self.step_up_at(presented, method, SystemTime::now()).await
+    }
+
+    /// [`Sessions::step_up`] at a given time (the session is checked, and the factor
+    /// recorded, as of `now`).
+    ///
+    /// # Errors
+    /// As [`Sessions::step_up`].
+    pub async fn step_up_at(
+        &self,
+        presented: &str,
+        method: AuthMethod,
+        now: SystemTime,
+    ) -> Result<TenantContext, AuthError> {
+        if !method.is_second_factor() {
+            return Err(AuthError::NotASecondFactor);
         }
-        if !self.store.record_step_up(&hash, &added, at).await? {
+        // The session must be valid (not expired, not idle) to be stepped up.
+        self.validate_at(presented, now).await?;
+        let hash = parse_session_token(presented)?;
+        if !self
+            .store
+            .record_step_up(&hash, std::slice::from_ref(&method), now)
+            .await?
+        {
             return Err(AuthError::InvalidCredential);
         }
-        self.validate_at(presented, at).await
+        let ctx = self.validate_at(presented, now).await?;
+        tracing::info!(
+            target: AUDIT_TARGET,
+            event = "mfa_step_up",
+            tenant = %ctx.tenant(),
+            request_id = %ctx.request_id(),
+            method = %method,
+            "second factor verified for a session"
+        );
+        report(
+            &SecurityEvent::new("mfa_step_up")
+                .tenant(ctx.tenant())
+                .request_id(ctx.request_id())
+                .details(&[("method", &method.as_str())]),
+        );
+        Ok(ctx)
     }
 
     /// Validates a session token and records the activity.
@@ -248,13 +286,14 @@ impl<S: SessionStore> Sessions<S> {
             return Err(AuthError::SessionIdle);
         }
         self.store.touch(&hash, now).await?;
-        Ok(TenantContext::from_verified(
-            self,
-            VerifiedIdentity::new(s.tenant)
-                .user(s.user)
-                .methods(s.methods)
-                .authenticated_at(s.mfa_at.unwrap_or(s.created_at)),
-        ))
+        let mut identity = VerifiedIdentity::new(s.tenant)
+            .user(s.user)
+            .methods(s.methods)
+            .authenticated_at(s.mfa_at.unwrap_or(s.created_at));
+        if let Some(at) = s.mfa_at {
+            identity = identity.second_factor_at(at);
+        }
+        Ok(TenantContext::from_verified(self, identity))
     }
 
     /// Ends one session.

@@ -1457,8 +1457,8 @@ impl MfaPolicy {
 
     /// [`MfaPolicy::check`] for a request's context: allows `action` when it needs no
     /// second factor, or when the context's authentication used more than one factor
-    /// ([`TenantContext::has_mfa`], from a token's `amr` or a step-up) at a time no older
-    /// than the maximum age ([`TenantContext::auth_time`]).
+    /// ([`TenantContext::has_mfa`], from a token's `amr` or a step-up) and its second
+    /// factor is no older than the maximum age ([`TenantContext::second_factor_time`]).
     ///
     /// # Errors
     /// [`TotpError::MfaRequired`] otherwise: a single factor, no authentication time, or an
@@ -1475,7 +1475,7 @@ impl MfaPolicy {
         if !ctx.has_mfa() {
             return Err(TotpError::MfaRequired);
         }
-        self.check(action, ctx.auth_time(), now)
+        self.check(action, ctx.second_factor_time(), now)
     }
 }
 

@@ -572,17 +572,26 @@ async fn step_ups<S: SessionStore>(sessions: &Sessions<S>) {
             .check_context(Sensitive::AdminAction, &before, now)
             .is_err()
     );
+    // A password again is not a second factor.
+    assert_eq!(
+        sessions
+            .step_up_at(token.expose(), method("pwd"), now)
+            .await
+            .unwrap_err(),
+        AuthError::NotASecondFactor
+    );
     let stepped = sessions
-        .step_up(token.expose(), method("otp"), now)
+        .step_up_at(token.expose(), method("otp"), now)
         .await
         .unwrap();
     assert!(stepped.has_mfa());
     // Every later request on the session sees the step-up, through the store.
     let later = sessions.validate(token.expose()).await.unwrap();
     let names: Vec<&str> = later.auth_methods().iter().map(|m| m.as_str()).collect();
-    assert_eq!(names, ["mfa", "otp", "pwd"]);
-    let at = later.auth_time().unwrap();
-    assert!(now.duration_since(at).unwrap_or_default() < Duration::from_millis(2));
+    assert_eq!(names, ["otp", "pwd"]);
+    let at = later.second_factor_time().unwrap();
+    let skew = now.duration_since(at).unwrap_or_else(|e| e.duration());
+    assert!(skew < Duration::from_millis(2), "{skew:?}");
     assert!(
         hipaa
             .check_context(Sensitive::AdminAction, &later, now)
@@ -597,14 +606,34 @@ async fn step_ups<S: SessionStore>(sessions: &Sessions<S>) {
             )
             .is_err()
     );
-    // A revoked session cannot be stepped up.
+    // A revoked session cannot be stepped up, and the store says so too.
     assert!(sessions.revoke(token.expose()).await.unwrap());
     assert_eq!(
         sessions
-            .step_up(token.expose(), method("otp"), SystemTime::now())
+            .step_up(token.expose(), method("otp"))
             .await
             .unwrap_err(),
         AuthError::InvalidCredential
+    );
+    let hash = nova_auth::parse_session_token(token.expose()).unwrap();
+    assert!(
+        !sessions
+            .store()
+            .record_step_up(&hash, &[method("otp")], SystemTime::now())
+            .await
+            .unwrap()
+    );
+    // A session whose login methods were not recorded gains one kind only.
+    let unknown = sessions.create(t, u, ip("10.0.0.9"), "x").await.unwrap();
+    let one_kind = sessions
+        .step_up(unknown.expose(), method("otp"))
+        .await
+        .unwrap();
+    assert!(!one_kind.has_mfa());
+    assert!(
+        hipaa
+            .check_context(Sensitive::AdminAction, &one_kind, SystemTime::now())
+            .is_err()
     );
 }
 

@@ -1008,7 +1008,9 @@ fn the_policy_reads_the_second_factor_from_the_requests_context() {
         Ok(())
     );
     // A TOTP step-up now: admin actions for fifteen minutes, then a new step-up.
-    let stepped = password_only.stepped_up(&Login, method("otp"), now);
+    let stepped = password_only
+        .stepped_up(&Login, method("otp"), now)
+        .unwrap();
     assert_eq!(
         hipaa.check_context(Sensitive::AdminAction, &stepped, now),
         Ok(())

@@ -208,8 +208,9 @@ impl Attrs {
     /// context carries a multi-factor authentication no older than `mfa_max_age`
     /// ([`nova_tenancy::TenantContext::mfa_within`]), so a rule such as
     /// `deny update on Ticket when resource.priority == 5 && !context.mfa` reads the
-    /// credential's facts, not a flag the application sets. Add the request's other
-    /// context attributes with [`Attrs::with`].
+    /// credential's facts, not a flag the application sets. Pass the maximum age the
+    /// service's MFA policy uses, and add the request's other context attributes with
+    /// [`Attrs::with`] (never `mfa` itself, which would replace the credential's answer).
     ///
     /// ```
     /// use std::time::{Duration, SystemTime};

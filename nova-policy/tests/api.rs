@@ -917,7 +917,9 @@ fn context_mfa_comes_from_how_the_credential_authenticated() {
     // The HR rule denies without a second factor, allows after a step-up, and denies
     // again once the step-up is older than fifteen minutes.
     assert!(!decide(&password, now));
-    let stepped = password.stepped_up(&Login, AuthMethod::new("otp").unwrap(), now);
+    let stepped = password
+        .stepped_up(&Login, AuthMethod::new("otp").unwrap(), now)
+        .unwrap();
     assert!(decide(&stepped, now));
     assert!(!decide(&stepped, now + fifteen + Duration::from_secs(1)));
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{RequestId, TenantId, UserId};
-use crate::names::{AuthMethod, Region, Role};
+use crate::names::{AuthMethod, FactorKind, Region, Role};
 
 /// The `tracing` target under which Nova reports security-relevant events (system contexts,
 /// RLS bypasses, refused cross-tenant attempts). `nova-audit`'s tracing bridge records
@@ -102,6 +102,7 @@ pub struct VerifiedIdentity {
     region: Option<Region>,
     isolation: Isolation,
     auth_time: Option<SystemTime>,
+    factor_time: Option<SystemTime>,
     methods: Vec<AuthMethod>,
 }
 
@@ -120,8 +121,19 @@ impl VerifiedIdentity {
             region: None,
             isolation: Isolation::Logical,
             auth_time: None,
+            factor_time: None,
             methods: Vec::new(),
         }
+    }
+
+    /// When a second factor (something held or something the user is) was last verified,
+    /// when that differs from [`VerifiedIdentity::authenticated_at`] (a session stepped up
+    /// after its login). Without it, a context whose methods include a second factor, or
+    /// `mfa`, counts its second factor from the authentication time.
+    #[must_use]
+    pub fn second_factor_at(mut self, at: SystemTime) -> Self {
+        self.factor_time = Some(at);
+        self
     }
 
     /// When the user last authenticated (OpenID Connect `auth_time`): the moment the
@@ -240,6 +252,12 @@ pub enum ContextError {
     /// Only a system context may be re-pointed at another isolation mode or region.
     #[error("only a system context can change its isolation mode or region")]
     NotSystem,
+    /// A step-up belongs to a user's context, not a system context or a service's.
+    #[error("a step-up needs a user's context")]
+    StepUpNeedsUser,
+    /// A step-up needs something held or something the user is.
+    #[error("a step-up needs a second factor (something held or something the user is)")]
+    NotASecondFactor,
 }
 
 static SYSTEM_CONTEXTS: AtomicU64 = AtomicU64::new(0);
@@ -271,6 +289,8 @@ pub struct TenantContext {
     isolation: Isolation,
     origin: Origin,
     auth_time: Option<SystemTime>,
+    /// When a second factor was last verified (see [`TenantContext::mfa_within`]).
+    factor_time: Option<SystemTime>,
     methods: Arc<[AuthMethod]>,
 }
 
@@ -292,14 +312,26 @@ impl TenantContext {
             origin: Origin::Verified {
                 verifier: verifier.verifier_name(),
             },
+            factor_time: identity.factor_time.or_else(|| {
+                identity
+                    .methods
+                    .iter()
+                    .any(|m| m.is_second_factor() || m.as_str() == "mfa")
+                    .then_some(identity.auth_time)
+                    .flatten()
+            }),
             auth_time: identity.auth_time,
             methods: identity.methods.into(),
         }
     }
 
-    /// This context after a step-up that `verifier` checked (a TOTP code, a security key):
-    /// `method` joins the authentication methods, with `mfa`, and the authentication time
-    /// becomes `at`. Everything else (tenant, user, roles, request id) is kept.
+    /// This context after a second factor that `verifier` checked (a TOTP code, a security
+    /// key): `method` joins the authentication methods, and both the authentication time
+    /// and the second factor's time become `at`. Everything else (tenant, user, roles,
+    /// request id, and the origin's verifier) is kept; the step-up is reported as an
+    /// `mfa_step_up` event naming `verifier` and the method. Whether the result is a
+    /// multi-factor authentication still depends on the methods' kinds: a step-up with
+    /// `otp` after a login with `otp` is one kind, not two.
     ///
     /// ```
     /// use std::time::{Duration, SystemTime};
@@ -312,32 +344,53 @@ impl TenantContext {
     ///     .methods([AuthMethod::new("pwd")?])
     ///     .authenticated_at(now - Duration::from_secs(3600)));
     /// assert!(!ctx.has_mfa());
-    /// let stepped = ctx.stepped_up(&Totp, AuthMethod::new("otp")?, now);
+    /// let stepped = ctx.stepped_up(&Totp, AuthMethod::new("otp").unwrap(), now)?;
     /// assert!(stepped.mfa_within(Duration::from_secs(900), now));
-    /// # Ok::<(), nova_tenancy::NameError>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    #[must_use]
+    ///
+    /// # Errors
+    /// [`ContextError::StepUpNeedsUser`] for a system context or one without a user;
+    /// [`ContextError::NotASecondFactor`] when `method` is not something held or something
+    /// the user is (a password re-entered is not a second factor).
     pub fn stepped_up<V: CredentialVerifier + ?Sized>(
         &self,
         verifier: &V,
         method: AuthMethod,
         at: SystemTime,
-    ) -> Self {
+    ) -> Result<Self, ContextError> {
+        if self.is_system() || self.user.is_none() {
+            return Err(ContextError::StepUpNeedsUser);
+        }
+        if !method.is_second_factor() {
+            return Err(ContextError::NotASecondFactor);
+        }
+        let verifier = verifier.verifier_name();
+        tracing::info!(
+            target: AUDIT_TARGET,
+            event = "mfa_step_up",
+            tenant = %self.tenant,
+            request_id = %self.request_id,
+            verifier,
+            method = %method,
+            "second factor verified"
+        );
+        crate::audit_hook::report(
+            &crate::SecurityEvent::new("mfa_step_up")
+                .tenant(self.tenant)
+                .request_id(self.request_id)
+                .details(&[("verifier", &verifier), ("method", &method.as_str())]),
+        );
         let mut methods = self.methods.to_vec();
         methods.push(method);
-        if let Ok(mfa) = AuthMethod::new("mfa") {
-            methods.push(mfa);
-        }
         methods.sort_unstable();
         methods.dedup();
-        Self {
+        Ok(Self {
             auth_time: Some(at),
+            factor_time: Some(at),
             methods: methods.into(),
-            origin: Origin::Verified {
-                verifier: verifier.verifier_name(),
-            },
             ..self.clone()
-        }
+        })
     }
 
     /// A context for work that no verified caller asked for: migrations, scheduled jobs,
@@ -388,6 +441,7 @@ impl TenantContext {
             isolation: Isolation::Logical,
             origin: Origin::System { reason },
             auth_time: None,
+            factor_time: None,
             methods: Arc::from([]),
         })
     }
@@ -471,6 +525,12 @@ impl TenantContext {
         self.auth_time
     }
 
+    /// When a second factor was last verified, if the authentication had one.
+    #[must_use]
+    pub fn second_factor_time(&self) -> Option<SystemTime> {
+        self.factor_time
+    }
+
     /// How the user authenticated (RFC 8176 `amr` values), sorted.
     #[must_use]
     pub fn auth_methods(&self) -> &[AuthMethod] {
@@ -486,26 +546,29 @@ impl TenantContext {
     pub fn has_mfa(&self) -> bool {
         let mut kinds = [false; 3];
         for m in self.methods.iter() {
-            match m.as_str() {
-                "mfa" => return true,
-                "pwd" | "pin" | "kba" => kinds[0] = true,
-                "otp" | "hwk" | "swk" | "sms" | "tel" | "sc" => kinds[1] = true,
-                "face" | "fpt" | "iris" | "retina" | "vbm" => kinds[2] = true,
-                _ => {}
+            if m.as_str() == "mfa" {
+                return true;
+            }
+            match m.factor_kind() {
+                Some(FactorKind::Knowledge) => kinds[0] = true,
+                Some(FactorKind::Possession) => kinds[1] = true,
+                Some(FactorKind::Inherence) => kinds[2] = true,
+                None => {}
             }
         }
         kinds.iter().filter(|k| **k).count() >= 2
     }
 
-    /// Whether a multi-factor authentication happened no longer than `max_age` before
-    /// `now` (a minute of clock skew into the future is allowed). Fails closed: no
-    /// authentication time, or no second factor, is `false`.
+    /// Whether the authentication is multi-factor ([`TenantContext::has_mfa`]) and its
+    /// second factor was verified no longer than `max_age` before `now` (a minute of clock
+    /// skew into the future is allowed). Fails closed: no second factor, or no time for it,
+    /// is `false`; a later re-authentication with a password does not refresh it.
     #[must_use]
     pub fn mfa_within(&self, max_age: Duration, now: SystemTime) -> bool {
         const SKEW: Duration = Duration::from_secs(60);
         self.has_mfa()
             && self
-                .auth_time
+                .factor_time
                 .is_some_and(|at| match now.duration_since(at) {
                     Ok(age) => age <= max_age,
                     Err(ahead) => ahead.duration() <= SKEW,
@@ -567,6 +630,7 @@ mod mfa_tests {
 
     fn with(methods: &[&str], at: Option<SystemTime>) -> TenantContext {
         let mut id = VerifiedIdentity::new(TenantId::new_v4())
+            .user(crate::ids::UserId::new_v4())
             .methods(methods.iter().map(|m| AuthMethod::new(m).unwrap()));
         if let Some(at) = at {
             id = id.authenticated_at(at);
@@ -604,17 +668,76 @@ mod mfa_tests {
     }
 
     #[test]
-    fn a_step_up_adds_its_method_and_mfa_and_keeps_the_rest() {
+    fn a_step_up_adds_its_method_and_time_and_keeps_the_rest() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
         let ctx = with(&["pwd"], Some(now - Duration::from_secs(7200)));
-        let up = ctx.stepped_up(&V, AuthMethod::new("otp").unwrap(), now);
+        let up = ctx
+            .stepped_up(&V, AuthMethod::new("otp").unwrap(), now)
+            .unwrap();
         assert_eq!(up.tenant(), ctx.tenant());
         assert_eq!(up.request_id(), ctx.request_id());
         assert_eq!(up.auth_time(), Some(now));
         let names: Vec<&str> = up.auth_methods().iter().map(AuthMethod::as_str).collect();
-        assert_eq!(names, ["mfa", "otp", "pwd"]);
+        assert_eq!(names, ["otp", "pwd"]);
         assert!(up.mfa_within(Duration::from_secs(1), now));
         assert!(!ctx.has_mfa());
+    }
+
+    #[test]
+    fn a_step_up_needs_a_user_and_a_second_factor_and_adds_no_kind_it_lacks() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let m = |s: &str| AuthMethod::new(s).unwrap();
+        let user_ctx = |methods: &[&str]| {
+            TenantContext::from_verified(
+                &V,
+                VerifiedIdentity::new(TenantId::new_v4())
+                    .user(crate::ids::UserId::new_v4())
+                    .methods(methods.iter().map(|s| m(s)))
+                    .authenticated_at(now - Duration::from_secs(3600)),
+            )
+        };
+        // A password again is not a second factor; nor are non-factor values.
+        for not_a_factor in ["pwd", "pin", "user", "geo", "mfa", "custom"] {
+            assert_eq!(
+                user_ctx(&["pwd"])
+                    .stepped_up(&V, m(not_a_factor), now)
+                    .unwrap_err(),
+                ContextError::NotASecondFactor,
+                "{not_a_factor}"
+            );
+        }
+        // otp after an otp login is still one kind.
+        let same = user_ctx(&["otp"]).stepped_up(&V, m("otp"), now).unwrap();
+        assert!(!same.has_mfa());
+        // A session whose login methods are unknown gains one kind only.
+        let unknown = user_ctx(&[]).stepped_up(&V, m("otp"), now).unwrap();
+        assert!(!unknown.mfa_within(Duration::from_secs(900), now));
+        // No step-up for system contexts or services.
+        let system = TenantContext::system(TenantId::new_v4(), "job").unwrap();
+        assert_eq!(
+            system.stepped_up(&V, m("otp"), now).unwrap_err(),
+            ContextError::StepUpNeedsUser
+        );
+        let service = TenantContext::from_verified(&V, VerifiedIdentity::new(TenantId::new_v4()));
+        assert_eq!(
+            service.stepped_up(&V, m("hwk"), now).unwrap_err(),
+            ContextError::StepUpNeedsUser
+        );
+    }
+
+    #[test]
+    fn a_second_factor_ages_from_its_own_time_not_a_later_login() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let m = |s: &str| AuthMethod::new(s).unwrap();
+        let ctx = TenantContext::from_verified(
+            &V,
+            VerifiedIdentity::new(TenantId::new_v4())
+                .methods([m("pwd"), m("otp")])
+                .authenticated_at(now)
+                .second_factor_at(now - Duration::from_secs(3600)),
+        );
+        assert!(ctx.has_mfa());
+        assert!(!ctx.mfa_within(Duration::from_secs(900), now));
     }
 }
 

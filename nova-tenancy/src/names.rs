@@ -133,6 +133,43 @@ short_name!(
     "authentication method"
 );
 
+/// The kinds of authentication factor RFC 8176 §2 names: something known, something held,
+/// something the user is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FactorKind {
+    /// `pwd`, `pin`, `kba`.
+    Knowledge,
+    /// `otp`, `hwk`, `swk`, `sms`, `tel`, `sc`.
+    Possession,
+    /// `face`, `fpt`, `iris`, `retina`, `vbm`.
+    Inherence,
+}
+
+impl AuthMethod {
+    /// The kind of factor this method is, if it is one (`mfa`, `user`, `geo`, `rba` and
+    /// unknown values are none).
+    #[must_use]
+    pub fn factor_kind(&self) -> Option<FactorKind> {
+        match self.as_str() {
+            "pwd" | "pin" | "kba" => Some(FactorKind::Knowledge),
+            "otp" | "hwk" | "swk" | "sms" | "tel" | "sc" => Some(FactorKind::Possession),
+            "face" | "fpt" | "iris" | "retina" | "vbm" => Some(FactorKind::Inherence),
+            _ => None,
+        }
+    }
+
+    /// Whether this method can be a second factor: something held or something the user
+    /// is.
+    #[must_use]
+    pub fn is_second_factor(&self) -> bool {
+        matches!(
+            self.factor_kind(),
+            Some(FactorKind::Possession | FactorKind::Inherence)
+        )
+    }
+}
+
 short_name!(
     /// A data-residency region (`eu-west-1`, `us`), used to route a tenant to the database
     /// that is allowed to hold its data.
