@@ -1089,3 +1089,65 @@ fn profiles_refuse_insecure_settings_naming_each() {
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn a_priority_5_update_needs_a_second_factor_no_older_than_the_configured_fifteen_minutes() {
+    let _serial = SERIAL.lock().await;
+    let Some(h) = start("tkmfa", Checks::On, &config_text(&[])).await else {
+        return;
+    };
+    let a = acme(&h, TenantId::new_v4()).await;
+    let ticket = file_ticket(&h, a.agent, "billing", "support", a.customer.id, "urgent").await;
+    let path = format!("/tickets/{ticket}");
+    let patch = |token: String, body: Value| {
+        h.client
+            .patch(h.url(&path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let now = std::time::SystemTime::now();
+    let minutes = |m: u64| std::time::Duration::from_secs(60 * m);
+    let raise = json!({"priority": 5});
+    // Raising a ticket to priority 5 is checked as the ticket would be after it: a
+    // password-only token is refused...
+    assert_eq!(
+        patch(h.token(a.admin), raise.clone())
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    // ...so is a second factor verified sixteen minutes ago (the file says 15 at most)...
+    let stale = h.token_with_mfa(a.admin, now - minutes(16));
+    assert_eq!(
+        patch(stale, raise.clone()).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    // ...and a fresh one is allowed.
+    let fresh = h.token_with_mfa(a.admin, now - minutes(1));
+    let r = patch(fresh.clone(), raise).await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NO_CONTENT,
+        "{}",
+        r.text().await.unwrap()
+    );
+    // From now on every update of the ticket needs it (a ticket the caller may not update
+    // as it stands is answered 404, as for a ticket it cannot see).
+    assert_eq!(
+        patch(h.token(a.admin), json!({"status": "open"}))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        patch(fresh, json!({"status": "open"}))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    h.stop().await;
+}

@@ -297,7 +297,10 @@ impl AppState {
             return true;
         }
         let user = caller.user_text();
-        let context = Attrs::new().with("mfa", false);
+        // `context.mfa` from the credential: a second factor no older than the configured
+        // maximum (`auth_time` and `amr` in the token).
+        let context =
+            Attrs::authentication(&caller.0, self.mfa_max_age, std::time::SystemTime::now());
         let req = Request::new(action, resource_type)
             .principal_from(&caller.0, &user, principal)
             .resource(resource)
@@ -529,7 +532,8 @@ async fn list_tickets(
         // Built before any await: a request borrows attributes that are not `Send`.
         let filter = {
             let user = caller.user_text();
-            let context = Attrs::new().with("mfa", false);
+            let context =
+                Attrs::authentication(&caller.0, s.mfa_max_age, std::time::SystemTime::now());
             let req = Request::new("read", "Ticket")
                 .principal_from(&caller.0, &user, &me.attrs)
                 .context(&context);

@@ -114,6 +114,9 @@ pub struct AppState {
     pub(crate) consents: ConsentLedger,
     pub(crate) retention: Vec<RetentionRule>,
     pub(crate) cols: Columns,
+    /// `[security.mfa] max_age_minutes`: how long a second factor counts for the policy's
+    /// `context.mfa`.
+    pub(crate) mfa_max_age: std::time::Duration,
 }
 
 impl std::fmt::Debug for AppState {
@@ -268,7 +271,9 @@ pub async fn build(setup: Setup) -> Result<Arc<AppState>, Error> {
                 .await?,
         ),
     };
+    let mfa_max_age = std::time::Duration::from_secs(60 * setup.config.auth.mfa.max_age_minutes);
     Ok(Arc::new(AppState {
+        mfa_max_age,
         checks: setup.checks,
         tenants: TenantPool::new(pools.svc),
         plain,

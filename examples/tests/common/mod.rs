@@ -135,6 +135,18 @@ impl Harness {
             .unwrap()
     }
 
+    /// A token for a login with a password and a TOTP code at `at`.
+    pub(crate) fn token_with_mfa(&self, user: User, at: std::time::SystemTime) -> String {
+        let method = |m: &str| nova_tenancy::AuthMethod::new(m).unwrap();
+        self.idp
+            .issue(
+                &AccessClaims::new(user.tenant, UserId::from_uuid(user.id).unwrap())
+                    .roles([Role::new(user.role).unwrap()])
+                    .authenticated(at, [method("pwd"), method("otp")]),
+            )
+            .unwrap()
+    }
+
     /// Every event in the audit log, after verifying it with the service's public key.
     pub(crate) async fn audit_events(&self) -> Vec<serde_json::Value> {
         self.running.state.audit_flush().await;
