@@ -287,12 +287,22 @@ impl Inspection {
     }
 
     /// Runs every check in one read-only transaction (unnamed statements, so it also runs
-    /// behind a transaction-pooling PgBouncer).
+    /// behind a transaction-pooling PgBouncer). The transaction is sqlx's: if this future is
+    /// dropped half-way, close `conn` rather than return it to a pool.
+    /// [`crate::TenantPool::check`] runs the same checks in a Nova transaction instead.
     ///
     /// # Errors
     /// [`Error::Database`] when a check cannot run; never a partial report.
     pub async fn run(&self, conn: &mut PgConnection) -> Result<Report, Error> {
         let mut tx = conn.begin_with("BEGIN READ ONLY").await?;
+        let report = self.run_in(&mut tx).await?;
+        tx.rollback().await?;
+        Ok(report)
+    }
+
+    /// Runs every check on a connection already inside a transaction (one statement, so
+    /// it also runs behind a transaction-pooling PgBouncer).
+    pub(crate) async fn run_in(&self, tx: &mut PgConnection) -> Result<Report, Error> {
         let rows = sqlx::query(INSPECTION_SQL)
             .persistent(false)
             .bind(self.subjects.as_deref())
@@ -300,7 +310,6 @@ impl Inspection {
             .bind(NOVA_BYPASS_CONDITION)
             .fetch_all(&mut *tx)
             .await?;
-        tx.rollback().await?;
         let mut report = Report::default();
         for row in rows {
             let kind: String = row.try_get(0)?;
@@ -345,9 +354,10 @@ impl Inspection {
     }
 }
 
-/// Inspects what the connection's login reaches; used by [`crate::TenantPool::checked`].
-pub(crate) async fn inspect_login(conn: &mut PgConnection) -> Result<Report, Error> {
-    Inspection::login().run(conn).await
+/// Inspects what the connection's login reaches, inside a transaction the caller holds;
+/// used by [`crate::TenantPool::checked`].
+pub(crate) async fn inspect_login(tx: &mut PgConnection) -> Result<Report, Error> {
+    Inspection::login().run_in(tx).await
 }
 
 /// One statement, so the report is one consistent snapshot of the catalogue.

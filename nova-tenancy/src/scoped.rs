@@ -248,8 +248,13 @@ impl TenantPool {
     /// # Errors
     /// As [`TenantPool::checked`]; [`Error::Config`] naming a timeout that is not in force.
     pub async fn check(&self) -> Result<(), Error> {
-        let mut conn = self.pool.acquire().await?;
-        let report = crate::inspect::inspect_login(&mut conn).await?;
+        // In a Nova transaction (pins only, no tenant), which is cancel-safe: a check
+        // dropped half-way never hands a connection back inside a transaction.
+        let mut tx = self
+            .begin_with(self.begin_prefix.to_string(), TenantId::new_v4())
+            .await?;
+        let report = crate::inspect::inspect_login(&mut tx).await?;
+        tx.rollback().await?;
         if let Some(role) = report.bypass_role() {
             return Err(Error::LoginSkipsRls {
                 role: role.to_owned(),
@@ -258,7 +263,6 @@ impl TenantPool {
         if !report.is_clean() {
             return Err(Error::RlsDefeated(report));
         }
-        drop(conn);
         if let Some((t, _)) = self.timeouts {
             // The pins alone, without tenant settings: row-level security shows nothing.
             let mut tx = self
