@@ -47,6 +47,7 @@ use std::time::Duration;
 use http::HeaderValue;
 use serde::Deserialize;
 
+use crate::Alg;
 use crate::ip_rules::{CidrList, DefaultAction, IpRules, TrustedProxies};
 use crate::jwks::MIN_HMAC_SECRET_LEN;
 use crate::layer::{GuardConfig, LimiterStore, RateLimits};
@@ -188,7 +189,7 @@ pub struct HttpConfig {
     /// HSTS `max-age`; 0 turns HSTS off (refused in production).
     pub hsts_max_age_seconds: u64,
     /// Proxies whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<String>,
+    pub trusted_proxies: CidrList,
 }
 
 impl Default for HttpConfig {
@@ -197,7 +198,7 @@ impl Default for HttpConfig {
             allow_plaintext: false,
             max_body_bytes: 1 << 20,
             hsts_max_age_seconds: 31_536_000,
-            trusted_proxies: Vec::new(),
+            trusted_proxies: CidrList::default(),
         }
     }
 }
@@ -207,19 +208,19 @@ impl Default for HttpConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkConfig {
     /// `"allow"` or `"deny"` for addresses no list names.
-    pub default: String,
+    pub default: DefaultAction,
     /// Allowed networks.
-    pub allow: Vec<String>,
+    pub allow: CidrList,
     /// Denied networks (deny wins).
-    pub deny: Vec<String>,
+    pub deny: CidrList,
 }
 
 impl Default for NetworkConfig {
     fn default() -> Self {
         Self {
-            default: "allow".into(),
-            allow: Vec::new(),
-            deny: Vec::new(),
+            default: DefaultAction::Allow,
+            allow: CidrList::default(),
+            deny: CidrList::default(),
         }
     }
 }
@@ -233,7 +234,7 @@ pub struct JwtSettings {
     /// Required `aud`.
     pub audience: String,
     /// Accepted algorithms, e.g. `["ES256", "EdDSA"]`.
-    pub algorithms: Vec<String>,
+    pub algorithms: Vec<Alg>,
     /// With `HS256`: the environment variable holding the secret (at least 32 bytes).
     #[serde(default)]
     pub hs256_secret_env: Option<String>,
@@ -258,7 +259,7 @@ pub struct RateLimitConfig {
     /// Whether rate limits apply (refused off in production).
     pub enabled: bool,
     /// `"local"` (one replica) or `"redis"` (shared).
-    pub store: String,
+    pub store: StoreKind,
     /// With `store = "redis"`.
     pub redis_url: Option<String>,
     /// With `store = "redis"`: the prefix of every budget's key (default `nova`), so that
@@ -273,7 +274,7 @@ pub struct RateLimitConfig {
     /// A whole tenant's budget, across all its callers.
     pub tenant: QuotaConfig,
     /// Role name → `"agent"` or `"service"`.
-    pub roles: std::collections::BTreeMap<String, String>,
+    pub roles: std::collections::BTreeMap<String, TierName>,
     /// Limited answers within `ban_window_seconds` that ban a key (0: no bans).
     pub ban_after: u32,
     /// The window for `ban_after`.
@@ -286,7 +287,7 @@ impl Default for RateLimitConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            store: "local".into(),
+            store: StoreKind::Local,
             redis_url: None,
             redis_prefix: "nova".into(),
             end_user: QuotaConfig {
@@ -307,6 +308,28 @@ impl Default for RateLimitConfig {
             ban_duration_minutes: 15,
         }
     }
+}
+
+/// Where rate-limit budgets live (`security.rate_limiting.store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum StoreKind {
+    /// In this process: one replica's budgets.
+    Local,
+    /// In Redis (`redis_url`): budgets shared by every replica.
+    Redis,
+}
+
+/// A rate-limit tier a role can be put in (`security.rate_limiting.roles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum TierName {
+    /// The `agent` quota.
+    Agent,
+    /// The `service` quota.
+    Service,
 }
 
 /// `[security.lockout]`.
@@ -374,9 +397,13 @@ impl AuthConfig {
                 )));
             }
         }
-        let cfg: Self = own
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Syntax(e.message().to_owned()))?;
+        // The error names the setting (`security.network.deny[1]: ...`).
+        let cfg: Self = serde_path_to_error::deserialize(toml::Value::Table(own)).map_err(
+            |e: serde_path_to_error::Error<toml::de::Error>| {
+                let path = e.path().to_string();
+                ConfigError::Syntax(format!("security.{path}: {}", e.inner().message()))
+            },
+        )?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -425,43 +452,23 @@ impl AuthConfig {
         if self.http.max_body_bytes == 0 || self.http.max_body_bytes > 1 << 30 {
             p.push("security.http.max_body_bytes must be between 1 and 1 GiB".into());
         }
-        if let Err(e) =
-            CidrList::parse_entries(self.http.trusted_proxies.iter().map(String::as_str))
-        {
-            p.push(format!("security.http.trusted_proxies: {e}"));
-        }
         // Trusting everyone (or a huge block) would make X-Forwarded-For the client address.
-        for net in &self.http.trusted_proxies {
-            if let Ok(n) = net.trim().parse::<ipnet::IpNet>() {
-                let too_wide = match n {
-                    ipnet::IpNet::V4(v4) => v4.prefix_len() < if prod { 8 } else { 1 },
-                    ipnet::IpNet::V6(v6) => v6.prefix_len() < if prod { 16 } else { 1 },
-                };
-                if too_wide {
-                    p.push(format!(
-                        "security.http.trusted_proxies: `{n}` trusts too many addresses to be proxies"
-                    ));
-                }
-            }
-        }
-        if !matches!(self.network.default.as_str(), "allow" | "deny") {
-            p.push("security.network.default must be \"allow\" or \"deny\"".into());
-        }
-        for (name, list) in [("allow", &self.network.allow), ("deny", &self.network.deny)] {
-            if let Err(e) = CidrList::parse_entries(list.iter().map(String::as_str)) {
-                p.push(format!("security.network.{name}: {e}"));
+        for n in self.http.trusted_proxies.networks() {
+            let too_wide = match n {
+                ipnet::IpNet::V4(v4) => v4.prefix_len() < if prod { 8 } else { 1 },
+                ipnet::IpNet::V6(v6) => v6.prefix_len() < if prod { 16 } else { 1 },
+            };
+            if too_wide {
+                p.push(format!(
+                    "security.http.trusted_proxies: `{n}` trusts too many addresses to be proxies"
+                ));
             }
         }
         if let Some(jwt) = &self.jwt {
             if jwt.algorithms.is_empty() {
                 p.push("security.jwt.algorithms must name at least one algorithm".into());
             }
-            for a in &jwt.algorithms {
-                if !matches!(a.as_str(), "ES256" | "EdDSA" | "RS256" | "HS256") {
-                    p.push(format!("security.jwt.algorithms: `{a}` is not supported (ES256, EdDSA, RS256, HS256)"));
-                }
-            }
-            if jwt.algorithms.iter().any(|a| a == "HS256") {
+            if jwt.algorithms.contains(&Alg::HS256) {
                 let len = jwt
                     .hs256_secret_env
                     .as_deref()
@@ -484,10 +491,7 @@ impl AuthConfig {
                     .into(),
             );
         }
-        if !matches!(rl.store.as_str(), "local" | "redis") {
-            p.push("security.rate_limiting.store must be \"local\" or \"redis\"".into());
-        }
-        if rl.store == "redis" && rl.redis_url.is_none() {
+        if rl.store == StoreKind::Redis && rl.redis_url.is_none() {
             p.push("security.rate_limiting.redis_url is required with store = \"redis\"".into());
         }
         if rl.redis_prefix.is_empty()
@@ -530,19 +534,13 @@ impl AuthConfig {
                     role.escape_debug()
                 ));
             }
-            let declared = match tier.as_str() {
-                "agent" => rl.agent.is_some(),
-                "service" => rl.service.is_some(),
-                _ => {
-                    p.push(format!(
-                        "security.rate_limiting.roles.{role}: tier must be \"agent\" or \"service\""
-                    ));
-                    true
-                }
+            let (declared, name) = match tier {
+                TierName::Agent => (rl.agent.is_some(), "agent"),
+                TierName::Service => (rl.service.is_some(), "service"),
             };
             if !declared {
                 p.push(format!(
-                    "security.rate_limiting.roles.{role}: the {tier} tier has no quota"
+                    "security.rate_limiting.roles.{role}: the {name} tier has no quota"
                 ));
             }
         }
@@ -581,7 +579,7 @@ impl AuthConfig {
     /// [`ConfigError`] if the configuration does not validate.
     pub fn guard_config(&self) -> Result<GuardConfig, ConfigError> {
         self.validate()?;
-        if self.rate_limiting.enabled && self.rate_limiting.store == "redis" {
+        if self.rate_limiting.enabled && self.rate_limiting.store == StoreKind::Redis {
             // Silently falling back to per-replica budgets would multiply every limit.
             return Err(ConfigError::Invalid(vec![
                 "security.rate_limiting.store = \"redis\" needs guard_config_connected()".into(),
@@ -599,11 +597,8 @@ impl AuthConfig {
     pub async fn guard_config_connected(&self) -> Result<GuardConfig, ConfigError> {
         self.validate()?;
         let bans = self.bans();
-        let store = match (
-            self.rate_limiting.store.as_str(),
-            &self.rate_limiting.redis_url,
-        ) {
-            ("redis", Some(url)) => LimiterStore::Redis(
+        let store = match (self.rate_limiting.store, &self.rate_limiting.redis_url) {
+            (StoreKind::Redis, Some(url)) => LimiterStore::Redis(
                 crate::rate_limit::RedisLimiter::connect(
                     url,
                     &self.rate_limiting.redis_prefix,
@@ -663,22 +658,10 @@ impl AuthConfig {
 
     fn build(&self, store: LimiterStore) -> Result<GuardConfig, ConfigError> {
         let bad = |m: String| ConfigError::Invalid(vec![m]);
-        let parse = |name: &str, list: &[String]| {
-            CidrList::parse_entries(list.iter().map(String::as_str))
-                .map_err(|e| bad(format!("{name}: {e}")))
-        };
-        let default = if self.network.default == "deny" {
-            DefaultAction::Deny
-        } else {
-            DefaultAction::Allow
-        };
-        let ip_rules = IpRules::new(default)
-            .allow(parse("security.network.allow", &self.network.allow)?)
-            .deny(parse("security.network.deny", &self.network.deny)?);
-        let trusted_proxies = TrustedProxies::new(parse(
-            "security.http.trusted_proxies",
-            &self.http.trusted_proxies,
-        )?);
+        let ip_rules = IpRules::new(self.network.default)
+            .allow(self.network.allow.clone())
+            .deny(self.network.deny.clone());
+        let trusted_proxies = TrustedProxies::new(self.http.trusted_proxies.clone());
         let rl = &self.rate_limiting;
         let rate_limits = if rl.enabled {
             let mut p = Vec::new();
@@ -694,9 +677,9 @@ impl AuthConfig {
             };
             let mut tiers = Tiers::new(base);
             for (role, tier) in &rl.roles {
-                match (tier.as_str(), agent, service) {
-                    ("agent", Some(q), _) => tiers = tiers.role(role, Tier::Agent, q),
-                    ("service", _, Some(q)) => tiers = tiers.role(role, Tier::Service, q),
+                match (tier, agent, service) {
+                    (TierName::Agent, Some(q), _) => tiers = tiers.role(role, Tier::Agent, q),
+                    (TierName::Service, _, Some(q)) => tiers = tiers.role(role, Tier::Service, q),
                     _ => {
                         return Err(bad(format!(
                             "security.rate_limiting.roles.{role}: no such tier quota"
@@ -919,9 +902,38 @@ mod tests {
             AuthConfig::from_toml("[security]\nprofile = \"prod\""),
             Err(ConfigError::Syntax(_))
         ));
-        let p = problems("[security.network]\ndefault = \"maybe\"\ndeny = [\"10.0.0.1/8\"]");
-        assert!(p.iter().any(|m| m.starts_with("security.network.default")));
-        assert!(p.iter().any(|m| m.starts_with("security.network.deny")));
+        // A bad value is refused with the setting's path.
+        for (text, path) in [
+            (
+                "[security.network]\ndefault = \"maybe\"",
+                "security.network.default",
+            ),
+            (
+                "[security.network]\ndeny = [\"10.0.0.0/8\", \"10.0.0.1/8\"]",
+                "security.network.deny",
+            ),
+            (
+                "[security.http]\ntrusted_proxies = [\"proxy.example\"]",
+                "security.http.trusted_proxies",
+            ),
+            (
+                "[security.jwt]\nissuer = \"i\"\naudience = \"a\"\nalgorithms = [\"none\"]",
+                "security.jwt.algorithms",
+            ),
+            (
+                "[security.rate_limiting]\nstore = \"memcached\"",
+                "security.rate_limiting.store",
+            ),
+            (
+                "[security.rate_limiting]\nroles = { svc = \"boss\" }",
+                "security.rate_limiting.roles",
+            ),
+        ] {
+            match AuthConfig::from_toml(text) {
+                Err(ConfigError::Syntax(m)) => assert!(m.starts_with(path), "{m} for {path}"),
+                other => panic!("{path}: {other:?}"),
+            }
+        }
         let p = problems(
             "[security.rate_limiting]\nend_user = { rate = 0, per_seconds = 1, burst = 1 }\nroles = { agent = \"agent\" }",
         );

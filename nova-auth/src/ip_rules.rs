@@ -135,6 +135,21 @@ impl CidrList {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The networks, single addresses as /32 or /128.
+    #[must_use]
+    pub fn networks(&self) -> &[IpNet] {
+        &self.0
+    }
+}
+
+/// Configuration gives a list of networks or addresses (`["10.0.0.0/8", "192.0.2.7"]`),
+/// parsed as [`CidrList::parse_entries`] does.
+impl<'de> serde::Deserialize<'de> for CidrList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let entries = <Vec<std::borrow::Cow<'de, str>>>::deserialize(deserializer)?;
+        Self::parse_entries(entries.iter().map(AsRef::as_ref)).map_err(serde::de::Error::custom)
+    }
 }
 
 impl FromStr for CidrList {
@@ -149,8 +164,9 @@ impl FromStr for CidrList {
     }
 }
 
-/// What to do with an address no list names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What to do with an address no list names (`"allow"` or `"deny"` in configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DefaultAction {
     /// Admit it.
     Allow,

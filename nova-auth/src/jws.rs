@@ -54,6 +54,9 @@ impl Alg {
         }
     }
 
+    /// Every algorithm, in the order configuration messages list them.
+    pub const ALL: [Self; 4] = [Self::ES256, Self::EdDSA, Self::RS256, Self::HS256];
+
     pub(crate) fn jwt(self) -> Algorithm {
         match self {
             Self::RS256 => Algorithm::RS256,
@@ -61,6 +64,20 @@ impl Alg {
             Self::EdDSA => Algorithm::EdDSA,
             Self::HS256 => Algorithm::HS256,
         }
+    }
+}
+
+/// Configuration names an algorithm by its JOSE name (`"EdDSA"`); `none` and unknown
+/// names are refused.
+impl<'de> serde::Deserialize<'de> for Alg {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Self::from_name(&name).map_err(|_| {
+            serde::de::Error::custom(format_args!(
+                "`{}` is not supported (ES256, EdDSA, RS256, HS256)",
+                name.escape_debug()
+            ))
+        })
     }
 }
 

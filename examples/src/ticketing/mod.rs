@@ -28,7 +28,7 @@ use std::sync::{Arc, RwLock};
 
 use nova_audit::{AuditEvent, AuditLog, CheckpointSigner, FileLog, HookRecorder};
 use nova_auth::layer::{Credentials, GuardLayer};
-use nova_auth::{Alg, ApiKeys, JwtConfig, JwtVerifier, KeySet, PgApiKeyStore, StaticKeys};
+use nova_auth::{ApiKeys, JwtConfig, JwtVerifier, KeySet, PgApiKeyStore, StaticKeys};
 use nova_crypto::{Column, Keyring, LocalKeyProvider, PgTenantKeyStore, SubjectKeys, normalize};
 use nova_policy::{PolicySet, PolicyStore, Schema};
 use nova_tenancy::privacy::{
@@ -313,17 +313,8 @@ pub async fn start(setup: Setup, listener: tokio::net::TcpListener) -> Result<Ru
             .map(|j| (j.issuer, j.audience, j.algorithms))
             .ok_or("security.jwt is required: issuer and audience")?;
         let mut jwt_config = JwtConfig::new(issuer, audience);
-        // Exactly the algorithms the file allows (validated at load).
-        jwt_config.algorithms = algorithms
-            .iter()
-            .map(|a| match a.as_str() {
-                "EdDSA" => Ok(Alg::EdDSA),
-                "ES256" => Ok(Alg::ES256),
-                "RS256" => Ok(Alg::RS256),
-                "HS256" => Ok(Alg::HS256),
-                _ => Err("security.jwt.algorithms: unsupported algorithm"),
-            })
-            .collect::<Result<_, _>>()?;
+        // Exactly the algorithms the file allows.
+        jwt_config.algorithms = algorithms;
         let jwt = JwtVerifier::new(jwt_config, StaticKeys::new(jwt_keys));
         let keys = ApiKeys::new(state.api_keys.store().clone());
         app = app.layer(GuardLayer::new(
