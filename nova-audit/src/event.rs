@@ -64,6 +64,9 @@ pub enum ParamValue {
     Bool(bool),
     /// A value that must not reach a sink in clear.
     Sensitive(String),
+    /// A sensitive value already treated (keyed-hashed or redacted) by
+    /// [`AuditEvent::to_record`]: encoded as it is, never treated again.
+    Treated(String),
 }
 
 impl fmt::Debug for ParamValue {
@@ -73,6 +76,7 @@ impl fmt::Debug for ParamValue {
             Self::Int(i) => write!(f, "Int({i})"),
             Self::Bool(b) => write!(f, "Bool({b})"),
             Self::Sensitive(_) => f.write_str("Sensitive([REDACTED])"),
+            Self::Treated(_) => f.write_str("Treated([REDACTED])"),
         }
     }
 }
@@ -210,6 +214,7 @@ impl AuditEvent {
                 out.push(':');
                 let rule = policy.param_rule(k);
                 match (v, rule) {
+                    (ParamValue::Treated(s), _) => push_str(&mut out, s),
                     (ParamValue::Sensitive(s), rule) => {
                         let rule = rule.unwrap_or(Treatment::KeyedHash);
                         push_str(&mut out, &policy.treat(rule, tenant, s));

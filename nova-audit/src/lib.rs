@@ -52,6 +52,7 @@ mod merkle;
 #[cfg(feature = "postgres")]
 mod pg_log;
 mod proof;
+mod record;
 mod redaction;
 mod verify;
 mod writer;
@@ -75,6 +76,7 @@ pub use merkle::{
 #[cfg(feature = "postgres")]
 pub use pg_log::{PgLog, PgLogError, PgLogSchema};
 pub use proof::{BundleError, InclusionBundle, MAX_BUNDLE_LEN, prove_file};
+pub use record::{MAX_RECORD_LEN, RecordError};
 pub use redaction::{REDACTED, RedactionPolicy, Treatment};
 pub use verify::Verdict;
 pub use writer::{AppendError, AuditLog, Sink, WriterConfig};
