@@ -60,6 +60,23 @@ pub struct AuditConfig {
     /// Events per batch (1..=100,000).
     #[serde(default = "default_batch")]
     pub max_batch: usize,
+    /// Where the log is (a [`crate::FileLog`]); read by whoever opens the log (the `nova`
+    /// crate's builder does).
+    #[serde(default)]
+    pub file: Option<std::path::PathBuf>,
+    /// The log's origin, named in every checkpoint (default `nova/audit`).
+    #[serde(default)]
+    pub origin: Option<String>,
+    /// The environment variable holding the checkpoint signing key's 32-byte seed, in
+    /// base64. Without one a log can only be opened with a key made up at start, whose
+    /// checkpoints nobody can verify after a restart.
+    #[serde(default)]
+    pub signing_key_env: Option<String>,
+    /// The environment variable holding the 32-byte key (base64) of keyed hashes of
+    /// sensitive values ([`crate::RedactionPolicy::with_hash_key`]); without one they are
+    /// redacted.
+    #[serde(default)]
+    pub redaction_key_env: Option<String>,
 }
 
 fn default_queue() -> usize {
@@ -77,6 +94,10 @@ impl Default for AuditConfig {
             fsync: FsyncSetting::default(),
             queue: default_queue(),
             max_batch: default_batch(),
+            file: None,
+            origin: None,
+            signing_key_env: None,
+            redaction_key_env: None,
         }
     }
 }

@@ -102,7 +102,8 @@ const OWN_SECTIONS: [&str; 8] = [
 
 /// `[security.*]` tables read by other Nova crates, skipped here. Any other name is an error,
 /// so that a misspelt section is not silently ignored.
-pub const SIBLING_SECTIONS: [&str; 8] = [
+pub const SIBLING_SECTIONS: [&str; 9] = [
+    "database",
     "tenancy",
     "encryption",
     "policy",
@@ -147,6 +148,11 @@ pub struct MfaConfig {
     pub require_for_every_action: bool,
     /// How long "remember this device" lasts (at most 90).
     pub remember_device_days: u64,
+    /// Policy actions that are administrative (user and role management, grants, keys):
+    /// they need a second factor no older than `max_age_minutes`
+    /// ([`crate::totp::Sensitive::AdminAction`]), checked by whoever authorizes them (the
+    /// `nova` crate's request scope does).
+    pub admin_actions: Vec<String>,
 }
 
 impl Default for MfaConfig {
@@ -155,6 +161,7 @@ impl Default for MfaConfig {
             max_age_minutes: 15,
             require_for_every_action: false,
             remember_device_days: 30,
+            admin_actions: Vec::new(),
         }
     }
 }

@@ -1,0 +1,79 @@
+//! Errors of set-up and of a request scope. None carries a secret, a token or a value
+//! being sealed.
+
+use crate::config::ConfigError;
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration, or something the builder was given, is refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The policy denied the action (the denial is in the audit log with these reasons).
+    #[error("denied: {}", reasons.join("; "))]
+    Denied {
+        /// Why, as the policy explained it.
+        reasons: Vec<String>,
+    },
+    /// The action needs a second factor fresher than the caller's (the refusal is audited).
+    #[error("a fresh second factor is required")]
+    MfaRequired,
+    /// A sealed column that was not declared (a typo must not store a value in clear).
+    #[error("`{table}.{column}` is not a declared sealed column")]
+    UnknownColumn {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+    },
+    /// A tenant-keyed column was given a data subject, or a subject-keyed one none.
+    #[error("`{table}.{column}` is sealed under {expected}")]
+    WrongKey {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// `the tenant's key` or `a data subject's key`.
+        expected: &'static str,
+    },
+    /// Tenancy: the pool, the tenant transaction, the database checks.
+    #[error(transparent)]
+    Tenancy(#[from] nova_tenancy::Error),
+    /// A database statement failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Keys and envelopes.
+    #[error(transparent)]
+    Crypto(#[from] nova_crypto::CryptoError),
+    /// The audit log refused or failed an append.
+    #[error(transparent)]
+    Audit(#[from] nova_audit::AppendError),
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    AuditLog(#[from] nova_audit::LogError),
+    /// Credentials.
+    #[error(transparent)]
+    Auth(#[from] nova_auth::AuthError),
+    /// The policy or its schema.
+    #[error(transparent)]
+    Policy(#[from] nova_policy::PolicyError),
+}
+
+impl Error {
+    pub(crate) fn config(problem: String) -> Self {
+        Self::Config(ConfigError {
+            problems: vec![problem],
+        })
+    }
+
+    /// The HTTP status this error answers with: 403 for denials, 500 for the rest (whose
+    /// detail is logged, never sent).
+    #[must_use]
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Denied { .. } | Self::MfaRequired => 403,
+            _ => 500,
+        }
+    }
+}

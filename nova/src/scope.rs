@@ -1,0 +1,379 @@
+//! [`Scope`]: one request, from the verified context to the commit.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use nova_audit::{AuditEvent, AuditEventBuilder, Outcome};
+use nova_crypto::{CryptoError, Envelope, SubjectEnvelope, SubjectHandle};
+use nova_policy::{Attrs, Request};
+use nova_tenancy::{TenantContext, TenantTx};
+use secrecy::ExposeSecret;
+use uuid::Uuid;
+
+use crate::app::Nova;
+use crate::error::Error;
+use crate::sealed::KeyOf;
+
+/// What an action is on: a resource type, optionally its id (for the audit event), and
+/// the attributes the policy reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    kind: &'a str,
+    id: Option<&'a str>,
+    attrs: &'a Attrs,
+}
+
+impl<'a> Target<'a> {
+    /// A resource of type `kind` (as the policy's schema names it) with `attrs`.
+    #[must_use]
+    pub fn new(kind: &'a str, attrs: &'a Attrs) -> Self {
+        Self {
+            kind,
+            id: None,
+            attrs,
+        }
+    }
+
+    /// The resource's id, recorded in audit events as `kind/id`.
+    #[must_use]
+    pub fn id(mut self, id: &'a str) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    fn resource(&self) -> String {
+        match self.id {
+            Some(id) => format!("{}/{id}", self.kind),
+            None => self.kind.to_owned(),
+        }
+    }
+}
+
+/// One request's work for a verified caller: a tenant transaction opened when first
+/// needed, policy decisions with the principal taken from the context, sealed columns, and
+/// audit events that commit with the data.
+///
+/// - [`Scope::authorize`] decides with the policy store; `context.mfa` is the caller's
+///   second factor within `[security.mfa] max_age_minutes`, and actions named in
+///   `admin_actions` need one. A denial is written to the audit log at once (durably,
+///   whatever becomes of the transaction) with the policy's reasons, and returned as
+///   [`Error::Denied`] or [`Error::MfaRequired`].
+/// - [`Scope::record`] writes an event into the audit outbox **in the transaction**, with
+///   the reasons of the decisions this scope allowed: it reaches the log if and only if the
+///   transaction commits.
+/// - [`Scope::seal`] and [`Scope::open`] use the columns declared with
+///   [`crate::NovaBuilder::sealed`]; an undeclared column is an error, never plaintext.
+/// - Dropped without [`Scope::commit`], the transaction rolls back (its connection is reset
+///   or closed, see [`TenantTx`]) and its events are gone with it.
+pub struct Scope {
+    nova: Nova,
+    ctx: TenantContext,
+    tx: Option<TenantTx>,
+    principal: Attrs,
+    reasons: Vec<String>,
+    tenant_keys_ready: bool,
+    handles: HashMap<Uuid, SubjectHandle>,
+}
+
+impl std::fmt::Debug for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scope")
+            .field("tenant", &self.ctx.tenant())
+            .field("in_transaction", &self.tx.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Scope {
+    pub(crate) fn new(nova: Nova, ctx: TenantContext) -> Self {
+        Self {
+            nova,
+            ctx,
+            tx: None,
+            principal: Attrs::new(),
+            reasons: Vec::new(),
+            tenant_keys_ready: false,
+            handles: HashMap::new(),
+        }
+    }
+
+    /// The verified caller.
+    #[must_use]
+    pub fn context(&self) -> &TenantContext {
+        &self.ctx
+    }
+
+    /// The Nova this scope belongs to.
+    #[must_use]
+    pub fn nova(&self) -> &Nova {
+        &self.nova
+    }
+
+    /// The tenant transaction, opened on first use. Run the application's SQL on it:
+    /// row-level security confines every statement to the caller's tenant.
+    ///
+    /// # Errors
+    /// [`Error::Tenancy`] when the transaction cannot begin.
+    pub async fn tx(&mut self) -> Result<&mut TenantTx, Error> {
+        let tx = match self.tx.take() {
+            Some(tx) => tx,
+            None => self.nova.inner.pool.begin(&self.ctx).await?,
+        };
+        Ok(self.tx.insert(tx))
+    }
+
+    /// Sets the principal's attributes the policy reads (`principal.department`, ...),
+    /// typically read by the application in [`Scope::tx`]. The principal's id and roles
+    /// always come from the context.
+    pub fn set_principal(&mut self, attrs: Attrs) {
+        self.principal = attrs;
+    }
+
+    /// The actor recorded in audit events: `user:<id>`, or `system:<component>`.
+    #[must_use]
+    pub fn actor(&self) -> String {
+        match (self.ctx.user(), self.ctx.origin()) {
+            (Some(u), _) => format!("user:{u}"),
+            (None, nova_tenancy::Origin::System { reason }) => format!("system:{reason}"),
+            (None, nova_tenancy::Origin::Verified { verifier }) => format!("service:{verifier}"),
+            (None, _) => "unknown".to_owned(),
+        }
+    }
+
+    /// Decides whether the caller may do `action` on `target`.
+    ///
+    /// # Errors
+    /// [`Error::Denied`] (with the policy's reasons) or [`Error::MfaRequired`], after the
+    /// denial is in the audit log; [`Error::Audit`] when it cannot be recorded (the action
+    /// is then refused all the same).
+    pub async fn authorize(&mut self, action: &str, target: Target<'_>) -> Result<(), Error> {
+        if self.nova.check_mfa(&self.ctx, action).is_err() {
+            let reason = format!(
+                "`{action}` needs a second factor verified within {} minutes",
+                self.nova.inner.mfa_max_age.as_secs() / 60
+            );
+            self.deny(action, &target, std::slice::from_ref(&reason), None)
+                .await?;
+            return Err(Error::MfaRequired);
+        }
+        let now = SystemTime::now();
+        let context = Attrs::authentication(&self.ctx, self.nova.inner.mfa_max_age, now);
+        let user = self.ctx.user().map(|u| u.to_string()).unwrap_or_default();
+        let req = Request::new(action, target.kind)
+            .principal_from(&self.ctx, &user, &self.principal)
+            .resource(target.attrs)
+            .context(&context);
+        let explanation = self.nova.inner.policy.explain(self.ctx.tenant(), &req);
+        let reasons: Vec<String> = explanation.reasons().iter().map(ToString::to_string).collect();
+        let version = explanation.decision.version().to_string();
+        if explanation.is_allowed() {
+            for r in reasons {
+                if !self.reasons.contains(&r) {
+                    self.reasons.push(r);
+                }
+            }
+            return Ok(());
+        }
+        self.deny(action, &target, &reasons, Some(&version)).await?;
+        Err(Error::Denied { reasons })
+    }
+
+    async fn deny(
+        &self,
+        action: &str,
+        target: &Target<'_>,
+        reasons: &[String],
+        version: Option<&str>,
+    ) -> Result<(), Error> {
+        let mut event = AuditEvent::builder(self.ctx.tenant(), "policy.denied", action)
+            .actor(&self.actor())
+            .resource(&target.resource())
+            .outcome(Outcome::Denied)
+            .request_id(self.ctx.request_id());
+        for r in reasons {
+            event = event.policy(r);
+        }
+        if let Some(v) = version {
+            event = event.param("policy_version", v);
+        }
+        // Durable before the caller answers 403, and independent of the transaction.
+        self.nova.inner.audit.append(event.build()).await?;
+        Ok(())
+    }
+
+    /// An event of this request: tenant, actor, request id, and the reasons of the
+    /// decisions this scope allowed. Add to it and pass it to [`Scope::record`].
+    #[must_use]
+    pub fn event(&self, event_type: &str, action: &str) -> AuditEventBuilder {
+        let mut b = AuditEvent::builder(self.ctx.tenant(), event_type, action)
+            .actor(&self.actor())
+            .request_id(self.ctx.request_id());
+        for r in &self.reasons {
+            b = b.policy(r);
+        }
+        b
+    }
+
+    /// Writes `event` in the transaction: it reaches the audit log if and only if the
+    /// transaction commits.
+    ///
+    /// # Errors
+    /// [`Error::Database`]; an event of another tenant is refused by row-level security.
+    pub async fn record(&mut self, event: AuditEvent) -> Result<(), Error> {
+        let outbox = self.nova.inner.outbox.clone();
+        let tx = self.tx().await?;
+        outbox.write(tx, &event).await
+    }
+
+    /// Commits the transaction (data and events together), if one was opened.
+    ///
+    /// # Errors
+    /// [`Error::Tenancy`] when the commit fails: then neither the data nor the events are
+    /// kept.
+    pub async fn commit(mut self) -> Result<(), Error> {
+        if let Some(tx) = self.tx.take() {
+            tx.commit().await?;
+            self.nova.wake_relay();
+        }
+        Ok(())
+    }
+
+    /// Rolls the transaction back, events included.
+    ///
+    /// # Errors
+    /// [`Error::Tenancy`].
+    pub async fn rollback(mut self) -> Result<(), Error> {
+        if let Some(tx) = self.tx.take() {
+            tx.rollback().await?;
+        }
+        Ok(())
+    }
+
+    async fn ensure_tenant_keys(&mut self) -> Result<(), Error> {
+        if !self.tenant_keys_ready {
+            let keyring = &self.nova.inner.keyring;
+            if keyring.tenant_key_version(self.ctx.tenant())?.is_none() {
+                keyring.provision_tenant(self.ctx.tenant()).await?;
+            }
+            self.tenant_keys_ready = true;
+        }
+        Ok(())
+    }
+
+    /// Seals `value` for `table.column` of row `row`, under the key the declaration names:
+    /// `subject` must be the row's data subject for a subject-keyed column and `None` for a
+    /// tenant-keyed one. Returns the envelope as text, for a `TEXT` column.
+    ///
+    /// # Errors
+    /// [`Error::UnknownColumn`], [`Error::WrongKey`], [`Error::Crypto`] (for example
+    /// [`CryptoError::KeyDestroyed`] for an erased subject).
+    pub async fn seal(
+        &mut self,
+        table: &str,
+        column: &str,
+        row: Uuid,
+        subject: Option<Uuid>,
+        value: &str,
+    ) -> Result<String, Error> {
+        self.ensure_tenant_keys().await?;
+        let sealed = self.nova.inner.sealed.get(table, column)?;
+        let field = sealed.column.row(row);
+        match (sealed.key, subject) {
+            (KeyOf::Tenant, None) => Ok(self
+                .nova
+                .inner
+                .keyring
+                .seal(&self.ctx, &field, value.as_bytes())?
+                .to_text()),
+            (KeyOf::Subject, Some(subject)) => Ok(self
+                .nova
+                .inner
+                .subjects
+                .seal(&self.ctx, subject, &field, value.as_bytes())
+                .await?
+                .to_text()),
+            (key, _) => Err(wrong_key(table, column, key)),
+        }
+    }
+
+    /// Opens what [`Scope::seal`] stored for `table.column` of row `row`: `None` when the
+    /// stored value is `NULL` or its data subject was erased (crypto-shredded).
+    ///
+    /// # Errors
+    /// [`Error::UnknownColumn`]; [`Error::Crypto`] for a value that does not open (tampered,
+    /// moved from another row or tenant).
+    pub async fn open(
+        &mut self,
+        table: &str,
+        column: &str,
+        row: Uuid,
+        stored: Option<&str>,
+    ) -> Result<Option<String>, Error> {
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        let inner = std::sync::Arc::clone(&self.nova.inner);
+        let sealed = inner.sealed.get(table, column)?;
+        let field = sealed.column.row(row);
+        let plain = match sealed.key {
+            KeyOf::Tenant => {
+                let env = Envelope::from_text(stored).map_err(CryptoError::from)?;
+                inner.keyring.open(&self.ctx, &field, &env)?
+            }
+            KeyOf::Subject => {
+                let env = SubjectEnvelope::from_text(stored).map_err(CryptoError::from)?;
+                let subject = env.subject();
+                if !self.handles.contains_key(&subject) {
+                    let handle = inner.subjects.handle(&self.ctx, subject).await?;
+                    self.handles.insert(subject, handle);
+                }
+                let handle = self
+                    .handles
+                    .get(&subject)
+                    .ok_or(Error::Crypto(CryptoError::Authentication))?;
+                match handle.open(&field, &env) {
+                    Ok(p) => p,
+                    Err(CryptoError::KeyDestroyed) => return Ok(None),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        String::from_utf8(plain.expose_secret().to_vec())
+            .map(Some)
+            .map_err(|_| Error::Crypto(CryptoError::NotUtf8))
+    }
+
+    /// The blind index of `value` for the indexed column `table.column`, to compare with
+    /// in SQL (`WHERE email_index = $1`).
+    ///
+    /// # Errors
+    /// [`Error::UnknownColumn`] (also for a column declared without an index);
+    /// [`Error::Crypto`].
+    pub async fn blind_index(&mut self, table: &str, column: &str, value: &str) -> Result<Vec<u8>, Error> {
+        self.ensure_tenant_keys().await?;
+        let inner = std::sync::Arc::clone(&self.nova.inner);
+        let sealed = inner.sealed.get(table, column)?;
+        if !sealed.indexed {
+            return Err(Error::UnknownColumn {
+                table: table.to_owned(),
+                column: format!("{column} (blind index)"),
+            });
+        }
+        Ok(inner
+            .keyring
+            .blind_index(&self.ctx, &sealed.column, value)?
+            .as_bytes()
+            .to_vec())
+    }
+}
+
+fn wrong_key(table: &str, column: &str, key: KeyOf) -> Error {
+    Error::WrongKey {
+        table: table.to_owned(),
+        column: column.to_owned(),
+        expected: match key {
+            KeyOf::Tenant => "the tenant's key",
+            KeyOf::Subject => "a data subject's key",
+        },
+    }
+}
