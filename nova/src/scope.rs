@@ -164,7 +164,11 @@ impl Scope {
             .resource(target.attrs)
             .context(&context);
         let explanation = self.nova.inner.policy.explain(self.ctx.tenant(), &req);
-        let reasons: Vec<String> = explanation.reasons().iter().map(ToString::to_string).collect();
+        let reasons: Vec<String> = explanation
+            .reasons()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         let version = explanation.decision.version().to_string();
         if explanation.is_allowed() {
             for r in reasons {
@@ -349,7 +353,12 @@ impl Scope {
     /// # Errors
     /// [`Error::UnknownColumn`] (also for a column declared without an index);
     /// [`Error::Crypto`].
-    pub async fn blind_index(&mut self, table: &str, column: &str, value: &str) -> Result<Vec<u8>, Error> {
+    pub async fn blind_index(
+        &mut self,
+        table: &str,
+        column: &str,
+        value: &str,
+    ) -> Result<Vec<u8>, Error> {
         self.ensure_tenant_keys().await?;
         let inner = std::sync::Arc::clone(&self.nova.inner);
         let sealed = inner.sealed.get(table, column)?;

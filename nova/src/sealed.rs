@@ -68,7 +68,12 @@ impl SealedTable {
     ///
     /// # Errors
     /// [`Error::Crypto`] when the names are not valid.
-    pub fn indexed(mut self, column: &str, key: KeyOf, normalizer: Normalizer) -> Result<Self, Error> {
+    pub fn indexed(
+        mut self,
+        column: &str,
+        key: KeyOf,
+        normalizer: Normalizer,
+    ) -> Result<Self, Error> {
         self.columns.push(Sealed {
             column: Column::new(&self.table, column)?.with_normalizer(normalizer),
             key,

@@ -1,0 +1,561 @@
+//! One request end to end against the real PostgreSQL: a `Nova` built from one
+//! configuration file under the production profile (TLS to the server), a request scope
+//! that authorizes, writes, seals, and records its audit event in the same transaction.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use nova::crypto::{LocalKeyProvider, normalize};
+use nova::policy::{Attrs, PolicySet, PolicyStore, Schema};
+use nova::tenancy::testing::PgFixture;
+use nova::tenancy::{
+    AppRole, AuthMethod, CredentialVerifier, Ident, RlsMigration, TenantContext, TenantId,
+    TenantTable, UserId, VerifiedIdentity,
+};
+use nova::{Config, Error, KeyOf, Nova, SealedTable, Target};
+use sqlx::Row;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+const SCHEMA: &str = r#"
+entity User { department: String };
+entity Note { owner: String, department: String };
+context { mfa: Bool };
+principal User;
+"#;
+
+const POLICY: &str = r#"
+role member;
+role admin;
+
+@id("members-work-their-department")
+allow member to read, write on Note when resource.department == principal.department;
+
+@id("admins-share")
+allow admin to share on Note;
+"#;
+
+struct Test;
+impl CredentialVerifier for Test {
+    fn verifier_name(&self) -> &'static str {
+        "test/nova-scope"
+    }
+}
+
+fn user(tenant: TenantId, roles: &[&str], mfa_at: Option<SystemTime>) -> TenantContext {
+    let mut id = VerifiedIdentity::new(tenant)
+        .user(UserId::new_v4())
+        .roles(roles.iter().map(|r| nova::tenancy::Role::new(r).unwrap()))
+        .methods([AuthMethod::new("pwd").unwrap()]);
+    if let Some(at) = mfa_at {
+        id = id
+            .methods([AuthMethod::new("otp").unwrap()])
+            .second_factor_at(at);
+    }
+    TenantContext::from_verified(&Test, id)
+}
+
+fn config(profile: &str, audit_file: &std::path::Path, extra: &str) -> Config {
+    Config::from_toml(&format!(
+        r#"
+        [security]
+        profile = "{profile}"
+        [security.database]
+        tls = "require"
+        [security.mfa]
+        max_age_minutes = 15
+        admin_actions = ["share"]
+        [security.session]
+        idle_timeout_minutes = 15
+        [security.audit]
+        file = "{}"
+        retention_days = 2192
+        {extra}
+        "#,
+        audit_file.display()
+    ))
+    .unwrap()
+}
+
+struct Setup {
+    fx: PgFixture,
+    app: String,
+    nova_login: String,
+    dir: std::path::PathBuf,
+}
+
+async fn setup(label: &str) -> Option<Setup> {
+    let mut fx = PgFixture::new(label).await?;
+    let migration = RlsMigration::new(fx.roles().clone()).table(TenantTable::new("notes").unwrap());
+    fx.exec(&migration.roles_sql()).await;
+    let owner = fx.login_role("owner", &[]).await;
+    let app_rw = fx.roles().get(AppRole::AppRw).clone();
+    let app = fx.login_role("app", &[&app_rw]).await;
+    let nova_login = fx.login_role("nova", &[]).await;
+    fx.exec(&format!(
+        r#"
+        CREATE TABLE notes (
+            tenant_id uuid NOT NULL, id uuid NOT NULL, department text NOT NULL,
+            title text NOT NULL, body text, author uuid,
+            PRIMARY KEY (tenant_id, id));
+        ALTER TABLE notes OWNER TO "{owner}";
+        -- A check that runs at commit: a title 'poison' makes the commit fail.
+        CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.title = 'poison' THEN RAISE EXCEPTION 'poisoned note'; END IF;
+            RETURN NULL;
+        END $$;
+        ALTER FUNCTION refuse_poison() OWNER TO "{owner}";
+        CREATE CONSTRAINT TRIGGER notes_poison AFTER INSERT ON notes
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_poison();
+        "#
+    ))
+    .await;
+    fx.exec(&migration.tables_sql()).await;
+    nova::migrate(
+        fx.admin(),
+        "nova",
+        &[&app_rw],
+        &Ident::new(&nova_login).unwrap(),
+    )
+    .await
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("nova-scope-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    Some(Setup {
+        fx,
+        app,
+        nova_login,
+        dir,
+    })
+}
+
+impl Setup {
+    async fn nova(&self, config: Config) -> Result<Nova, Error> {
+        Nova::builder(config)
+            .policy(
+                PolicyStore::new(
+                    Schema::parse(SCHEMA).unwrap(),
+                    PolicySet::parse(POLICY).unwrap(),
+                )
+                .unwrap(),
+            )
+            .sealed(
+                SealedTable::new("notes")
+                    .column("body", KeyOf::Subject)
+                    .unwrap()
+                    .indexed("title", KeyOf::Tenant, normalize::trim_lowercase)
+                    .unwrap(),
+            )
+            .database(self.fx.connect_options(&self.app))
+            .nova_database(self.fx.connect_options(&self.nova_login))
+            .kek(Arc::new(LocalKeyProvider::generated("root").unwrap()))
+            .audit_signing_seed(Zeroizing::new([5; 32]))
+            .relay_interval(Duration::from_millis(50))
+            .build()
+            .await
+    }
+
+    fn audit_lines(&self, name: &str) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join(name))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    async fn cleanup(self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        self.fx.cleanup().await;
+    }
+}
+
+async fn insert_note(scope: &mut nova::Scope, id: Uuid, department: &str, title: &str) {
+    let tenant = scope.context().tenant();
+    let tx = scope.tx().await.unwrap();
+    sqlx::query("INSERT INTO notes (tenant_id, id, department, title) VALUES ($1, $2, $3, $4)")
+        .bind(tenant)
+        .bind(id)
+        .bind(department)
+        .bind(title)
+        .execute(&mut **tx)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_write_and_its_event_commit_together_and_a_failed_commit_leaves_no_event() {
+    let Some(s) = setup("novacommit").await else {
+        return;
+    };
+    let nova = s
+        .nova(config("production", &s.dir.join("audit.log"), ""))
+        .await
+        .unwrap();
+    let tenant = TenantId::new_v4();
+    let member = user(tenant, &["member"], None);
+    let dept = Attrs::new().with("department", "hr");
+
+    // Allowed: the note and its event commit together; the event carries the reason.
+    let ok_id = Uuid::new_v4();
+    let mut scope = nova.scope(member.clone());
+    scope.set_principal(dept.clone());
+    let note = Attrs::new().with("department", "hr").with("owner", "x");
+    scope
+        .authorize("write", Target::new("Note", &note))
+        .await
+        .unwrap();
+    insert_note(&mut scope, ok_id, "hr", "fine").await;
+    let event = scope
+        .event("data.write", "notes.create")
+        .resource(&format!("Note/{ok_id}"))
+        .build();
+    scope.record(event).await.unwrap();
+    scope.commit().await.unwrap();
+
+    // The same, with a write the database refuses at commit.
+    let bad_id = Uuid::new_v4();
+    let mut scope = nova.scope(member.clone());
+    scope.set_principal(dept.clone());
+    scope
+        .authorize("write", Target::new("Note", &note))
+        .await
+        .unwrap();
+    insert_note(&mut scope, bad_id, "hr", "poison").await;
+    let event = scope
+        .event("data.write", "notes.create")
+        .resource(&format!("Note/{bad_id}"))
+        .build();
+    scope.record(event).await.unwrap();
+    let err = scope.commit().await.unwrap_err();
+    assert!(matches!(err, Error::Tenancy(_)), "{err}");
+
+    // A scope dropped after recording (a handler that returned early) leaves nothing.
+    let dropped_id = Uuid::new_v4();
+    let mut scope = nova.scope(member.clone());
+    insert_note(&mut scope, dropped_id, "hr", "dropped").await;
+    let event = scope
+        .event("data.write", "notes.create")
+        .resource(&format!("Note/{dropped_id}"))
+        .build();
+    scope.record(event).await.unwrap();
+    drop(scope);
+
+    nova.flush_audit().await.unwrap();
+    assert_eq!(nova.audit_pending().await.unwrap(), 0);
+    let lines = s.audit_lines("audit.log");
+    let with = |id: Uuid| {
+        lines
+            .iter()
+            .filter(|l| l.contains(&format!("Note/{id}")))
+            .count()
+    };
+    assert_eq!(with(ok_id), 1, "{lines:?}");
+    assert_eq!(
+        with(bad_id),
+        0,
+        "an event for a write that never happened: {lines:?}"
+    );
+    assert_eq!(with(dropped_id), 0);
+    let ok_line = lines
+        .iter()
+        .find(|l| l.contains(&format!("Note/{ok_id}")))
+        .unwrap();
+    assert!(
+        ok_line.contains("\"policies\":[\"allowed by rule"),
+        "the decision's reasons: {ok_line}"
+    );
+    assert!(ok_line.contains("\"outbox_id\""), "{ok_line}");
+    // The data agrees: only the committed note exists.
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
+        .fetch_one(s.fx.admin())
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    // The log verifies under its key.
+    let key = nova::audit::VerifierKey::parse(nova.audit_key()).unwrap();
+    let verdict = nova::audit::verify_file(s.dir.join("audit.log"), &key, None).unwrap();
+    assert!(verdict.ok() && verdict.entries >= 1, "{verdict:?}");
+    nova.close().await.unwrap();
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn denials_are_audited_with_their_reasons_and_admin_actions_need_a_fresh_second_factor() {
+    let Some(s) = setup("novadeny").await else {
+        return;
+    };
+    let nova = s
+        .nova(config("hipaa", &s.dir.join("audit.log"), ""))
+        .await
+        .unwrap();
+    let tenant = TenantId::new_v4();
+    let note = Attrs::new()
+        .with("department", "finance")
+        .with("owner", "x");
+
+    // Another department's note: denied, with the rule whose condition was false.
+    let mut scope = nova.scope(user(tenant, &["member"], None));
+    scope.set_principal(Attrs::new().with("department", "hr"));
+    let err = scope
+        .authorize("read", Target::new("Note", &note).id("n-1"))
+        .await
+        .unwrap_err();
+    let Error::Denied { reasons } = &err else {
+        panic!("{err}")
+    };
+    assert!(
+        reasons.iter().any(|r| r.contains("condition is false")),
+        "{reasons:?}"
+    );
+    assert_eq!(err.status(), 403);
+    drop(scope);
+
+    // An admin action without a second factor, and with one older than 15 minutes.
+    let now = SystemTime::now();
+    for mfa in [None, Some(now - Duration::from_secs(16 * 60))] {
+        let mut scope = nova.scope(user(tenant, &["admin"], mfa));
+        let err = scope
+            .authorize("share", Target::new("Note", &note).id("n-2"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::MfaRequired), "{err}");
+    }
+    // With a fresh one: allowed.
+    let mut scope = nova.scope(user(
+        tenant,
+        &["admin"],
+        Some(now - Duration::from_secs(60)),
+    ));
+    scope
+        .authorize("share", Target::new("Note", &note).id("n-3"))
+        .await
+        .unwrap();
+
+    // Every refusal is in the log already (no flush: it was durable before the answer).
+    let lines = s.audit_lines("audit.log");
+    let denied: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("policy.denied"))
+        .collect();
+    assert_eq!(denied.len(), 3, "{lines:?}");
+    assert!(
+        denied[0].contains("Note/n-1") && denied[0].contains("condition is false"),
+        "{}",
+        denied[0]
+    );
+    assert!(denied[0].contains("\"outcome\":\"denied\""));
+    for d in &denied[1..] {
+        assert!(d.contains("Note/n-2") && d.contains("second factor"), "{d}");
+    }
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("Note/n-3") && l.contains("denied"))
+    );
+    nova.close().await.unwrap();
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn sealed_columns_are_declared_once_and_an_erased_subject_reads_as_none() {
+    let Some(s) = setup("novaseal").await else {
+        return;
+    };
+    let nova = s
+        .nova(config("production", &s.dir.join("audit.log"), ""))
+        .await
+        .unwrap();
+    let tenant = TenantId::new_v4();
+    let member = user(tenant, &["member"], None);
+    let (id, subject) = (Uuid::new_v4(), Uuid::new_v4());
+
+    let mut scope = nova.scope(member.clone());
+    let body = scope
+        .seal("notes", "body", id, Some(subject), "private words")
+        .await
+        .unwrap();
+    let index = scope
+        .blind_index("notes", "title", "  Hello ")
+        .await
+        .unwrap();
+    assert!(!body.contains("private"));
+    // Typos and wrong keys are errors, never plaintext.
+    assert!(matches!(
+        scope.seal("notes", "bodyy", id, Some(subject), "x").await,
+        Err(Error::UnknownColumn { .. })
+    ));
+    assert!(matches!(
+        scope.seal("notes", "body", id, None, "x").await,
+        Err(Error::WrongKey { .. })
+    ));
+    assert!(matches!(
+        scope.blind_index("notes", "body", "x").await,
+        Err(Error::UnknownColumn { .. })
+    ));
+    let tx = scope.tx().await.unwrap();
+    sqlx::query("INSERT INTO notes (tenant_id, id, department, title, body) VALUES ($1, $2, 'hr', 'hello', $3)")
+        .bind(tenant)
+        .bind(id)
+        .bind(&body)
+        .execute(&mut **tx)
+        .await
+        .unwrap();
+    scope.commit().await.unwrap();
+
+    let mut scope = nova.scope(member.clone());
+    let again = scope.blind_index("notes", "title", "hello").await.unwrap();
+    assert_eq!(again, index, "the index normalizes as declared");
+    let tx = scope.tx().await.unwrap();
+    let row = sqlx::query("SELECT body FROM notes WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut **tx)
+        .await
+        .unwrap();
+    let stored: String = row.get(0);
+    assert_eq!(
+        scope
+            .open("notes", "body", id, Some(&stored))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("private words")
+    );
+    // Moved to another row: refused.
+    assert!(
+        scope
+            .open("notes", "body", Uuid::new_v4(), Some(&stored))
+            .await
+            .is_err()
+    );
+    scope.commit().await.unwrap();
+
+    // Erased subject: the value reads as None.
+    assert!(nova.subjects().shred(&member, subject).await.unwrap());
+    let mut scope = nova.scope(member);
+    assert_eq!(
+        scope
+            .open("notes", "body", id, Some(&stored))
+            .await
+            .unwrap(),
+        None
+    );
+    nova.close().await.unwrap();
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_outbox_takes_only_the_transactions_tenant_and_cannot_be_read_by_the_application() {
+    let Some(s) = setup("novaoutbox").await else {
+        return;
+    };
+    let nova = s
+        .nova(config("production", &s.dir.join("audit.log"), ""))
+        .await
+        .unwrap();
+    let tenant = TenantId::new_v4();
+    let mut scope = nova.scope(user(tenant, &["member"], None));
+    let foreign = nova::audit::AuditEvent::builder(TenantId::new_v4(), "data.write", "x").build();
+    let err = scope.record(foreign).await.unwrap_err();
+    assert!(err.to_string().contains("row-level security"), "{err}");
+    scope.rollback().await.unwrap();
+
+    let mut scope = nova.scope(user(tenant, &["member"], None));
+    let tx = scope.tx().await.unwrap();
+    let err = sqlx::query("SELECT count(*) FROM nova.audit_outbox")
+        .fetch_one(&mut **tx)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err}");
+    drop(scope);
+    nova.close().await.unwrap();
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn strict_profiles_refuse_a_missing_kek_a_login_that_skips_rls_and_unsigned_checkpoints() {
+    let Some(s) = setup("novarefuse").await else {
+        return;
+    };
+    let policy = || {
+        PolicyStore::new(
+            Schema::parse(SCHEMA).unwrap(),
+            PolicySet::parse(POLICY).unwrap(),
+        )
+        .unwrap()
+    };
+
+    // No KEK configured (the variable is unset) under production: refused before connecting.
+    let cfg = config(
+        "production",
+        &s.dir.join("a.log"),
+        "[security.encryption]\nkek_env = \"NOVA_TEST_KEK_THAT_IS_NOT_SET\"",
+    );
+    let err = Nova::builder(cfg)
+        .policy(policy())
+        .database(s.fx.connect_options(&s.app))
+        .nova_database(s.fx.connect_options(&s.nova_login))
+        .audit_signing_seed(Zeroizing::new([5; 32]))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("security.encryption.kek_env"),
+        "{err}"
+    );
+    // Development may make one up, when asked to.
+    let dev = Config::from_toml(&format!(
+        "[security]\nprofile = \"development\"\n[security.database]\ntls = \"disable\"\n[security.encryption]\nkek_env = \"NOVA_TEST_KEK_THAT_IS_NOT_SET\"\ngenerate_kek_if_missing = true\n[security.audit]\nfile = \"{}\"",
+        s.dir.join("dev.log").display()
+    ))
+    .unwrap();
+    let nova = Nova::builder(dev)
+        .policy(policy())
+        .database(s.fx.connect_options(&s.app))
+        .nova_database(s.fx.connect_options(&s.nova_login))
+        .build()
+        .await
+        .unwrap();
+    nova.close().await.unwrap();
+
+    // A superuser as the application login: refused, named.
+    let err = s
+        .nova(config("production", &s.dir.join("b.log"), ""))
+        .await
+        .map(|_| ())
+        .and(
+            Nova::builder(config("production", &s.dir.join("c.log"), ""))
+                .policy(policy())
+                .database(s.fx.connect_options("postgres"))
+                .nova_database(s.fx.connect_options(&s.nova_login))
+                .kek(Arc::new(LocalKeyProvider::generated("root").unwrap()))
+                .audit_signing_seed(Zeroizing::new([5; 32]))
+                .build()
+                .await
+                .map(|_| ()),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Tenancy(nova::tenancy::Error::LoginSkipsRls { .. })
+        ),
+        "{err}"
+    );
+    // No signing key under a strict profile: refused.
+    let err = Nova::builder(config("production", &s.dir.join("d.log"), ""))
+        .policy(policy())
+        .database(s.fx.connect_options(&s.app))
+        .nova_database(s.fx.connect_options(&s.nova_login))
+        .kek(Arc::new(LocalKeyProvider::generated("root").unwrap()))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("security.audit.signing_key_env"),
+        "{err}"
+    );
+    s.cleanup().await;
+}
