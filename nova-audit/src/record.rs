@@ -257,11 +257,11 @@ mod tests {
                 prop_assert_eq!(back.to_record(&policy), record.clone());
                 let text = String::from_utf8(record).unwrap();
                 for value in e.params.values() {
-                    if let ParamValue::Sensitive(s) = value {
-                        if s.len() >= 3 {
-                            let quoted = format!("\"{s}\"");
-                            prop_assert!(!text.contains(&quoted), "a sensitive value in clear");
-                        }
+                    if let ParamValue::Sensitive(s) = value
+                        && s.len() >= 3
+                    {
+                        let quoted = format!("\"{s}\"");
+                        prop_assert!(!text.contains(&quoted), "a sensitive value in clear");
                     }
                 }
             }
