@@ -232,7 +232,7 @@ mod tests {
                     b = match kind {
                         0 => b.param(&name, &text),
                         1 => b.int_param(&name, n),
-                        2 => b.sensitive_param(&name, &text),
+                        2 => b.sensitive_param(&name, &format!("secret-{text}")),
                         _ => b.param(&name, &n.to_string()),
                     };
                 }
@@ -255,15 +255,9 @@ mod tests {
                 prop_assert_eq!(back.canonical_json_with(&policy), e.canonical_json_with(&policy));
                 // Idempotent: a record of a record is the same record.
                 prop_assert_eq!(back.to_record(&policy), record.clone());
+                // Sensitive values (all `secret-...`) never appear in the record.
                 let text = String::from_utf8(record).unwrap();
-                for value in e.params.values() {
-                    if let ParamValue::Sensitive(s) = value
-                        && s.len() >= 3
-                    {
-                        let quoted = format!("\"{s}\"");
-                        prop_assert!(!text.contains(&quoted), "a sensitive value in clear");
-                    }
-                }
+                prop_assert!(!text.contains("secret-"), "a sensitive value in clear");
             }
         }
 
