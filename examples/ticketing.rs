@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use nova_auth::{AccessClaims, SigningKey, TokenIssuer};
-use nova_examples::ticketing::{self, Checks, Setup, TicketingConfig, UserSpec, db};
+use nova_examples::ticketing::{self, ServiceSection, Setup, UserSpec, db};
 use nova_tenancy::{Role, TenantId, UserId};
 use sqlx::postgres::PgConnectOptions;
 
@@ -25,10 +25,11 @@ async fn main() -> Result<(), ticketing::Error> {
     let path = std::env::var("NOVA_TICKETING_CONFIG").ok();
     let text = match &path {
         Some(p) => std::fs::read_to_string(p)?,
-        None => ticketing::config::DEFAULT_CONFIG.to_owned(),
+        None => ticketing::DEFAULT_CONFIG.to_owned(),
     };
     // Every section is validated here; a refused setting stops the service, named.
-    let config = TicketingConfig::from_toml(&text)?;
+    let config = nova::Config::from_toml(&text)?;
+    let service: ServiceSection = config.app_section("ticketing")?;
     println!(
         "configuration: profile {}, all sections valid",
         config.profile
@@ -51,18 +52,10 @@ async fn main() -> Result<(), ticketing::Error> {
     );
     let audit_path =
         std::env::temp_dir().join(format!("nova-ticketing-audit-{}.jsonl", std::process::id()));
-    let mut seed = [0u8; 32];
-    seed.copy_from_slice(
-        &[
-            *uuid::Uuid::new_v4().as_bytes(),
-            *uuid::Uuid::new_v4().as_bytes(),
-        ]
-        .concat(),
-    );
     let listen = if self_test {
         "127.0.0.1:0".parse()?
     } else {
-        config.service.listen
+        service.listen
     };
     let setup = Setup {
         config,
@@ -71,14 +64,15 @@ async fn main() -> Result<(), ticketing::Error> {
         prefix: PREFIX.into(),
         jwt_keys: idp.key_set()?,
         audit_path: audit_path.clone(),
-        audit_seed: seed,
-        checks: Checks::On,
-        max_connections: 16,
+        // From `security.audit.signing_key_env` and `security.encryption.kek_env`: the
+        // service refuses to start without them.
+        audit_seed: None,
+        kek: None,
     };
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let running = ticketing::start(setup, listener).await?;
     let result = demo(&running, &idp, self_test).await;
-    let audit_key = running.state.audit_key.clone();
+    let audit_key = running.app.nova.audit_key().to_owned();
     running.stop().await?;
     db::drop_all(&admin, &names).await?;
     let verdict = nova_audit::verify_file(
@@ -104,7 +98,7 @@ async fn demo(
     idp: &TokenIssuer,
     self_test: bool,
 ) -> Result<(), ticketing::Error> {
-    let state = &running.state;
+    let state = &running.app;
     let acme = TenantId::new_v4();
     let globex = TenantId::new_v4();
     let mut users: HashMap<&str, (TenantId, uuid::Uuid, &str)> = HashMap::new();

@@ -1,8 +1,9 @@
 //! A bounded load test of the reference service: many concurrent clients across many
 //! tenants for a fixed time, every response checked for rows of another tenant (or of
 //! queues the caller may not read), then the audit log verified and matched against the
-//! writes the clients saw succeed. The same workload then runs against the same handlers
-//! with Nova's checks off, and both are reported.
+//! writes the clients saw succeed. The same workload then runs against a baseline built
+//! here: the same routes and SQL with nothing of Nova (identity from headers, a superuser
+//! pool, no row-level security, policy, sealing or audit), and both are reported.
 //!
 //! ```text
 //! cargo test -p nova-examples --test ticketing_load -- --nocapture          # 4 s per run
@@ -19,9 +20,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Harness, SERIAL, config_text, start};
-use nova_examples::ticketing::{Checks, UserSpec};
+use common::{SERIAL, config_text, start};
+use nova_examples::ticketing::{UserSpec, db};
 use nova_tenancy::TenantId;
+use nova_tenancy::testing::PgFixture;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -97,7 +99,28 @@ struct Outcome {
     elapsed: Duration,
 }
 
-async fn prepare(h: &Harness, checks: Checks, tenants: usize) -> Vec<Arc<Tenant>> {
+/// What the workload runs against: the service, or the baseline.
+trait Service {
+    /// Adds a user and returns how its requests authenticate.
+    async fn user(&self, tenant: TenantId, spec: UserSpec<'_>) -> (Uuid, Auth);
+    fn client(&self) -> &reqwest::Client;
+    fn base(&self) -> String;
+}
+
+impl Service for common::Harness {
+    async fn user(&self, tenant: TenantId, spec: UserSpec<'_>) -> (Uuid, Auth) {
+        let user = self.onboard(tenant, spec).await;
+        (user.id, Auth::Bearer(self.token(user)))
+    }
+    fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+    fn base(&self) -> String {
+        self.running.base.clone()
+    }
+}
+
+async fn prepare<S: Service>(h: &S, tenants: usize) -> Vec<Arc<Tenant>> {
     let mut out = Vec::new();
     for n in 0..tenants {
         let id = TenantId::new_v4();
@@ -107,8 +130,8 @@ async fn prepare(h: &Harness, checks: Checks, tenants: usize) -> Vec<Arc<Tenant>
             .enumerate()
         {
             let email = format!("agent{k}@t{n}.example");
-            let user = h
-                .onboard(
+            let (_, auth) = h
+                .user(
                     id,
                     UserSpec {
                         email: &email,
@@ -119,14 +142,10 @@ async fn prepare(h: &Harness, checks: Checks, tenants: usize) -> Vec<Arc<Tenant>
                     },
                 )
                 .await;
-            let auth = match checks {
-                Checks::On => Auth::Bearer(h.token(user)),
-                Checks::Off => Auth::Headers(id.to_string(), user.id.to_string()),
-            };
             agents.push(Agent { queues, auth });
         }
-        let requester = h
-            .onboard(
+        let (requester, _) = h
+            .user(
                 id,
                 UserSpec {
                     email: &format!("c@t{n}.example"),
@@ -136,13 +155,12 @@ async fn prepare(h: &Harness, checks: Checks, tenants: usize) -> Vec<Arc<Tenant>
                     role: "customer",
                 },
             )
-            .await
-            .id;
+            .await;
         let mut tickets = Vec::new();
         for queue in ["billing", "vip", "billing", "vip"] {
             let r = agents[0]
                 .auth
-                .apply(h.client.post(h.url("/tickets")))
+                .apply(h.client().post(format!("{}/tickets", h.base())))
                 .json(
                     &json!({"queue": queue, "department": "support", "priority": 2, "title": "seed",
                               "body": "seed body", "requester_id": requester}),
@@ -164,7 +182,7 @@ async fn prepare(h: &Harness, checks: Checks, tenants: usize) -> Vec<Arc<Tenant>
     out
 }
 
-async fn run(h: &Harness, tenants: &[Arc<Tenant>], clients: usize, seconds: u64) -> Outcome {
+async fn run<S: Service>(h: &S, tenants: &[Arc<Tenant>], clients: usize, seconds: u64) -> Outcome {
     let tally = Arc::new(Tally::default());
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
@@ -173,7 +191,7 @@ async fn run(h: &Harness, tenants: &[Arc<Tenant>], clients: usize, seconds: u64)
         let me = Arc::clone(&tenants[c % tenants.len()]);
         let other = Arc::clone(&tenants[(c + 1) % tenants.len()]);
         let agent = me.agents[(c / tenants.len()) % me.agents.len()].clone();
-        let (client, base, tally) = (h.client.clone(), h.running.base.clone(), Arc::clone(&tally));
+        let (client, base, tally) = (h.client().clone(), h.base(), Arc::clone(&tally));
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut by_op: HashMap<&'static str, Vec<u32>> = HashMap::new();
@@ -315,10 +333,10 @@ async fn many_tenants_under_load_leak_nothing_and_audit_every_write() {
     let tenant_count = env_or("NOVA_LOAD_TENANTS", 8) as usize;
 
     // Nova's checks on.
-    let Some(h) = start("tkload", Checks::On, &load_config()).await else {
+    let Some(h) = start("tkload", &load_config()).await else {
         return;
     };
-    let tenants = prepare(&h, Checks::On, tenant_count).await;
+    let tenants = prepare(&h, tenant_count).await;
     let seeded = h.audit_counts().await;
     let mut on = run(&h, &tenants, clients, seconds).await;
     assert!(
@@ -358,24 +376,301 @@ async fn many_tenants_under_load_leak_nothing_and_audit_every_write() {
     let total_writes: u64 = on.writes.values().sum();
     h.stop().await;
 
-    // The same handlers and SQL with Nova's checks off.
-    let Some(h) = start("tkloadoff", Checks::Off, &load_config()).await else {
+    // The same routes and SQL with nothing of Nova.
+    let Some(b) = baseline::Baseline::start("tkloadoff").await else {
         return;
     };
-    let tenants = prepare(&h, Checks::Off, tenant_count).await;
-    let mut off = run(&h, &tenants, clients, seconds).await;
+    let tenants = prepare(&b, tenant_count).await;
+    let mut off = run(&b, &tenants, clients, seconds).await;
     assert_eq!(off.tally.server_errors.load(Ordering::Relaxed), 0);
-    h.stop().await;
+    assert_eq!(off.tally.leaks.load(Ordering::Relaxed), 0);
+    b.stop().await;
 
     println!(
         "\n{clients} clients, {tenant_count} tenants, {seconds} s each; {total_writes} audited writes with checks on"
     );
     let (rps_on, p50_on, p99_on) = summary("checks on", &mut on);
-    let (rps_off, p50_off, p99_off) = summary("checks off", &mut off);
+    let (rps_off, p50_off, p99_off) = summary("baseline", &mut off);
     println!(
         "ratio (on / off): throughput {:.2}, p50 {:.2}, p99 {:.2}",
         rps_on / rps_off,
         p50_on / p50_off,
         p99_on / p99_off
     );
+}
+
+/// The baseline the service is measured against: the service's routes for this workload
+/// and the same SQL, with nothing of Nova. Identity comes from headers, queries run as the
+/// set-up role (no row-level security) and filter by tenant and queue by hand; nothing is
+/// sealed, decided by a policy or audited. Never a pattern for a real service.
+mod baseline {
+    use axum::extract::{Path, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::{get, post};
+    use axum::{Json, Router};
+    use serde_json::{Value, json};
+    use sqlx::{AssertSqlSafe, PgPool, Row};
+
+    use super::*;
+
+    #[derive(Clone)]
+    struct Plain {
+        pool: PgPool,
+        schema: String,
+    }
+
+    pub(super) struct Baseline {
+        fixture: PgFixture,
+        names: db::Names,
+        plain: Plain,
+        base: String,
+        client: reqwest::Client,
+        server: tokio::task::JoinHandle<()>,
+    }
+
+    type Answer = Result<(StatusCode, Json<Value>), StatusCode>;
+
+    fn internal<E>(_: E) -> StatusCode {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+
+    /// The caller's tenant and user from headers, and the user's queues.
+    async fn caller(
+        p: &Plain,
+        h: &HeaderMap,
+        tx: &mut sqlx::PgConnection,
+    ) -> Result<(Uuid, Vec<String>), StatusCode> {
+        let header = |n: &str| {
+            h.get(n)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<Uuid>().ok())
+        };
+        let (tenant, user) = (header("x-tenant-id"), header("x-user-id"));
+        let (Some(tenant), Some(user)) = (tenant, user) else {
+            return Err(StatusCode::UNAUTHORIZED);
+        };
+        let queues: Option<Vec<String>> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT queues FROM {}.users WHERE tenant_id = $1 AND id = $2",
+            p.schema
+        )))
+        .bind(tenant)
+        .bind(user)
+        .fetch_optional(tx)
+        .await
+        .map_err(internal)?;
+        Ok((tenant, queues.ok_or(StatusCode::FORBIDDEN)?))
+    }
+
+    async fn create(State(p): State<Plain>, h: HeaderMap, Json(t): Json<Value>) -> Answer {
+        let mut tx = p.pool.begin().await.map_err(internal)?;
+        let (tenant, _) = caller(&p, &h, &mut tx).await?;
+        let id = Uuid::new_v4();
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {}.tickets (tenant_id, id, queue, department, priority, requester_id, title, body) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            p.schema
+        )))
+        .bind(tenant)
+        .bind(id)
+        .bind(t["queue"].as_str())
+        .bind(t["department"].as_str())
+        .bind(t["priority"].as_i64().map(|n| n as i32))
+        .bind(t["requester_id"].as_str().and_then(|r| r.parse::<Uuid>().ok()))
+        .bind(t["title"].as_str())
+        .bind(t["body"].as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
+    }
+
+    const COLUMNS: &str = "tenant_id, id, queue, department, priority, status, title";
+
+    fn ticket(r: &sqlx::postgres::PgRow) -> Value {
+        json!({
+            "tenant_id": r.get::<Uuid, _>("tenant_id"), "id": r.get::<Uuid, _>("id"),
+            "queue": r.get::<String, _>("queue"), "department": r.get::<String, _>("department"),
+            "priority": r.get::<i32, _>("priority"), "status": r.get::<String, _>("status"),
+            "title": r.get::<Option<String>, _>("title"),
+        })
+    }
+
+    async fn list(State(p): State<Plain>, h: HeaderMap) -> Answer {
+        let mut tx = p.pool.begin().await.map_err(internal)?;
+        let (tenant, queues) = caller(&p, &h, &mut tx).await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM {}.tickets WHERE tenant_id = $1 AND queue = ANY($2) \
+             ORDER BY created_at DESC LIMIT 50",
+            p.schema
+        )))
+        .bind(tenant)
+        .bind(&queues)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        Ok((
+            StatusCode::OK,
+            Json(json!({ "tickets": rows.iter().map(ticket).collect::<Vec<_>>() })),
+        ))
+    }
+
+    /// The ticket, when it is the caller's tenant's and in one of its queues.
+    async fn visible(
+        p: &Plain,
+        tx: &mut sqlx::PgConnection,
+        tenant: Uuid,
+        queues: &[String],
+        id: Uuid,
+    ) -> Result<Value, StatusCode> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {COLUMNS}, body, requester_id FROM {}.tickets WHERE tenant_id = $1 AND id = $2",
+            p.schema
+        )))
+        .bind(tenant)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(internal)?
+        .ok_or(StatusCode::NOT_FOUND)?;
+        let mut t = ticket(&row);
+        if !queues.iter().any(|q| t["queue"] == json!(q)) {
+            return Err(StatusCode::NOT_FOUND);
+        }
+        t["body"] = json!(row.get::<Option<String>, _>("body"));
+        t["requester_id"] = json!(row.get::<Uuid, _>("requester_id"));
+        Ok(t)
+    }
+
+    async fn read(State(p): State<Plain>, h: HeaderMap, Path(id): Path<Uuid>) -> Answer {
+        let mut tx = p.pool.begin().await.map_err(internal)?;
+        let (tenant, queues) = caller(&p, &h, &mut tx).await?;
+        let mut t = visible(&p, &mut tx, tenant, &queues, id).await?;
+        let comments = sqlx::query(AssertSqlSafe(format!(
+            "SELECT id, author_id, body FROM {}.comments WHERE tenant_id = $1 AND ticket_id = $2 \
+             ORDER BY created_at, id",
+            p.schema
+        )))
+        .bind(tenant)
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        t["comments"] = json!(
+            comments
+                .iter()
+                .map(|c| json!({
+                    "id": c.get::<Uuid, _>("id"), "author_id": c.get::<Uuid, _>("author_id"),
+                    "body": c.get::<Option<String>, _>("body"),
+                }))
+                .collect::<Vec<_>>()
+        );
+        Ok((StatusCode::OK, Json(t)))
+    }
+
+    async fn comment(
+        State(p): State<Plain>,
+        h: HeaderMap,
+        Path(ticket): Path<Uuid>,
+        Json(c): Json<Value>,
+    ) -> Answer {
+        let mut tx = p.pool.begin().await.map_err(internal)?;
+        let (tenant, queues) = caller(&p, &h, &mut tx).await?;
+        visible(&p, &mut tx, tenant, &queues, ticket).await?;
+        let author = h
+            .get("x-user-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<Uuid>().ok());
+        let id = Uuid::new_v4();
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO {}.comments (tenant_id, id, ticket_id, author_id, body) VALUES ($1, $2, $3, $4, $5)",
+            p.schema
+        )))
+        .bind(tenant)
+        .bind(id)
+        .bind(ticket)
+        .bind(author)
+        .bind(c["body"].as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
+    }
+
+    impl Baseline {
+        /// The service's tables (its migration) in a throwaway database, served by the
+        /// baseline's handlers.
+        pub(super) async fn start(label: &str) -> Option<Self> {
+            let fixture = PgFixture::new(label).await?;
+            let names = db::Names::new(fixture.prefix()).unwrap();
+            db::migrate(fixture.admin(), &names).await.unwrap();
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(16)
+                .connect_with(fixture.connect_options("postgres"))
+                .await
+                .unwrap();
+            let plain = Plain {
+                pool,
+                schema: names.app.to_string(),
+            };
+            let routes = Router::new()
+                .route("/tickets", get(list).post(create))
+                .route("/tickets/{id}", get(read))
+                .route("/tickets/{id}/comments", post(comment))
+                .with_state(plain.clone());
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            let server = tokio::spawn(async move {
+                let _ = axum::serve(listener, routes).await;
+            });
+            Some(Self {
+                fixture,
+                names,
+                plain,
+                base,
+                client: reqwest::Client::new(),
+                server,
+            })
+        }
+
+        pub(super) async fn stop(self) {
+            self.server.abort();
+            self.plain.pool.close().await;
+            db::drop_all(self.fixture.admin(), &self.names)
+                .await
+                .unwrap();
+            self.fixture.cleanup().await;
+        }
+    }
+
+    impl Service for Baseline {
+        async fn user(&self, tenant: TenantId, spec: UserSpec<'_>) -> (Uuid, Auth) {
+            let id = Uuid::new_v4();
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO {}.users (tenant_id, id, display_name, email, department, queues, role) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                self.plain.schema
+            )))
+            .bind(tenant)
+            .bind(id)
+            .bind(spec.name)
+            .bind(spec.email)
+            .bind(spec.department)
+            .bind(spec.queues)
+            .bind(spec.role)
+            .execute(&self.plain.pool)
+            .await
+            .unwrap();
+            (id, Auth::Headers(tenant.to_string(), id.to_string()))
+        }
+        fn client(&self) -> &reqwest::Client {
+            &self.client
+        }
+        fn base(&self) -> String {
+            self.base.clone()
+        }
+    }
 }

@@ -8,9 +8,9 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine as _;
-use common::{Harness, SERIAL, User, config_text, start};
+use common::{Harness, SERIAL, User, config_text, start, start_with};
 use nova_crypto::{CryptoError, SubjectEnvelope};
-use nova_examples::ticketing::{Checks, TicketingConfig, UserSpec, restore_backup};
+use nova_examples::ticketing::{UserSpec, restore_backup};
 use nova_tenancy::{TenantContext, TenantId};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -159,7 +159,7 @@ fn listed_ids(v: &Value) -> Vec<Uuid> {
 #[tokio::test]
 async fn cross_tenant_reads_updates_and_listings_are_refused() {
     let _serial = SERIAL.lock().await;
-    let Some(h) = start("tkcross", Checks::On, &config_text(&[])).await else {
+    let Some(h) = start("tkcross", &config_text(&[])).await else {
         return;
     };
     let (acme_t, globex_t) = (TenantId::new_v4(), TenantId::new_v4());
@@ -317,7 +317,7 @@ async fn cross_tenant_reads_updates_and_listings_are_refused() {
     assert!(events.iter().any(|e| {
         e["event_type"]
             .as_str()
-            .is_some_and(|t| t.contains("policy_denied"))
+            .is_some_and(|t| t == "policy.denied")
     }));
     h.stop().await;
 }
@@ -325,7 +325,7 @@ async fn cross_tenant_reads_updates_and_listings_are_refused() {
 #[tokio::test]
 async fn an_agent_cannot_become_an_admin() {
     let _serial = SERIAL.lock().await;
-    let Some(h) = start("tkescalate", Checks::On, &config_text(&[])).await else {
+    let Some(h) = start("tkescalate", &config_text(&[])).await else {
         return;
     };
     let a = acme(&h, TenantId::new_v4()).await;
@@ -453,7 +453,7 @@ async fn an_agent_cannot_become_an_admin() {
 #[tokio::test]
 async fn a_delegation_opens_hr_tickets_until_it_expires() {
     let _serial = SERIAL.lock().await;
-    let Some(h) = start("tkdelegate", Checks::On, &config_text(&[])).await else {
+    let Some(h) = start("tkdelegate", &config_text(&[])).await else {
         return;
     };
     let a = acme(&h, TenantId::new_v4()).await;
@@ -549,7 +549,7 @@ async fn a_delegation_opens_hr_tickets_until_it_expires() {
 #[tokio::test]
 async fn an_api_key_revoked_mid_run_stops_working_at_once() {
     let _serial = SERIAL.lock().await;
-    let Some(h) = start("tkrevoke", Checks::On, &config_text(&[])).await else {
+    let Some(h) = start("tkrevoke", &config_text(&[])).await else {
         return;
     };
     let a = acme(&h, TenantId::new_v4()).await;
@@ -694,7 +694,7 @@ async fn rate_limits_answer_429_with_retry_after() {
         "end_user = { rate = 20, per_seconds = 1, burst = 40 }",
         "end_user = { rate = 1, per_seconds = 60, burst = 8 }",
     )]);
-    let Some(h) = start("tkrate", Checks::On, &config).await else {
+    let Some(h) = start("tkrate", &config).await else {
         return;
     };
     let a = acme(&h, TenantId::new_v4()).await;
@@ -740,7 +740,7 @@ async fn rate_limits_answer_429_with_retry_after() {
 #[tokio::test]
 async fn a_subject_is_exported_then_erased_everywhere_including_backups() {
     let _serial = SERIAL.lock().await;
-    let Some(h) = start("tkerase", Checks::On, &config_text(&[])).await else {
+    let Some(h) = start("tkerase", &config_text(&[])).await else {
         return;
     };
     let tenant = TenantId::new_v4();
@@ -877,7 +877,7 @@ async fn a_subject_is_exported_then_erased_everywhere_including_backups() {
     assert_eq!(stored, (None, None, None));
 
     // The backup from before still restores (the tenant's key is alive)...
-    let state = &h.running.state;
+    let state = &h.running.app;
     let ctx = TenantContext::system(tenant, "test: restore").unwrap();
     let restored = restore_backup(state, &ctx, &backup).unwrap();
     let user = restored["users"]
@@ -890,7 +890,8 @@ async fn a_subject_is_exported_then_erased_everywhere_including_backups() {
     let env = SubjectEnvelope::from_text(user["email"].as_str().unwrap()).unwrap();
     let email = nova_crypto::Column::new("users", "email").unwrap();
     match state
-        .subjects
+        .nova
+        .subjects()
         .open(&ctx, cy.id, &email.row(cy.id), &env)
         .await
     {
@@ -912,7 +913,8 @@ async fn a_subject_is_exported_then_erased_everywhere_including_backups() {
     let env = SubjectEnvelope::from_text(agent_row["email"].as_str().unwrap()).unwrap();
     assert!(
         state
-            .subjects
+            .nova
+            .subjects()
             .open(&ctx, a.agent.id, &email.row(a.agent.id), &env)
             .await
             .is_ok()
@@ -932,7 +934,7 @@ async fn a_subject_is_exported_then_erased_everywhere_including_backups() {
 #[tokio::test]
 async fn retention_rules_run_as_a_job() {
     let _serial = SERIAL.lock().await;
-    let Some(h) = start("tkretain", Checks::On, &config_text(&[])).await else {
+    let Some(h) = start("tkretain", &config_text(&[])).await else {
         return;
     };
     let tenant = TenantId::new_v4();
@@ -1018,9 +1020,9 @@ async fn retention_rules_run_as_a_job() {
 #[test]
 fn profiles_refuse_insecure_settings_naming_each() {
     let base = config_text(&[]);
-    assert!(TicketingConfig::from_toml(&base).is_ok());
+    assert!(nova::Config::from_toml(&base).is_ok());
     let refused = |edits: &[(&str, &str)]| {
-        TicketingConfig::from_toml(&config_text(edits))
+        nova::Config::from_toml(&config_text(edits))
             .unwrap_err()
             .to_string()
     };
@@ -1038,7 +1040,7 @@ fn profiles_refuse_insecure_settings_naming_each() {
         "{e}"
     );
     let hipaa = [("profile = \"production\"", "profile = \"hipaa\"")];
-    assert!(TicketingConfig::from_toml(&config_text(&hipaa)).is_ok());
+    assert!(nova::Config::from_toml(&config_text(&hipaa)).is_ok());
     let e = refused(&[hipaa[0], ("retention_days = 2192", "retention_days = 400")]);
     assert!(
         e.contains("audit.retention_days = 400 is under six years"),
@@ -1055,7 +1057,7 @@ fn profiles_refuse_insecure_settings_naming_each() {
         "{e}"
     );
     let gdpr = ("profile = \"production\"", "profile = \"gdpr\"");
-    assert!(TicketingConfig::from_toml(&config_text(&[gdpr])).is_ok());
+    assert!(nova::Config::from_toml(&config_text(&[gdpr])).is_ok());
     let e = refused(&[
         gdpr,
         (
@@ -1066,7 +1068,7 @@ fn profiles_refuse_insecure_settings_naming_each() {
     assert!(e.contains("audit.retention_days must be set"), "{e}");
     // Development allows what production refuses.
     assert!(
-        TicketingConfig::from_toml(&config_text(&[
+        nova::Config::from_toml(&config_text(&[
             ("profile = \"production\"", "profile = \"development\""),
             ("enabled = true", "enabled = false")
         ]))
@@ -1093,7 +1095,7 @@ fn profiles_refuse_insecure_settings_naming_each() {
 #[tokio::test]
 async fn a_priority_5_update_needs_a_second_factor_no_older_than_the_configured_fifteen_minutes() {
     let _serial = SERIAL.lock().await;
-    let Some(h) = start("tkmfa", Checks::On, &config_text(&[])).await else {
+    let Some(h) = start("tkmfa", &config_text(&[])).await else {
         return;
     };
     let a = acme(&h, TenantId::new_v4()).await;
@@ -1112,7 +1114,7 @@ async fn a_priority_5_update_needs_a_second_factor_no_older_than_the_configured_
     // Raising a ticket to priority 5 is checked as the ticket would be after it: a
     // password-only token is refused...
     assert_eq!(
-        patch(h.token(a.admin), raise.clone())
+        patch(h.token_without_mfa(a.admin), raise.clone())
             .await
             .unwrap()
             .status(),
@@ -1136,7 +1138,7 @@ async fn a_priority_5_update_needs_a_second_factor_no_older_than_the_configured_
     // From now on every update of the ticket needs it (a ticket the caller may not update
     // as it stands is answered 404, as for a ticket it cannot see).
     assert_eq!(
-        patch(h.token(a.admin), json!({"status": "open"}))
+        patch(h.token_without_mfa(a.admin), json!({"status": "open"}))
             .await
             .unwrap()
             .status(),
@@ -1150,4 +1152,169 @@ async fn a_priority_5_update_needs_a_second_factor_no_older_than_the_configured_
         StatusCode::NO_CONTENT
     );
     h.stop().await;
+}
+
+#[tokio::test]
+async fn every_refusal_is_in_the_audit_log_with_its_reason() {
+    let _serial = SERIAL.lock().await;
+    let Some(h) = start("tkrefusals", &config_text(&[])).await else {
+        return;
+    };
+    let a = acme(&h, TenantId::new_v4()).await;
+    let ticket = file_ticket(&h, a.agent, "billing", "support", a.customer.id, "body").await;
+    let forbidden = [
+        (
+            reqwest::Method::POST,
+            "/users".to_owned(),
+            json!({"email": "e@acme.example", "name": "E", "department": "it", "queues": [], "role": "admin"}),
+        ),
+        (
+            reqwest::Method::POST,
+            "/admin/api-keys".to_owned(),
+            json!({}),
+        ),
+        (
+            reqwest::Method::POST,
+            "/admin/grants".to_owned(),
+            json!({"id": "g", "to_user": a.agent.id, "department": "hr", "ttl_seconds": 60}),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/privacy/subjects/{}/erase", a.customer.id),
+            json!({}),
+        ),
+    ];
+    for (method, path, body) in &forbidden {
+        assert_eq!(
+            send(&h, a.agent, method.clone(), path, body.clone()).await,
+            StatusCode::FORBIDDEN,
+            "{path}"
+        );
+    }
+    // An admin action with a password-only token: allowed by the policy, refused for want
+    // of a second factor.
+    let r = h
+        .client
+        .post(h.url("/admin/api-keys"))
+        .bearer_auth(h.token_without_mfa(a.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // A ticket that does not exist, and one the agent may not update: both 404, both logged.
+    for path in [
+        format!("/tickets/{}", Uuid::new_v4()),
+        format!("/tickets/{ticket}"),
+    ] {
+        let s = send(
+            &h,
+            a.agent,
+            reqwest::Method::PATCH,
+            &path,
+            json!({"priority": 1}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    }
+    let events = h.audit_events().await;
+    let refusals: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["outcome"] == "denied" || e["event_type"] == "request.refused")
+        .collect();
+    let by = |user: User| format!("user:{}", user.id);
+    let agent: Vec<&&Value> = refusals
+        .iter()
+        .filter(|e| e["actor"] == json!(by(a.agent)))
+        .collect();
+    assert_eq!(agent.len(), forbidden.len() + 2, "{agent:#?}");
+    for e in &agent {
+        let has_reason = e["policies"].as_array().is_some_and(|p| !p.is_empty())
+            || e["params"]["reason"].is_string();
+        assert!(has_reason, "a refusal without its reason: {e}");
+    }
+    let admin: Vec<&&Value> = refusals
+        .iter()
+        .filter(|e| e["actor"] == json!(by(a.admin)))
+        .collect();
+    assert_eq!(admin.len(), 1);
+    assert!(
+        admin[0]["policies"].to_string().contains("second factor"),
+        "{}",
+        admin[0]
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_write_whose_commit_fails_leaves_no_audit_event() {
+    let _serial = SERIAL.lock().await;
+    let Some(h) = start("tkfailcommit", &config_text(&[])).await else {
+        return;
+    };
+    let tenant = TenantId::new_v4();
+    let a = acme(&h, tenant).await;
+    // A check the database runs at commit: a ticket titled `poison` fails it.
+    let names = nova_examples::ticketing::db::Names::new(h.fixture.prefix()).unwrap();
+    h.fixture
+        .exec(&format!(
+            "CREATE FUNCTION {app}.refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN IF NEW.title = 'poison' THEN RAISE EXCEPTION 'poisoned'; END IF; RETURN NULL; END $$;
+             CREATE CONSTRAINT TRIGGER poison AFTER INSERT ON {app}.tickets
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {app}.refuse_poison();",
+            app = names.app
+        ))
+        .await;
+    let writes = |events: &[Value]| {
+        events
+            .iter()
+            .filter(|e| e["tenant"] == json!(tenant.to_string()) && e["action"] == "tickets.create")
+            .count()
+    };
+    let before = writes(&h.audit_events().await);
+    let post = |title: &str| {
+        h.client
+            .post(h.url("/tickets"))
+            .bearer_auth(h.token(a.agent))
+            .json(
+                &json!({"queue": "billing", "department": "support", "priority": 2,
+                          "title": title, "body": "b", "requester_id": a.customer.id}),
+            )
+            .send()
+    };
+    assert_eq!(
+        post("poison").await.unwrap().status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(post("fine").await.unwrap().status(), StatusCode::CREATED);
+    let after = h.audit_events().await;
+    assert_eq!(
+        writes(&after),
+        before + 1,
+        "only the committed ticket has an event"
+    );
+    let stored: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM {}.tickets WHERE title = 'poison'",
+        names.app
+    )))
+    .fetch_one(h.fixture.admin())
+    .await
+    .unwrap();
+    assert_eq!(stored, 0);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn production_refuses_to_start_without_a_configured_kek() {
+    let _serial = SERIAL.lock().await;
+    let text = config_text(&[(
+        "kek_env = \"NOVA_KEK\"",
+        "kek_env = \"NOVA_TEST_KEK_NOT_SET_ANYWHERE\"",
+    )]);
+    let Some(started) = start_with("tknokek", &text, None, Some([9; 32])).await else {
+        return;
+    };
+    let Err(e) = started else {
+        panic!("the service started without a KEK");
+    };
+    assert!(e.to_string().contains("security.encryption.kek_env"), "{e}");
 }

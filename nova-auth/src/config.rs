@@ -259,8 +259,8 @@ pub struct QuotaConfig {
     pub burst: u32,
 }
 
-/// `[security.rate_limiting]`.
-#[derive(Debug, Clone, Deserialize)]
+/// `[security.rate_limiting]`. `Debug` leaves out `redis_url` (it may hold a password).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
     /// Whether rate limits apply (refused off in production).
@@ -288,6 +288,23 @@ pub struct RateLimitConfig {
     pub ban_window_seconds: u64,
     /// How long a ban lasts.
     pub ban_duration_minutes: u64,
+}
+
+impl fmt::Debug for RateLimitConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimitConfig")
+            .field("enabled", &self.enabled)
+            .field("store", &self.store)
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "[REDACTED]"))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("end_user", &self.end_user)
+            .field("agent", &self.agent)
+            .field("service", &self.service)
+            .field("tenant", &self.tenant)
+            .field("roles", &self.roles)
+            .field("ban_after", &self.ban_after)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for RateLimitConfig {
@@ -956,6 +973,19 @@ mod tests {
             AuthConfig::from_toml(&"#".repeat(MAX_CONFIG_LEN + 1)),
             Err(ConfigError::Syntax(_))
         ));
+    }
+
+    #[test]
+    fn debug_leaves_out_the_redis_password() {
+        let cfg = AuthConfig::from_toml(
+            "[security.rate_limiting]\nstore = \"redis\"\nredis_url = \"redis://:hunter2secret@10.0.0.5\"",
+        )
+        .unwrap();
+        let text = format!("{cfg:?}");
+        assert!(
+            !text.contains("hunter2secret") && text.contains("[REDACTED]"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -234,6 +234,13 @@ pub trait KeyProvider: Send + Sync {
     /// # Errors
     /// [`CryptoError::UnknownKek`] or [`CryptoError::InvalidKeyOperation`].
     fn destroy(&self, id: &KeyId, version: KeyVersion) -> Result<(), CryptoError>;
+
+    /// Whether the material was made up in this process and exists nowhere else (so that
+    /// everything wrapped under it is lost at exit). Strict configurations refuse such a
+    /// provider. Default `false`.
+    fn is_ephemeral(&self) -> bool {
+        false
+    }
 }
 
 struct Version {
@@ -264,6 +271,8 @@ struct KeySlot {
 #[derive(Default)]
 pub struct LocalKeyProvider {
     keys: RwLock<BTreeMap<KeyId, KeySlot>>,
+    /// Made up by [`LocalKeyProvider::generated`]: gone at exit.
+    ephemeral: bool,
 }
 
 impl LocalKeyProvider {
@@ -325,7 +334,9 @@ impl LocalKeyProvider {
     /// # Errors
     /// [`CryptoError::Rng`] if the random number generator fails.
     pub fn generated(id: &str) -> Result<Self, CryptoError> {
-        Self::with_key(id, SecretKey::generate()?)
+        let mut p = Self::with_key(id, SecretKey::generate()?)?;
+        p.ephemeral = true;
+        Ok(p)
     }
 
     fn with_key(id: &str, key: SecretKey) -> Result<Self, CryptoError> {
@@ -381,6 +392,10 @@ impl LocalKeyProvider {
 }
 
 impl KeyProvider for LocalKeyProvider {
+    fn is_ephemeral(&self) -> bool {
+        self.ephemeral
+    }
+
     fn key(&self, id: &KeyId, version: KeyVersion) -> Result<SecretKey, CryptoError> {
         let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         let v = keys

@@ -86,6 +86,16 @@ impl PolicyStore {
         &self.schema
     }
 
+    /// Whether a rule of the shared set names `action` (a rule for `*` names every action):
+    /// for configuration that lists actions, so that a misspelt one is caught at start.
+    #[must_use]
+    pub fn names_action(&self, action: &str) -> bool {
+        self.lock().rules().iter().any(|r| match &r.actions {
+            crate::ast::Actions::Any => true,
+            crate::ast::Actions::Named(names) => names.iter().any(|n| &**n == action),
+        })
+    }
+
     /// The compiled set in force for `tenant` (the shared one if it has none of its own). Hold
     /// it to make many decisions from one consistent version.
     #[must_use]

@@ -7,7 +7,9 @@ use base64::Engine as _;
 use nova_audit::{AuditLog, CheckpointSigner, FileLog, RedactionPolicy};
 use nova_auth::layer::{Credentials, GuardLayer};
 use nova_auth::totp::{MfaPolicy, Sensitive};
-use nova_auth::{ApiKeys, JwtConfig, JwtVerifier, KeySet, PgApiKeyStore, StaticKeys};
+use nova_auth::{
+    ApiKeys, JwtConfig, JwtVerifier, KeySet, PgApiKeyStore, PgSessionStore, Sessions, StaticKeys,
+};
 use nova_crypto::{
     KeyProvider, Keyring, LocalKeyProvider, PgSubjectKeyStore, PgTenantKeyStore, SubjectKeys,
 };
@@ -57,6 +59,7 @@ pub(crate) struct Inner {
     pub(crate) every_action_mfa: bool,
     pub(crate) sealed: SealedColumns,
     pub(crate) audit_key: String,
+    pub(crate) sessions: Sessions<PgSessionStore>,
 }
 
 impl std::fmt::Debug for Nova {
@@ -75,10 +78,12 @@ pub struct NovaBuilder {
     policy: Option<PolicyStore>,
     jwt_keys: KeySet,
     sealed: SealedColumns,
+    sealed_error: Option<Error>,
     database: Option<PgConnectOptions>,
     nova_database: Option<PgConnectOptions>,
     kek: Option<Arc<dyn KeyProvider>>,
     signing_seed: Option<Zeroizing<[u8; 32]>>,
+    audit_file: Option<std::path::PathBuf>,
     relay_interval: Duration,
 }
 
@@ -98,10 +103,12 @@ impl Nova {
             policy: None,
             jwt_keys: KeySet::new(),
             sealed: SealedColumns::default(),
+            sealed_error: None,
             database: None,
             nova_database: None,
             kek: None,
             signing_seed: None,
+            audit_file: None,
             relay_interval: Duration::from_secs(1),
         }
     }
@@ -155,6 +162,12 @@ impl Nova {
         &self.inner.audit_key
     }
 
+    /// Sessions in Nova's tables, with `[security.session]`'s idle and absolute timeouts.
+    #[must_use]
+    pub fn sessions(&self) -> &Sessions<PgSessionStore> {
+        &self.inner.sessions
+    }
+
     /// API keys (with the configured lockout).
     #[must_use]
     pub fn api_keys(&self) -> &ApiKeys<PgApiKeyStore> {
@@ -192,13 +205,18 @@ impl Nova {
     /// # Errors
     /// [`Error::Database`] or [`Error::Audit`].
     pub async fn flush_audit(&self) -> Result<(), Error> {
-        while self
-            .inner
-            .outbox
-            .relay_batch(&self.inner.nova_pool, &self.inner.audit)
-            .await?
-            > 0
-        {}
+        loop {
+            // In turn with the relay: a batch it holds is in the log before this returns.
+            let _turn = self.inner.relay.turn.lock().await;
+            let moved = self
+                .inner
+                .outbox
+                .relay_batch(&self.inner.nova_pool, &self.inner.audit)
+                .await?;
+            if moved == 0 {
+                break;
+            }
+        }
         self.inner.audit.flush().await?;
         Ok(())
     }
@@ -216,6 +234,11 @@ impl Nova {
     /// # Errors
     /// As [`Nova::flush_audit`].
     pub async fn close(&self) -> Result<(), Error> {
+        {
+            // Wait for a batch in flight, then stop the relay.
+            let _turn = self.inner.relay.turn.lock().await;
+            self.inner.relay.stop();
+        }
         self.flush_audit().await?;
         self.inner.pool.close().await;
         self.inner.nova_pool.close().await;
@@ -240,6 +263,11 @@ pub fn migration_sql(
     app_roles: &[&Ident],
     nova_login: &Ident,
 ) -> Result<String, Error> {
+    if app_roles.is_empty() {
+        return Err(Error::config(
+            "migration_sql: name the application's roles".into(),
+        ));
+    }
     let schema = Ident::new(schema)
         .map_err(|_| Error::config("security.database.schema is not a valid identifier".into()))?;
     let subject_table =
@@ -251,7 +279,6 @@ pub fn migration_sql(
         subject_table,
     )
     .create_table_sql();
-    let outbox = Outbox::new(&schema, Arc::new(RedactionPolicy::new()));
     Ok(format!(
         "{auth}
         {tenant_keys}
@@ -264,7 +291,7 @@ pub fn migration_sql(
         ",
         auth = nova_auth::schema_sql(&schema),
         tenant_keys = PgTenantKeyStore::schema_sql(&schema),
-        outbox = outbox.create_sql(app_roles, nova_login),
+        outbox = Outbox::create_sql(&schema, app_roles, nova_login),
         apps = app_roles
             .iter()
             .map(ToString::to_string)
@@ -335,9 +362,13 @@ impl NovaBuilder {
         self
     }
 
-    /// Declares a table's sealed columns.
+    /// Declares a table's sealed columns. A column declared twice is refused by
+    /// [`NovaBuilder::build`] (a second declaration with another key or normalizer would
+    /// leave stored values unopenable).
     pub fn sealed(mut self, table: SealedTable) -> Self {
-        self.sealed.add(table);
+        if let Err(e) = self.sealed.add(table) {
+            self.sealed_error.get_or_insert(e);
+        }
         self
     }
 
@@ -367,6 +398,12 @@ impl NovaBuilder {
         self
     }
 
+    /// The audit log's file, instead of `security.audit.file`.
+    pub fn audit_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.audit_file = Some(path.into());
+        self
+    }
+
     /// How often the relay looks for events committed by other replicas (default 1 s;
     /// this process's commits wake it at once).
     pub fn relay_interval(mut self, interval: Duration) -> Self {
@@ -392,22 +429,43 @@ impl NovaBuilder {
             policy,
             jwt_keys,
             sealed,
+            sealed_error,
             database,
             nova_database,
             kek,
             signing_seed,
+            audit_file,
             relay_interval,
         } = self;
+        // Fields may have changed since the file was read: validate again.
+        config.validate()?;
+        if let Some(e) = sealed_error {
+            return Err(e);
+        }
         let profile = config.profile;
         let db = &config.database;
         let policy = policy
             .ok_or_else(|| Error::config("a policy is required (NovaBuilder::policy)".into()))?;
+        // A misspelt admin action would silently need no second factor.
+        for action in &config.auth.mfa.admin_actions {
+            if !policy.names_action(action) {
+                return Err(Error::config(format!(
+                    "security.mfa.admin_actions: no rule of the policy names `{}`",
+                    action.escape_debug()
+                )));
+            }
+        }
         let schema = Ident::new(&db.schema).map_err(|_| {
             Error::config("security.database.schema is not a valid identifier".into())
         })?;
 
         // The key-encryption key first: nothing connects when it is missing.
         let kek: Arc<dyn KeyProvider> = match kek {
+            Some(k) if k.is_ephemeral() && profile.is_strict() => {
+                return Err(Error::config(format!(
+                    "security.encryption: a KEK made up in this process is not allowed in the {profile} profile (every sealed value would be lost at exit)"
+                )));
+            }
             Some(k) => k,
             None => {
                 let enc = &config.encryption;
@@ -429,10 +487,8 @@ impl NovaBuilder {
                 }
             }
         };
-        let audit_file = config
-            .audit
-            .file
-            .clone()
+        let audit_file = audit_file
+            .or_else(|| config.audit.file.clone())
             .ok_or_else(|| Error::config("security.audit.file is required".into()))?;
         let origin = config
             .audit
@@ -523,7 +579,7 @@ impl NovaBuilder {
                 ))
             })?,
         );
-        let outbox = Outbox::new(&schema, Arc::new(redaction));
+        let outbox = Outbox::new(&schema, Arc::new(redaction), &seed)?;
         let relay = Relay::spawn(
             outbox.clone(),
             nova_pool.clone(),
@@ -565,8 +621,15 @@ impl NovaBuilder {
             ),
         );
 
+        let (idle, lifetime) = auth.session_timeouts();
+        let sessions = Sessions::new(
+            PgSessionStore::new(nova_pool.clone(), &schema),
+            lifetime,
+            idle,
+        );
         Ok(Nova {
             inner: Arc::new(Inner {
+                sessions,
                 profile,
                 pool,
                 nova_pool,

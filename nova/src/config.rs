@@ -86,8 +86,9 @@ pub struct DatabaseConfig {
     pub nova_url_env: String,
     /// The schema of Nova's own tables (default `nova`).
     pub schema: String,
-    /// TLS to the server: `disable` (loopback only; refused by strict profiles), `require`,
-    /// `verify_ca` or `verify_full` (the default).
+    /// TLS to the server: `disable` (loopback only), `require` (no certificate check),
+    /// `verify_ca` or `verify_full` (the default). Strict profiles need `verify_ca` or
+    /// `verify_full`.
     pub tls: TlsSetting,
     /// A CA certificate (PEM) to verify the server with, beside the system's.
     pub root_cert: Option<PathBuf>,
@@ -181,10 +182,14 @@ impl DatabaseConfig {
     }
 
     fn validate(&self, profile: Profile, p: &mut Vec<String>) {
-        if profile.is_strict() && self.tls == TlsSetting::Disable {
-            p.push(format!(
+        match self.tls {
+            TlsSetting::Disable if profile.is_strict() => p.push(format!(
                 "security.database.tls = \"disable\" (plaintext) is not allowed in the {profile} profile"
-            ));
+            )),
+            TlsSetting::Require if profile.is_strict() => p.push(format!(
+                "security.database.tls = \"require\" does not check the server's certificate; the {profile} profile needs verify_ca or verify_full"
+            )),
+            _ => {}
         }
         if !(1..=1000).contains(&self.max_connections) {
             p.push("security.database.max_connections must be between 1 and 1000".into());
@@ -330,15 +335,28 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] listing each refused or malformed setting.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        if text.len() > nova_auth::config::MAX_CONFIG_LEN {
+            return Err(ConfigError::one(format!(
+                "the configuration is longer than {} bytes",
+                nova_auth::config::MAX_CONFIG_LEN
+            )));
+        }
         let mut p = Vec::new();
         let auth = AuthConfig::from_toml(text).map_err(|e| match e {
             nova_auth::config::ConfigError::Invalid(problems) => p.extend(problems),
             other => p.push(other.to_string()),
         });
         let mut file: toml::Table = toml::from_str(text).map_err(|e| {
-            // The parser's message with the line it is about, on one line.
-            let text = e.to_string();
-            ConfigError::one(text.split_whitespace().collect::<Vec<_>>().join(" "))
+            // The parser's message and the line number, never the line itself: it may hold
+            // a secret.
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
+            p.push(format!("not valid TOML{at}: {}", e.message()));
+            ConfigError {
+                problems: std::mem::take(&mut p),
+            }
         })?;
         let mut security = match file.remove("security") {
             Some(toml::Value::Table(t)) => t,
@@ -376,28 +394,65 @@ impl Config {
             return Err(ConfigError { problems: p });
         };
         let audit = sections.audit.unwrap_or_default();
-        if let Err(e) = audit.validate(profile) {
-            p.extend(e.problems.into_iter().map(|m| format!("security.{m}")));
-        }
         let privacy = sections.privacy.unwrap_or_default();
-        if let Err(e) = privacy.validate() {
-            p.push(format!("security.privacy: {e}"));
-        }
         let database = sections.database.unwrap_or_default();
-        database.validate(profile, &mut p);
         let encryption = sections.encryption.unwrap_or_default();
-        encryption.validate(profile, &mut p);
-        match auth {
-            Ok(auth) if p.is_empty() => Ok(Self {
-                profile,
-                auth,
-                audit,
-                privacy,
-                database,
-                encryption,
-                app: file,
-            }),
-            _ => Err(ConfigError { problems: p }),
+        let Ok(auth) = auth else {
+            // Every section's problems at once.
+            check_parts(profile, &audit, &privacy, &database, &encryption, &mut p);
+            return Err(ConfigError { problems: p });
+        };
+        let config = Self {
+            profile,
+            auth,
+            audit,
+            privacy,
+            database,
+            encryption,
+            app: file,
+        };
+        if let Err(e) = config.validate() {
+            p.extend(e.problems);
+        }
+        if p.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError { problems: p })
+        }
+    }
+
+    /// Checks every section against the profile (again, for a configuration changed in
+    /// code after it was read; [`crate::NovaBuilder::build`] calls it).
+    ///
+    /// # Errors
+    /// [`ConfigError`] listing each refused setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut p = Vec::new();
+        let profile = self.profile;
+        if self.auth.profile != profile {
+            p.push(
+                "security.profile differs from the profile the guard settings were read with"
+                    .into(),
+            );
+        }
+        if let Err(e) = self.auth.validate() {
+            match e {
+                nova_auth::config::ConfigError::Invalid(problems) => p.extend(problems),
+                other => p.push(other.to_string()),
+            }
+        }
+        check_parts(
+            profile,
+            &self.audit,
+            &self.privacy,
+            &self.database,
+            &self.encryption,
+            &mut p,
+        );
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError { problems: p })
         }
     }
 
@@ -418,6 +473,24 @@ impl Config {
         serde_path_to_error::deserialize(table)
             .map_err(|e| ConfigError::one(format!("{name}.{}: {}", e.path(), e.inner().message())))
     }
+}
+
+fn check_parts(
+    profile: Profile,
+    audit: &AuditConfig,
+    privacy: &PrivacyConfig,
+    database: &DatabaseConfig,
+    encryption: &EncryptionConfig,
+    p: &mut Vec<String>,
+) {
+    if let Err(e) = audit.validate(profile) {
+        p.extend(e.problems.into_iter().map(|m| format!("security.{m}")));
+    }
+    if let Err(e) = privacy.validate() {
+        p.push(format!("security.privacy: {e}"));
+    }
+    database.validate(profile, p);
+    encryption.validate(profile, p);
 }
 
 #[cfg(test)]
@@ -519,6 +592,41 @@ mod tests {
             // A value that looks like a secret is never echoed.
             assert!(!p.iter().any(|m| m.contains("secret@")), "{p:?}");
         }
+    }
+
+    const VALID: &str = "[security]\nprofile = \"production\"\n[security.database]\ntls = \"verify_full\"\nmax_connections = 8\n[security.encryption]\nkek_env = \"NOVA_KEK\"\n[security.audit]\nretention_days = 400\n";
+
+    proptest::proptest! {
+        /// Arbitrary text, and a valid file with one byte changed, never panic; what loads
+        /// validates again.
+        #[test]
+        fn arbitrary_files_never_panic(text in "\\PC{0,300}", at in 0usize..200, byte in 0u8..128) {
+            for candidate in [text, {
+                let mut b = VALID.as_bytes().to_vec();
+                let i = at % b.len();
+                b[i] = byte;
+                String::from_utf8_lossy(&b).into_owned()
+            }] {
+                if let Ok(c) = Config::from_toml(&candidate) {
+                    proptest::prop_assert!(c.validate().is_ok());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line_but_never_repeat_it() {
+        let e = Config::from_toml(
+            "[security]\nprofile = \"development\"\nurl = postgres://u:hunter2@h/db\n",
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("line 3") && !text.contains("hunter2"),
+            "{text}"
+        );
+        assert!(Config::from_toml(&"#".repeat(nova_auth::config::MAX_CONFIG_LEN + 1)).is_err());
+        assert!(Config::from_toml(VALID).is_ok());
     }
 
     #[test]

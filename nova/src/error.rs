@@ -19,6 +19,12 @@ pub enum Error {
     /// The action needs a second factor fresher than the caller's (the refusal is audited).
     #[error("a fresh second factor is required")]
     MfaRequired,
+    /// Nothing the caller may see (recorded by [`crate::Scope::not_found`]).
+    #[error("not found")]
+    NotFound,
+    /// A refusal no policy rule decided (recorded by [`crate::Scope::refuse`]).
+    #[error("refused")]
+    Refused,
     /// A sealed column that was not declared (a typo must not store a value in clear).
     #[error("`{table}.{column}` is not a declared sealed column")]
     UnknownColumn {
@@ -37,6 +43,10 @@ pub enum Error {
         /// `the tenant's key` or `a data subject's key`.
         expected: &'static str,
     },
+    /// An audit event too large for the outbox ([`nova_audit::MAX_RECORD_LEN`]); nothing
+    /// was written.
+    #[error("audit event too large for the outbox")]
+    AuditRecordTooLarge,
     /// Tenancy: the pool, the tenant transaction, the database checks.
     #[error(transparent)]
     Tenancy(#[from] nova_tenancy::Error),
@@ -58,6 +68,9 @@ pub enum Error {
     /// The policy or its schema.
     #[error(transparent)]
     Policy(#[from] nova_policy::PolicyError),
+    /// The policy could not be compiled into SQL.
+    #[error(transparent)]
+    Sql(#[from] nova_policy::SqlError),
 }
 
 impl Error {
@@ -67,12 +80,13 @@ impl Error {
         })
     }
 
-    /// The HTTP status this error answers with: 403 for denials, 500 for the rest (whose
-    /// detail is logged, never sent).
+    /// The HTTP status this error answers with: 403 for denials and refusals, 404 for not
+    /// found, 500 for the rest (whose detail is logged, never sent).
     #[must_use]
     pub fn status(&self) -> u16 {
         match self {
-            Self::Denied { .. } | Self::MfaRequired => 403,
+            Self::Denied { .. } | Self::MfaRequired | Self::Refused => 403,
+            Self::NotFound => 404,
             _ => 500,
         }
     }

@@ -37,7 +37,7 @@ pub use app::{Nova, NovaBuilder, NovaCredentials, migrate, migration_sql};
 pub use config::{Config, ConfigError};
 pub use error::Error;
 pub use outbox::{Outbox, RELAY_BATCH};
-pub use scope::{Scope, Target};
+pub use scope::{Decision, Scope, Target, bind_filter};
 pub use sealed::{KeyOf, SealedTable};
 
 /// `nova-audit`: the tamper-evident log.

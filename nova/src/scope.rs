@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use nova_audit::{AuditEvent, AuditEventBuilder, Outcome};
 use nova_crypto::{CryptoError, Envelope, SubjectEnvelope, SubjectHandle};
-use nova_policy::{Attrs, Request};
+use nova_policy::{Attrs, Request, ResourceTable, SqlFilter, SqlParam};
 use nova_tenancy::{TenantContext, TenantTx};
 use secrecy::ExposeSecret;
 use uuid::Uuid;
@@ -49,6 +49,29 @@ impl<'a> Target<'a> {
     }
 }
 
+/// An allowed decision: the reasons the policy gave and its version. Pass it to
+/// [`Scope::event_for`] so that the event of the action carries them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "record the action's event with Scope::event_for"]
+pub struct Decision {
+    reasons: Vec<String>,
+    version: String,
+}
+
+impl Decision {
+    /// The policy's reasons (the rule or grant that allowed).
+    #[must_use]
+    pub fn reasons(&self) -> &[String] {
+        &self.reasons
+    }
+
+    /// The policy version that decided.
+    #[must_use]
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+}
+
 /// One request's work for a verified caller: a tenant transaction opened when first
 /// needed, policy decisions with the principal taken from the context, sealed columns, and
 /// audit events that commit with the data.
@@ -57,10 +80,11 @@ impl<'a> Target<'a> {
 ///   second factor within `[security.mfa] max_age_minutes`, and actions named in
 ///   `admin_actions` need one. A denial is written to the audit log at once (durably,
 ///   whatever becomes of the transaction) with the policy's reasons, and returned as
-///   [`Error::Denied`] or [`Error::MfaRequired`].
-/// - [`Scope::record`] writes an event into the audit outbox **in the transaction**, with
-///   the reasons of the decisions this scope allowed: it reaches the log if and only if the
-///   transaction commits.
+///   [`Error::Denied`] or [`Error::MfaRequired`]. An allowed decision that used a
+///   delegation grant is recorded too. An allowed [`Decision`] gives its reasons to the
+///   action's event ([`Scope::event_for`]).
+/// - [`Scope::record`] writes an event into the audit outbox **in the transaction**: it
+///   reaches the log if and only if the transaction commits.
 /// - [`Scope::seal`] and [`Scope::open`] use the columns declared with
 ///   [`crate::NovaBuilder::sealed`]; an undeclared column is an error, never plaintext.
 /// - Dropped without [`Scope::commit`], the transaction rolls back (its connection is reset
@@ -70,7 +94,6 @@ pub struct Scope {
     ctx: TenantContext,
     tx: Option<TenantTx>,
     principal: Attrs,
-    reasons: Vec<String>,
     tenant_keys_ready: bool,
     handles: HashMap<Uuid, SubjectHandle>,
 }
@@ -91,7 +114,6 @@ impl Scope {
             ctx,
             tx: None,
             principal: Attrs::new(),
-            reasons: Vec::new(),
             tenant_keys_ready: false,
             handles: HashMap::new(),
         }
@@ -146,40 +168,53 @@ impl Scope {
     /// [`Error::Denied`] (with the policy's reasons) or [`Error::MfaRequired`], after the
     /// denial is in the audit log; [`Error::Audit`] when it cannot be recorded (the action
     /// is then refused all the same).
-    pub async fn authorize(&mut self, action: &str, target: Target<'_>) -> Result<(), Error> {
-        if self.nova.check_mfa(&self.ctx, action).is_err() {
-            let reason = format!(
-                "`{action}` needs a second factor verified within {} minutes",
-                self.nova.inner.mfa_max_age.as_secs() / 60
-            );
-            self.deny(action, &target, std::slice::from_ref(&reason), None)
-                .await?;
-            return Err(Error::MfaRequired);
-        }
-        let now = SystemTime::now();
-        let context = Attrs::authentication(&self.ctx, self.nova.inner.mfa_max_age, now);
-        let user = self.ctx.user().map(|u| u.to_string()).unwrap_or_default();
-        let req = Request::new(action, target.kind)
-            .principal_from(&self.ctx, &user, &self.principal)
-            .resource(target.attrs)
-            .context(&context);
-        let explanation = self.nova.inner.policy.explain(self.ctx.tenant(), &req);
+    pub async fn authorize(&mut self, action: &str, target: Target<'_>) -> Result<Decision, Error> {
+        // Decided before any await: a request borrows attributes as `&dyn Entity`, which
+        // must not be held across one (the future would not be `Send`).
+        let explanation = {
+            let context =
+                Attrs::authentication(&self.ctx, self.nova.inner.mfa_max_age, SystemTime::now());
+            let user = self.ctx.user().map(|u| u.to_string()).unwrap_or_default();
+            let req = Request::new(action, target.kind)
+                .principal_from(&self.ctx, &user, &self.principal)
+                .resource(target.attrs)
+                .context(&context);
+            self.nova.inner.policy.explain(self.ctx.tenant(), &req)
+        };
         let reasons: Vec<String> = explanation
             .reasons()
             .iter()
             .map(ToString::to_string)
             .collect();
         let version = explanation.decision.version().to_string();
-        if explanation.is_allowed() {
-            for r in reasons {
-                if !self.reasons.contains(&r) {
-                    self.reasons.push(r);
-                }
-            }
-            return Ok(());
+        if !explanation.is_allowed() {
+            self.deny(action, &target, &reasons, Some(&version)).await?;
+            return Err(Error::Denied { reasons });
         }
-        self.deny(action, &target, &reasons, Some(&version)).await?;
-        Err(Error::Denied { reasons })
+        // Allowed by the policy; an admin action also needs a fresh second factor.
+        if self.nova.check_mfa(&self.ctx, action).is_err() {
+            let reason = format!(
+                "`{action}` needs a second factor verified within {} minutes",
+                self.nova.inner.mfa_max_age.as_secs() / 60
+            );
+            self.deny(
+                action,
+                &target,
+                std::slice::from_ref(&reason),
+                Some(&version),
+            )
+            .await?;
+            return Err(Error::MfaRequired);
+        }
+        let decision = Decision { reasons, version };
+        if explanation.used_delegation() {
+            let event = self
+                .event_for(&decision, "policy.delegation_used", action)
+                .resource(&target.resource())
+                .build();
+            self.record_now(event).await?;
+        }
+        Ok(decision)
     }
 
     async fn deny(
@@ -205,14 +240,107 @@ impl Scope {
         Ok(())
     }
 
-    /// An event of this request: tenant, actor, request id, and the reasons of the
-    /// decisions this scope allowed. Add to it and pass it to [`Scope::record`].
+    /// The policy for `action` on `resource_type`, compiled into a SQL predicate over
+    /// `table` for listings (`WHERE ... AND (<filter.sql>)`), with the caller as principal
+    /// and `context.mfa` as in [`Scope::authorize`]. Its parameters start at `$first_param`;
+    /// bind them with [`bind_filter`].
+    ///
+    /// # Errors
+    /// [`Error::Sql`] when the policy cannot be expressed in SQL.
+    pub fn sql_filter(
+        &self,
+        action: &str,
+        resource_type: &str,
+        table: &ResourceTable,
+        first_param: usize,
+    ) -> Result<SqlFilter, Error> {
+        let context =
+            Attrs::authentication(&self.ctx, self.nova.inner.mfa_max_age, SystemTime::now());
+        let user = self.ctx.user().map(|u| u.to_string()).unwrap_or_default();
+        let req = Request::new(action, resource_type)
+            .principal_from(&self.ctx, &user, &self.principal)
+            .context(&context);
+        Ok(self
+            .nova
+            .inner
+            .policy
+            .policy(self.ctx.tenant())
+            .sql_filter(&req, table, first_param)?)
+    }
+
+    /// Appends `event` to the audit log now and waits until it is durable, whatever
+    /// becomes of the transaction: for what happened even if nothing is written (a refused
+    /// or not-found read, an export).
+    ///
+    /// # Errors
+    /// [`Error::Audit`].
+    pub async fn record_now(&self, event: AuditEvent) -> Result<(), Error> {
+        self.nova.inner.audit.append(event).await?;
+        Ok(())
+    }
+
+    /// Records that `action` on `resource` found nothing (or nothing the caller may see)
+    /// and returns [`Error::NotFound`] to answer with: every 404 is in the audit log.
+    pub async fn not_found(&self, action: &str, resource: &str) -> Error {
+        self.refusal(
+            action,
+            resource,
+            "not found",
+            Outcome::Failure,
+            Error::NotFound,
+        )
+        .await
+    }
+
+    /// Records a refusal no policy rule decided (a precondition of the application) with
+    /// its reason, and returns [`Error::Refused`] to answer with (403).
+    pub async fn refuse(&self, action: &str, resource: &str, reason: &str) -> Error {
+        self.refusal(action, resource, reason, Outcome::Denied, Error::Refused)
+            .await
+    }
+
+    async fn refusal(
+        &self,
+        action: &str,
+        resource: &str,
+        reason: &str,
+        outcome: Outcome,
+        answer: Error,
+    ) -> Error {
+        let event = self
+            .event("request.refused", action)
+            .resource(resource)
+            .outcome(outcome)
+            .param("reason", reason)
+            .build();
+        match self.record_now(event).await {
+            Ok(()) => answer,
+            Err(e) => e,
+        }
+    }
+
+    /// An event of this request: tenant, actor, request id. Add to it and pass it to
+    /// [`Scope::record`].
     #[must_use]
     pub fn event(&self, event_type: &str, action: &str) -> AuditEventBuilder {
-        let mut b = AuditEvent::builder(self.ctx.tenant(), event_type, action)
+        AuditEvent::builder(self.ctx.tenant(), event_type, action)
             .actor(&self.actor())
-            .request_id(self.ctx.request_id());
-        for r in &self.reasons {
+            .request_id(self.ctx.request_id())
+    }
+
+    /// [`Scope::event`] for an action `decision` allowed: with the policy's reasons and
+    /// version.
+    #[must_use]
+    pub fn event_for(
+        &self,
+        decision: &Decision,
+        event_type: &str,
+        action: &str,
+    ) -> AuditEventBuilder {
+        let mut b = self
+            .event(event_type, action)
+            .param("policy_version", &decision.version);
+        for r in &decision.reasons {
             b = b.policy(r);
         }
         b
@@ -385,4 +513,37 @@ fn wrong_key(table: &str, column: &str, key: KeyOf) -> Error {
             KeyOf::Subject => "a data subject's key",
         },
     }
+}
+
+/// Binds a [`SqlFilter`]'s parameters, in order, to a query whose other parameters come
+/// first.
+pub fn bind_filter<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    filter: &SqlFilter,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    for p in &filter.params {
+        query = match p {
+            SqlParam::Bool(b) => query.bind(*b),
+            SqlParam::Long(v) => query.bind(*v),
+            SqlParam::Text(t) => query.bind(t.clone()),
+            SqlParam::Bools(v) => query.bind(v.clone()),
+            SqlParam::Longs(v) => query.bind(v.clone()),
+            SqlParam::Texts(v) => query.bind(v.clone()),
+            // A parameter kind this version does not know: bind NULL, which the predicate
+            // treats as no match (fail closed).
+            _ => query.bind(None::<String>),
+        };
+    }
+    query
+}
+
+/// A scope's futures must be `Send`, or no web framework can run its handlers.
+#[allow(dead_code, clippy::let_underscore_future)]
+fn futures_are_send(scope: &mut Scope, attrs: &Attrs) {
+    fn send<T: Send>(_: T) {}
+    send(scope.authorize("a", Target::new("T", attrs)));
+    send(scope.tx());
+    send(scope.seal("t", "c", Uuid::nil(), None, "v"));
+    send(scope.open("t", "c", Uuid::nil(), None));
+    send(scope.record_now(AuditEvent::builder(nova_tenancy::TenantId::new_v4(), "e", "a").build()));
 }

@@ -88,11 +88,18 @@ impl SealedTable {
 pub(crate) struct SealedColumns(HashMap<(String, String), Sealed>);
 
 impl SealedColumns {
-    pub(crate) fn add(&mut self, table: SealedTable) {
+    pub(crate) fn add(&mut self, table: SealedTable) -> Result<(), Error> {
         for c in table.columns {
-            self.0
-                .insert((table.table.clone(), c.column.column().to_owned()), c);
+            let key = (table.table.clone(), c.column.column().to_owned());
+            if self.0.contains_key(&key) {
+                return Err(Error::config(format!(
+                    "sealed column `{}.{}` is declared twice",
+                    key.0, key.1
+                )));
+            }
+            self.0.insert(key, c);
         }
+        Ok(())
     }
 
     pub(crate) fn get(&self, table: &str, column: &str) -> Result<&Sealed, Error> {

@@ -1,5 +1,6 @@
 //! One request end to end against the real PostgreSQL: a `Nova` built from one
-//! configuration file under the production profile (TLS to the server), a request scope
+//! configuration file under the production profile (TLS to the server, its certificate
+//! checked), a request scope
 //! that authorizes, writes, seals, and records its audit event in the same transaction.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -35,7 +36,16 @@ allow member to read, write on Note when resource.department == principal.depart
 
 @id("admins-share")
 allow admin to share on Note;
+
+@id("secret-notes-need-mfa")
+deny * to read on Note when resource.owner == "secret" && !context.mfa;
 "#;
+
+/// A fixed key, as a KMS would give (a key made up in the process is refused by strict
+/// profiles).
+fn test_kek() -> LocalKeyProvider {
+    LocalKeyProvider::from_base64("root", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap()
+}
 
 struct Test;
 impl CredentialVerifier for Test {
@@ -63,7 +73,8 @@ fn config(profile: &str, audit_file: &std::path::Path, extra: &str) -> Config {
         [security]
         profile = "{profile}"
         [security.database]
-        tls = "require"
+        tls = "verify_ca"             # the test server's self-signed certificate as the CA
+        root_cert = "/etc/ssl/certs/ssl-cert-snakeoil.pem"
         [security.mfa]
         max_age_minutes = 15
         admin_actions = ["share"]
@@ -151,7 +162,7 @@ impl Setup {
             )
             .database(self.fx.connect_options(&self.app))
             .nova_database(self.fx.connect_options(&self.nova_login))
-            .kek(Arc::new(LocalKeyProvider::generated("root").unwrap()))
+            .kek(Arc::new(test_kek()))
             .audit_signing_seed(Zeroizing::new([5; 32]))
             .relay_interval(Duration::from_millis(50))
             .build()
@@ -203,13 +214,13 @@ async fn a_write_and_its_event_commit_together_and_a_failed_commit_leaves_no_eve
     let mut scope = nova.scope(member.clone());
     scope.set_principal(dept.clone());
     let note = Attrs::new().with("department", "hr").with("owner", "x");
-    scope
+    let allowed = scope
         .authorize("write", Target::new("Note", &note))
         .await
         .unwrap();
     insert_note(&mut scope, ok_id, "hr", "fine").await;
     let event = scope
-        .event("data.write", "notes.create")
+        .event_for(&allowed, "data.write", "notes.create")
         .resource(&format!("Note/{ok_id}"))
         .build();
     scope.record(event).await.unwrap();
@@ -219,13 +230,13 @@ async fn a_write_and_its_event_commit_together_and_a_failed_commit_leaves_no_eve
     let bad_id = Uuid::new_v4();
     let mut scope = nova.scope(member.clone());
     scope.set_principal(dept.clone());
-    scope
+    let allowed = scope
         .authorize("write", Target::new("Note", &note))
         .await
         .unwrap();
     insert_note(&mut scope, bad_id, "hr", "poison").await;
     let event = scope
-        .event("data.write", "notes.create")
+        .event_for(&allowed, "data.write", "notes.create")
         .resource(&format!("Note/{bad_id}"))
         .build();
     scope.record(event).await.unwrap();
@@ -329,10 +340,15 @@ async fn denials_are_audited_with_their_reasons_and_admin_actions_need_a_fresh_s
         &["admin"],
         Some(now - Duration::from_secs(60)),
     ));
-    scope
+    let allowed = scope
         .authorize("share", Target::new("Note", &note).id("n-3"))
         .await
         .unwrap();
+    assert_eq!(
+        allowed.reasons(),
+        ["allowed by rule `admins-share`"],
+        "{allowed:?}"
+    );
 
     // Every refusal is in the log already (no flush: it was durable before the answer).
     let lines = s.audit_lines("audit.log");
@@ -521,21 +537,14 @@ async fn strict_profiles_refuse_a_missing_kek_a_login_that_skips_rls_and_unsigne
     nova.close().await.unwrap();
 
     // A superuser as the application login: refused, named.
-    let err = s
-        .nova(config("production", &s.dir.join("b.log"), ""))
+    let err = Nova::builder(config("production", &s.dir.join("c.log"), ""))
+        .policy(policy())
+        .database(s.fx.connect_options("postgres"))
+        .nova_database(s.fx.connect_options(&s.nova_login))
+        .kek(Arc::new(test_kek()))
+        .audit_signing_seed(Zeroizing::new([5; 32]))
+        .build()
         .await
-        .map(|_| ())
-        .and(
-            Nova::builder(config("production", &s.dir.join("c.log"), ""))
-                .policy(policy())
-                .database(s.fx.connect_options("postgres"))
-                .nova_database(s.fx.connect_options(&s.nova_login))
-                .kek(Arc::new(LocalKeyProvider::generated("root").unwrap()))
-                .audit_signing_seed(Zeroizing::new([5; 32]))
-                .build()
-                .await
-                .map(|_| ()),
-        )
         .unwrap_err();
     assert!(
         matches!(
@@ -544,12 +553,23 @@ async fn strict_profiles_refuse_a_missing_kek_a_login_that_skips_rls_and_unsigne
         ),
         "{err}"
     );
+    // A KEK made up in this process, handed over in code: refused under production.
+    let err = Nova::builder(config("production", &s.dir.join("e.log"), ""))
+        .policy(policy())
+        .database(s.fx.connect_options(&s.app))
+        .nova_database(s.fx.connect_options(&s.nova_login))
+        .kek(Arc::new(LocalKeyProvider::generated("root").unwrap()))
+        .audit_signing_seed(Zeroizing::new([5; 32]))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("made up in this process"), "{err}");
     // No signing key under a strict profile: refused.
     let err = Nova::builder(config("production", &s.dir.join("d.log"), ""))
         .policy(policy())
         .database(s.fx.connect_options(&s.app))
         .nova_database(s.fx.connect_options(&s.nova_login))
-        .kek(Arc::new(LocalKeyProvider::generated("root").unwrap()))
+        .kek(Arc::new(test_kek()))
         .build()
         .await
         .unwrap_err();
@@ -557,5 +577,143 @@ async fn strict_profiles_refuse_a_missing_kek_a_login_that_skips_rls_and_unsigne
         err.to_string().contains("security.audit.signing_key_env"),
         "{err}"
     );
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_policy_reads_context_mfa_from_the_credential() {
+    let Some(s) = setup("novactxmfa").await else {
+        return;
+    };
+    let nova = s
+        .nova(config("hipaa", &s.dir.join("audit.log"), ""))
+        .await
+        .unwrap();
+    let tenant = TenantId::new_v4();
+    let secret = Attrs::new()
+        .with("department", "hr")
+        .with("owner", "secret");
+    let now = SystemTime::now();
+    for (mfa, allowed) in [
+        (None, false),
+        (Some(now - Duration::from_secs(16 * 60)), false),
+        (Some(now - Duration::from_secs(14 * 60)), true),
+    ] {
+        let mut scope = nova.scope(user(tenant, &["member"], mfa));
+        scope.set_principal(Attrs::new().with("department", "hr"));
+        let got = scope.authorize("read", Target::new("Note", &secret)).await;
+        match (got, allowed) {
+            (Ok(_), true) => {}
+            (Err(Error::Denied { reasons }), false) => {
+                assert!(
+                    reasons.iter().any(|r| r.contains("secret-notes-need-mfa")),
+                    "{reasons:?}"
+                );
+            }
+            (other, _) => panic!("{mfa:?}: {other:?}"),
+        }
+    }
+    nova.close().await.unwrap();
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_row_written_around_nova_is_rejected_not_trusted() {
+    let Some(s) = setup("novaforge").await else {
+        return;
+    };
+    let nova = s
+        .nova(config("production", &s.dir.join("audit.log"), ""))
+        .await
+        .unwrap();
+    let tenant = TenantId::new_v4();
+    // The application login, as an injected statement would: a forged record for its own
+    // tenant (RLS allows the insert), claiming to be an event of another tenant.
+    let forged = nova::audit::AuditEvent::builder(TenantId::new_v4(), "admin.forged", "x").build();
+    let mut scope = nova.scope(user(tenant, &["member"], None));
+    let tx = scope.tx().await.unwrap();
+    sqlx::query("INSERT INTO nova.audit_outbox (tenant_id, record_id, record) VALUES ($1, $2, $3)")
+        .bind(tenant)
+        .bind(Uuid::new_v4())
+        .bind(forged.to_record(&nova::audit::RedactionPolicy::new()))
+        .execute(&mut **tx)
+        .await
+        .unwrap();
+    scope.commit().await.unwrap();
+    nova.flush_audit().await.unwrap();
+    let lines = s.audit_lines("audit.log");
+    assert!(
+        !lines.iter().any(|l| l.contains("admin.forged")),
+        "{lines:?}"
+    );
+    let rejected: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("audit.outbox_record_rejected"))
+        .collect();
+    assert_eq!(rejected.len(), 1, "{lines:?}");
+    assert!(rejected[0].contains(&tenant.to_string()) && rejected[0].contains("does not open"));
+    // A real event still goes through.
+    let mut scope = nova.scope(user(tenant, &["member"], None));
+    let event = scope
+        .event("data.write", "x")
+        .param("note", "a-visible-parameter")
+        .build();
+    scope.record(event).await.unwrap();
+    scope.commit().await.unwrap();
+    nova.close().await.unwrap();
+    let lines = s.audit_lines("audit.log");
+    assert!(
+        lines.iter().any(|l| l.contains("a-visible-parameter")),
+        "the event reached the log"
+    );
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn misspelt_admin_actions_and_twice_declared_columns_are_refused() {
+    let Some(s) = setup("novatypos").await else {
+        return;
+    };
+    let policy = || {
+        PolicyStore::new(
+            Schema::parse(SCHEMA).unwrap(),
+            PolicySet::parse(POLICY).unwrap(),
+        )
+        .unwrap()
+    };
+    let cfg = Config::from_toml(&format!(
+        "[security]\nprofile = \"development\"\n[security.database]\ntls = \"disable\"\n[security.mfa]\nadmin_actions = [\"shrae\"]\n[security.audit]\nfile = \"{}\"",
+        s.dir.join("a.log").display()
+    ))
+    .unwrap();
+    let err = Nova::builder(cfg)
+        .policy(policy())
+        .database(s.fx.connect_options(&s.app))
+        .nova_database(s.fx.connect_options(&s.nova_login))
+        .kek(Arc::new(test_kek()))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("shrae"), "{err}");
+    let err = Nova::builder(config("production", &s.dir.join("b.log"), ""))
+        .policy(policy())
+        .sealed(
+            SealedTable::new("notes")
+                .column("body", KeyOf::Subject)
+                .unwrap(),
+        )
+        .sealed(
+            SealedTable::new("notes")
+                .column("body", KeyOf::Tenant)
+                .unwrap(),
+        )
+        .database(s.fx.connect_options(&s.app))
+        .nova_database(s.fx.connect_options(&s.nova_login))
+        .kek(Arc::new(test_kek()))
+        .audit_signing_seed(Zeroizing::new([5; 32]))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("declared twice"), "{err}");
     s.cleanup().await;
 }

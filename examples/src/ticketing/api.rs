@@ -1,34 +1,29 @@
-//! The HTTP API. Each handler: the caller's verified context (from the guard), a tenant
-//! transaction, the caller's attributes read inside it, a policy decision, the SQL, the
-//! audit event, commit. Refusals say nothing about why; a ticket the caller may not read
-//! is "not found", whether or not it exists.
+//! The HTTP API. Each handler receives a [`Scope`] for the caller the guard verified, reads
+//! the caller's attributes in it, asks the policy, runs its SQL, records its audit event in
+//! the same transaction, and commits. Refusals say nothing about why (the audit log does);
+//! a ticket the caller may not read is "not found", whether or not it exists.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use nova_audit::{AuditEvent, Outcome};
-use nova_auth::{ApiKeyStore, NewApiKey};
-use nova_crypto::{CryptoError, SubjectEnvelope, SubjectHandle};
-use nova_policy::{Attrs, Expr, Grant, Request, ResourceTable, SqlParam, Value};
-use nova_tenancy::privacy::PrivacyError;
-use nova_tenancy::{
-    CredentialVerifier, Role, TenantContext, TenantId, TenantTx, UserId, VerifiedIdentity,
-};
+use nova::auth::{ApiKeyStore, NewApiKey};
+use nova::policy::{Attrs, Expr, Grant, ResourceTable, Value};
+use nova::tenancy::privacy::PrivacyError;
+use nova::tenancy::{Role, TenantContext, TenantId, UserId};
+use nova::{Decision, Scope, Target, bind_filter};
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, PgConnection, Postgres, Row};
+use sqlx::{AssertSqlSafe, Row};
 use uuid::Uuid;
 
-use super::{AppState, Checks, Error, subject};
+use super::{App, Error, subject};
 
-/// The service's routes, over `state` (add the guard layer around it; see [`super::start`]).
-pub fn router(state: Arc<AppState>) -> Router {
+/// The service's routes, over `app` (add [`nova::Nova::guard`] around them; see
+/// [`super::start`]).
+pub fn router(app: App) -> Router {
     Router::new()
         .route("/tickets", get(list_tickets).post(create_ticket))
         .route("/tickets/{id}", get(get_ticket).patch(update_ticket))
@@ -43,7 +38,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/privacy/subjects/{id}/export", get(export_subject))
         .route("/privacy/subjects/{id}/erase", post(erase_subject))
         .route("/privacy/subjects/{id}/consents", post(record_consent))
-        .with_state(state)
+        .with_state(app)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -72,6 +67,19 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<nova::Error> for ApiError {
+    fn from(e: nova::Error) -> Self {
+        match e {
+            // Already in the audit log, with the reasons.
+            nova::Error::Denied { .. } | nova::Error::MfaRequired | nova::Error::Refused => {
+                Self::Forbidden
+            }
+            nova::Error::NotFound => Self::NotFound,
+            e => Self::Internal(Box::new(e)),
+        }
+    }
+}
+
 macro_rules! internal_from {
     ($($t:ty),* $(,)?) => {$(
         impl From<$t> for ApiError {
@@ -83,12 +91,12 @@ macro_rules! internal_from {
 }
 internal_from!(
     sqlx::Error,
-    nova_tenancy::Error,
-    CryptoError,
-    nova_audit::AppendError,
-    nova_auth::AuthError,
-    nova_policy::PolicyError,
-    nova_policy::SqlError,
+    nova::tenancy::Error,
+    nova::tenancy::NameError,
+    nova::crypto::CryptoError,
+    nova::auth::AuthError,
+    nova::policy::PolicyError,
+    nova::policy::SqlError,
     serde_json::Error,
 );
 
@@ -116,279 +124,53 @@ impl std::error::Error for ApiError {}
 // ---------------------------------------------------------------------------------------
 // The caller
 
-/// Stands in for a credential check in the unguarded baseline only.
-struct Unchecked;
-
-impl CredentialVerifier for Unchecked {
-    fn verifier_name(&self) -> &'static str {
-        "ticketing/unchecked-baseline"
-    }
-}
-
-/// The caller: with checks on, the context the guard verified; in the baseline, whatever
-/// the `x-tenant-id`, `x-user-id` and `x-roles` headers claim.
-pub(crate) struct Caller(pub(crate) TenantContext);
-
-impl FromRequestParts<Arc<AppState>> for Caller {
-    type Rejection = StatusCode;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, Self::Rejection> {
-        if state.checks == Checks::On {
-            return parts
-                .extensions
-                .get::<TenantContext>()
-                .cloned()
-                .map(Self)
-                .ok_or(StatusCode::UNAUTHORIZED);
-        }
-        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-        let tenant: TenantId = header("x-tenant-id")
-            .and_then(|t| t.parse().ok())
-            .ok_or(StatusCode::UNAUTHORIZED)?;
-        let user: UserId = header("x-user-id")
-            .and_then(|t| t.parse().ok())
-            .ok_or(StatusCode::UNAUTHORIZED)?;
-        let roles: Vec<Role> = header("x-roles")
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|r| Role::new(r.trim()).ok())
-            .collect();
-        Ok(Self(TenantContext::from_verified(
-            &Unchecked,
-            VerifiedIdentity::new(tenant).user(user).roles(roles),
-        )))
-    }
-}
-
-impl Caller {
-    fn tenant(&self) -> Uuid {
-        *self.0.tenant().as_uuid()
-    }
-
-    fn user_id(&self) -> Option<Uuid> {
-        self.0.user().map(|u| *u.as_uuid())
-    }
-
-    fn user_text(&self) -> String {
-        self.user_id().map(|u| u.to_string()).unwrap_or_default()
-    }
-
-    fn actor(&self) -> String {
-        match self.0.user() {
-            Some(u) if self.0.has_role("service") => format!("service:{u}"),
-            Some(u) => format!("user:{u}"),
-            None => "service".into(),
-        }
-    }
-
-    fn event(&self, event_type: &str, action: &str, resource: &str) -> AuditEvent {
-        AuditEvent::builder(self.0.tenant(), event_type, action)
-            .actor(&self.actor())
-            .resource(resource)
-            .request_id(self.0.request_id())
-            .build()
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Transactions
-
-/// The caller's attributes for the policy, and its queues for the baseline's SQL.
-pub(crate) struct Principal {
-    attrs: Attrs,
-    queues: Vec<String>,
-}
-
-impl std::ops::Deref for Principal {
-    type Target = Attrs;
-
-    fn deref(&self) -> &Attrs {
-        &self.attrs
-    }
-}
-
-/// A tenant transaction (checks on) or a plain one (the baseline).
-pub(crate) enum Db {
-    Tenant(TenantTx),
-    Plain(sqlx::Transaction<'static, Postgres>),
-}
-
-impl Db {
-    pub(crate) fn conn(&mut self) -> &mut PgConnection {
-        match self {
-            Self::Tenant(t) => t,
-            Self::Plain(t) => t,
-        }
-    }
-
-    pub(crate) async fn commit(self) -> ApiResult<()> {
-        match self {
-            Self::Tenant(t) => t.commit().await?,
-            Self::Plain(t) => t.commit().await?,
-        }
-        Ok(())
-    }
-}
-
-impl AppState {
-    pub(crate) async fn begin(&self, caller: &Caller) -> ApiResult<Db> {
-        Ok(match self.checks {
-            Checks::On => Db::Tenant(self.tenants.begin(&caller.0).await?),
-            Checks::Off => Db::Plain(
-                self.plain
-                    .as_ref()
-                    .ok_or_else(|| ApiError::Internal("no baseline pool".into()))?
-                    .begin()
-                    .await?,
-            ),
-        })
-    }
-
-    fn table(&self, name: &str) -> String {
-        format!("{}.{name}", self.names.app)
-    }
-
-    /// The caller's attributes, read in the caller's transaction. A person must have a
-    /// (not erased) user row in the tenant; a service account has no attributes.
-    async fn principal(&self, db: &mut Db, caller: &Caller) -> ApiResult<Principal> {
-        if caller.0.has_role("service") {
-            return Ok(Principal {
-                attrs: Attrs::new()
-                    .with("department", "")
-                    .with("queues", Value::strings::<_, &str>([])),
-                queues: Vec::new(),
-            });
-        }
-        let user = caller.user_id().ok_or(ApiError::Forbidden)?;
-        let sql = format!(
-            "SELECT department, queues FROM {} WHERE tenant_id = $1 AND id = $2 AND erased_at IS NULL",
-            self.table("users")
+/// Reads the caller's attributes for the policy in the caller's transaction. A person must
+/// have a (not erased) user row in the tenant; a service account has no attributes.
+async fn principal(app: &App, scope: &mut Scope) -> ApiResult<()> {
+    let ctx = scope.context().clone();
+    if ctx.has_role("service") {
+        scope.set_principal(
+            Attrs::new()
+                .with("department", "")
+                .with("queues", Value::strings::<_, &str>([])),
         );
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(caller.tenant())
-            .bind(user)
-            .fetch_optional(db.conn())
-            .await?
-            .ok_or(ApiError::Forbidden)?;
-        let department: String = row.try_get(0)?;
-        let queues: Vec<String> = row.try_get(1)?;
-        Ok(Principal {
-            attrs: Attrs::new()
-                .with("department", department)
-                .with("queues", Value::strings(queues.iter().map(String::as_str))),
-            queues,
-        })
+        return Ok(());
     }
-
-    /// A policy decision for the caller, reported to the audit hook when denied. Always
-    /// allowed in the baseline.
-    fn allowed(
-        &self,
-        caller: &Caller,
-        principal: &Attrs,
-        action: &str,
-        resource_type: &str,
-        resource: &Attrs,
-    ) -> bool {
-        if self.checks == Checks::Off {
-            return true;
-        }
-        let user = caller.user_text();
-        // `context.mfa` from the credential: a second factor no older than the configured
-        // maximum (`auth_time` and `amr` in the token).
-        let context =
-            Attrs::authentication(&caller.0, self.mfa_max_age, std::time::SystemTime::now());
-        let req = Request::new(action, resource_type)
-            .principal_from(&caller.0, &user, principal)
-            .resource(resource)
-            .context(&context);
-        self.policy.authorize(&caller.0, &req).is_allowed()
-    }
-
-    /// Appends `event` and waits until it is durable; with checks off, nothing.
-    async fn audit(&self, event: AuditEvent) -> ApiResult<()> {
-        if self.checks == Checks::On {
-            self.audit.append(event).await?;
-        }
-        Ok(())
-    }
-
-    async fn ensure_tenant_keys(&self, tenant: TenantId) -> ApiResult<()> {
-        if self.keyring.tenant_key_version(tenant)?.is_none() {
-            self.keyring.provision_tenant(tenant).await?;
-        }
-        Ok(())
-    }
-
-    /// Seals `value` for `subject` (checks on), or stores it as it is (baseline).
-    async fn seal(
-        &self,
-        caller: &Caller,
-        subject: Uuid,
-        column: &nova_crypto::Column,
-        row: Uuid,
-        value: &str,
-    ) -> ApiResult<String> {
-        if self.checks == Checks::Off {
-            return Ok(value.to_owned());
-        }
-        self.ensure_tenant_keys(caller.0.tenant()).await?;
-        let env = self
-            .subjects
-            .seal(&caller.0, subject, &column.row(row), value.as_bytes())
-            .await?;
-        Ok(env.to_text())
-    }
-
-    /// Resolves the keys of `subjects` once each, for a request that opens their fields
-    /// (none with checks off).
-    async fn handles(
-        &self,
-        caller: &Caller,
-        subjects: impl IntoIterator<Item = Uuid>,
-    ) -> ApiResult<HashMap<Uuid, SubjectHandle>> {
-        let mut out = HashMap::new();
-        if self.checks == Checks::On {
-            for subject in subjects {
-                if let std::collections::hash_map::Entry::Vacant(e) = out.entry(subject) {
-                    e.insert(self.subjects.handle(&caller.0, subject).await?);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Opens a sealed value: `None` when its subject was erased.
-    fn open(
-        &self,
-        handles: &HashMap<Uuid, SubjectHandle>,
-        subject: Uuid,
-        column: &nova_crypto::Column,
-        row: Uuid,
-        stored: Option<String>,
-    ) -> ApiResult<Option<String>> {
-        let Some(stored) = stored else {
-            return Ok(None);
-        };
-        if self.checks == Checks::Off {
-            return Ok(Some(stored));
-        }
-        let handle = handles
-            .get(&subject)
-            .ok_or_else(|| ApiError::Internal("subject key not resolved".into()))?;
-        let env = SubjectEnvelope::from_text(&stored).map_err(CryptoError::from)?;
-        match handle.open(&column.row(row), &env) {
-            Ok(plain) => Ok(Some(
-                String::from_utf8(secrecy::ExposeSecret::expose_secret(&plain).to_vec())
-                    .map_err(|_| ApiError::Internal("sealed value is not UTF-8".into()))?,
-            )),
-            Err(CryptoError::KeyDestroyed) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
+    let Some(user) = ctx.user() else {
+        return Err(ApiError::from(
+            scope
+                .refuse("principal", "users", "no user in the credential")
+                .await,
+        ));
+    };
+    let sql = format!(
+        "SELECT department, queues FROM {} WHERE tenant_id = $1 AND id = $2 AND erased_at IS NULL",
+        app.table("users")
+    );
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(ctx.tenant())
+        .bind(user)
+        .fetch_optional(&mut **scope.tx().await?)
+        .await?;
+    let Some(row) = row else {
+        return Err(ApiError::from(
+            scope
+                .refuse(
+                    "principal",
+                    &format!("users/{user}"),
+                    "no such user in the tenant",
+                )
+                .await,
+        ));
+    };
+    let department: String = row.try_get(0)?;
+    let queues: Vec<String> = row.try_get(1)?;
+    scope.set_principal(
+        Attrs::new()
+            .with("department", department)
+            .with("queues", Value::strings(queues.iter().map(String::as_str))),
+    );
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -411,12 +193,13 @@ fn ticket_attrs(queue: &str, department: &str, priority: i64) -> Attrs {
         .with("priority", priority)
 }
 
-fn tenant_attrs() -> Attrs {
-    Attrs::new().with("plan", "standard")
-}
-
-fn subject_attrs() -> Attrs {
-    Attrs::new().with("kind", "user")
+/// Checks `action` on the tenant itself (administration) or a data subject.
+async fn authorize_on(scope: &mut Scope, action: &str, kind: &str) -> ApiResult<Decision> {
+    let attrs = match kind {
+        "Tenant" => Attrs::new().with("plan", "standard"),
+        _ => Attrs::new().with("kind", "user"),
+    };
+    Ok(scope.authorize(action, Target::new(kind, &attrs)).await?)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -434,8 +217,8 @@ struct NewTicket {
 }
 
 async fn create_ticket(
-    State(s): State<Arc<AppState>>,
-    caller: Caller,
+    State(app): State<App>,
+    mut scope: Scope,
     Json(t): Json<NewTicket>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     if !name_ok(&t.queue) || !name_ok(&t.department) {
@@ -448,33 +231,33 @@ async fn create_ticket(
             "priority 1-5, title and body not empty",
         ));
     }
-    let mut db = s.begin(&caller).await?;
-    let me = s.principal(&mut db, &caller).await?;
+    principal(&app, &mut scope).await?;
     let res = ticket_attrs(&t.queue, &t.department, i64::from(t.priority));
-    if !s.allowed(&caller, &me, "create", "Ticket", &res) {
-        return Err(ApiError::Forbidden);
-    }
+    let allowed = scope
+        .authorize("create", Target::new("Ticket", &res))
+        .await?;
+    let tenant = scope.context().tenant();
     let requester_known: Option<i32> = sqlx::query_scalar(AssertSqlSafe(format!(
         "SELECT 1 FROM {} WHERE tenant_id = $1 AND id = $2 AND erased_at IS NULL",
-        s.table("users")
+        app.table("users")
     )))
-    .bind(caller.tenant())
+    .bind(tenant)
     .bind(t.requester_id)
-    .fetch_optional(db.conn())
+    .fetch_optional(&mut **scope.tx().await?)
     .await?;
     if requester_known.is_none() {
         return Err(ApiError::BadRequest("unknown requester"));
     }
     let id = Uuid::new_v4();
-    let body = s
-        .seal(&caller, t.requester_id, &s.cols.ticket_body, id, &t.body)
+    let body = scope
+        .seal("tickets", "body", id, Some(t.requester_id), &t.body)
         .await?;
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO {} (tenant_id, id, queue, department, priority, requester_id, title, body) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        s.table("tickets")
+        app.table("tickets")
     )))
-    .bind(caller.tenant())
+    .bind(tenant)
     .bind(id)
     .bind(&t.queue)
     .bind(&t.department)
@@ -482,17 +265,20 @@ async fn create_ticket(
     .bind(t.requester_id)
     .bind(&t.title)
     .bind(&body)
-    .execute(db.conn())
+    .execute(&mut **scope.tx().await?)
     .await?;
-    s.audit(caller.event("data.write", "tickets.create", &format!("tickets/{id}")))
-        .await?;
-    db.commit().await?;
+    let event = scope
+        .event_for(&allowed, "data.write", "tickets.create")
+        .resource(&format!("tickets/{id}"))
+        .build();
+    scope.record(event).await?;
+    scope.commit().await?;
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
 }
 
 fn ticket_json(row: &PgRow) -> ApiResult<serde_json::Value> {
     Ok(json!({
-        "tenant_id": row.try_get::<Uuid, _>("tenant_id")?,
+        "tenant_id": row.try_get::<TenantId, _>("tenant_id")?,
         "id": row.try_get::<Uuid, _>("id")?,
         "queue": row.try_get::<String, _>("queue")?,
         "department": row.try_get::<String, _>("department")?,
@@ -502,73 +288,28 @@ fn ticket_json(row: &PgRow) -> ApiResult<serde_json::Value> {
     }))
 }
 
-fn bind_param<'q>(
-    q: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
-    p: &SqlParam,
-) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
-    match p {
-        SqlParam::Bool(b) => q.bind(*b),
-        SqlParam::Long(v) => q.bind(*v),
-        SqlParam::Text(t) => q.bind(t.clone()),
-        SqlParam::Bools(v) => q.bind(v.clone()),
-        SqlParam::Longs(v) => q.bind(v.clone()),
-        SqlParam::Texts(v) => q.bind(v.clone()),
-        _ => q,
-    }
-}
-
 const TICKET_COLUMNS: &str =
     "t.tenant_id, t.id, t.queue, t.department, t.priority, t.status, t.title";
 
 /// Lists the tickets the caller may read: the policy, compiled into the `WHERE` clause,
 /// under the tenant's row-level security.
 async fn list_tickets(
-    State(s): State<Arc<AppState>>,
-    caller: Caller,
+    State(app): State<App>,
+    mut scope: Scope,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let mut db = s.begin(&caller).await?;
-    let me = s.principal(&mut db, &caller).await?;
-    let rows = if s.checks == Checks::On {
-        // Built before any await: a request borrows attributes that are not `Send`.
-        let filter = {
-            let user = caller.user_text();
-            let context =
-                Attrs::authentication(&caller.0, s.mfa_max_age, std::time::SystemTime::now());
-            let req = Request::new("read", "Ticket")
-                .principal_from(&caller.0, &user, &me.attrs)
-                .context(&context);
-            s.policy.policy(caller.0.tenant()).sql_filter(
-                &req,
-                &ResourceTable::new().alias("t")?,
-                2,
-            )?
-        };
-        let sql = format!(
-            "SELECT {TICKET_COLUMNS} FROM {} t WHERE t.tenant_id = $1 AND ({}) \
-             ORDER BY t.created_at DESC LIMIT 50",
-            s.table("tickets"),
-            filter.sql
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(caller.tenant());
-        for p in &filter.params {
-            q = bind_param(q, p);
-        }
-        q.fetch_all(db.conn()).await?
-    } else {
-        // The baseline's hand-written equivalent of the agents' rule.
-        let queues = &me.queues;
-        let sql = format!(
-            "SELECT {TICKET_COLUMNS} FROM {} t WHERE t.tenant_id = $1 AND t.queue = ANY($2) \
-             ORDER BY t.created_at DESC LIMIT 50",
-            s.table("tickets")
-        );
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(caller.tenant())
-            .bind(queues)
-            .fetch_all(db.conn())
-            .await?
-    };
-    db.commit().await?;
+    principal(&app, &mut scope).await?;
+    let filter = scope.sql_filter("read", "Ticket", &ResourceTable::new().alias("t")?, 2)?;
+    let sql = format!(
+        "SELECT {TICKET_COLUMNS} FROM {} t WHERE t.tenant_id = $1 AND ({}) \
+         ORDER BY t.created_at DESC LIMIT 50",
+        app.table("tickets"),
+        filter.sql
+    );
+    let tenant = scope.context().tenant();
+    let rows = bind_filter(sqlx::query(AssertSqlSafe(sql)).bind(tenant), &filter)
+        .fetch_all(&mut **scope.tx().await?)
+        .await?;
+    scope.commit().await?;
     let tickets = rows
         .iter()
         .map(ticket_json)
@@ -577,86 +318,77 @@ async fn list_tickets(
 }
 
 /// Reads a ticket row and checks `action` on it; "not found" when it is absent or the
-/// caller may not act on it, so that existence does not leak.
+/// caller may not act on it, so that existence does not leak (the log says which).
 async fn ticket_for(
-    s: &AppState,
-    db: &mut Db,
-    caller: &Caller,
-    me: &Attrs,
+    app: &App,
+    scope: &mut Scope,
     id: Uuid,
     action: &str,
-) -> ApiResult<PgRow> {
+) -> ApiResult<(PgRow, Decision)> {
     let sql = format!(
         "SELECT {TICKET_COLUMNS}, t.body, t.requester_id FROM {} t \
          WHERE t.tenant_id = $1 AND t.id = $2",
-        s.table("tickets")
+        app.table("tickets")
     );
+    let tenant = scope.context().tenant();
     let row = sqlx::query(AssertSqlSafe(sql))
-        .bind(caller.tenant())
+        .bind(tenant)
         .bind(id)
-        .fetch_optional(db.conn())
-        .await?
-        .ok_or(ApiError::NotFound)?;
+        .fetch_optional(&mut **scope.tx().await?)
+        .await?;
+    let resource = format!("tickets/{id}");
+    let Some(row) = row else {
+        return Err(ApiError::from(scope.not_found(action, &resource).await));
+    };
     let res = ticket_attrs(
         row.try_get("queue")?,
         row.try_get("department")?,
         i64::from(row.try_get::<i32, _>("priority")?),
     );
-    if s.allowed(caller, me, action, "Ticket", &res) {
-        Ok(row)
-    } else {
-        Err(ApiError::NotFound)
+    let id_text = id.to_string();
+    match scope
+        .authorize(action, Target::new("Ticket", &res).id(&id_text))
+        .await
+    {
+        Ok(decision) => Ok((row, decision)),
+        Err(nova::Error::Denied { .. } | nova::Error::MfaRequired) => Err(ApiError::NotFound),
+        Err(e) => Err(e.into()),
     }
 }
 
 async fn get_ticket(
-    State(s): State<Arc<AppState>>,
-    caller: Caller,
+    State(app): State<App>,
+    mut scope: Scope,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let mut db = s.begin(&caller).await?;
-    let me = s.principal(&mut db, &caller).await?;
-    let row = ticket_for(&s, &mut db, &caller, &me, id, "read").await?;
-    let requester: Uuid = row.try_get("requester_id")?;
+    principal(&app, &mut scope).await?;
+    let (row, _) = ticket_for(&app, &mut scope, id, "read").await?;
+    let tenant = scope.context().tenant();
     let comments = sqlx::query(AssertSqlSafe(format!(
         "SELECT id, author_id, body FROM {} WHERE tenant_id = $1 AND ticket_id = $2 \
          ORDER BY created_at, id",
-        s.table("comments")
+        app.table("comments")
     )))
-    .bind(caller.tenant())
+    .bind(tenant)
     .bind(id)
-    .fetch_all(db.conn())
+    .fetch_all(&mut **scope.tx().await?)
     .await?;
-    db.commit().await?;
-    // One key lookup per person whose text is on the page.
-    let mut people = vec![requester];
-    for c in &comments {
-        people.push(c.try_get("author_id")?);
-    }
-    let handles = s.handles(&caller, people).await?;
     let mut ticket = ticket_json(&row)?;
-    let body = s.open(
-        &handles,
-        requester,
-        &s.cols.ticket_body,
-        id,
-        row.try_get("body")?,
-    )?;
-    ticket["requester_id"] = json!(requester);
-    ticket["body"] = json!(body);
+    ticket["requester_id"] = json!(row.try_get::<Uuid, _>("requester_id")?);
+    let body: Option<String> = row.try_get("body")?;
+    ticket["body"] = json!(scope.open("tickets", "body", id, body.as_deref()).await?);
     let mut out = Vec::with_capacity(comments.len());
     for c in &comments {
-        let (cid, author): (Uuid, Uuid) = (c.try_get("id")?, c.try_get("author_id")?);
-        let body = s.open(
-            &handles,
-            author,
-            &s.cols.comment_body,
-            cid,
+        let (cid, author, body): (Uuid, Uuid, Option<String>) = (
+            c.try_get("id")?,
+            c.try_get("author_id")?,
             c.try_get("body")?,
-        )?;
+        );
+        let body = scope.open("comments", "body", cid, body.as_deref()).await?;
         out.push(json!({ "id": cid, "author_id": author, "body": body }));
     }
     ticket["comments"] = json!(out);
+    scope.commit().await?;
     Ok(Json(ticket))
 }
 
@@ -668,8 +400,8 @@ struct TicketChange {
 }
 
 async fn update_ticket(
-    State(s): State<Arc<AppState>>,
-    caller: Caller,
+    State(app): State<App>,
+    mut scope: Scope,
     Path(id): Path<Uuid>,
     Json(change): Json<TicketChange>,
 ) -> ApiResult<StatusCode> {
@@ -681,33 +413,37 @@ async fn update_ticket(
     if change.priority.is_some_and(|p| !(1..=5).contains(&p)) {
         return Err(ApiError::BadRequest("priority 1-5"));
     }
-    let mut db = s.begin(&caller).await?;
-    let me = s.principal(&mut db, &caller).await?;
-    let row = ticket_for(&s, &mut db, &caller, &me, id, "update").await?;
+    principal(&app, &mut scope).await?;
+    let (row, _) = ticket_for(&app, &mut scope, id, "update").await?;
     // The ticket as it would be after the change must be allowed too.
     let after = ticket_attrs(
         row.try_get("queue")?,
         row.try_get("department")?,
         i64::from(change.priority.unwrap_or(row.try_get("priority")?)),
     );
-    if !s.allowed(&caller, &me, "update", "Ticket", &after) {
-        return Err(ApiError::Forbidden);
-    }
+    let id_text = id.to_string();
+    let allowed = scope
+        .authorize("update", Target::new("Ticket", &after).id(&id_text))
+        .await?;
+    let tenant = scope.context().tenant();
     sqlx::query(AssertSqlSafe(format!(
         "UPDATE {} SET status = coalesce($3, status), priority = coalesce($4, priority), \
          closed_at = CASE WHEN $3 = 'closed' THEN now() ELSE closed_at END \
          WHERE tenant_id = $1 AND id = $2",
-        s.table("tickets")
+        app.table("tickets")
     )))
-    .bind(caller.tenant())
+    .bind(tenant)
     .bind(id)
     .bind(change.status.as_deref())
     .bind(change.priority)
-    .execute(db.conn())
+    .execute(&mut **scope.tx().await?)
     .await?;
-    s.audit(caller.event("data.write", "tickets.update", &format!("tickets/{id}")))
-        .await?;
-    db.commit().await?;
+    let event = scope
+        .event_for(&allowed, "data.write", "tickets.update")
+        .resource(&format!("tickets/{id}"))
+        .build();
+    scope.record(event).await?;
+    scope.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -718,43 +454,49 @@ struct NewComment {
 }
 
 async fn add_comment(
-    State(s): State<Arc<AppState>>,
-    caller: Caller,
+    State(app): State<App>,
+    mut scope: Scope,
     Path(ticket): Path<Uuid>,
     Json(c): Json<NewComment>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     if !text_ok(&c.body, 10_000) {
         return Err(ApiError::BadRequest("body: 1-10000 bytes"));
     }
-    let author = match caller.user_id() {
-        Some(u) if !caller.0.has_role("service") => u,
-        _ => return Err(ApiError::Forbidden),
+    let author = match scope.context().user() {
+        Some(u) if !scope.context().has_role("service") => *u.as_uuid(),
+        _ => {
+            let resource = format!("tickets/{ticket}");
+            return Err(ApiError::from(
+                scope
+                    .refuse("comment", &resource, "only people comment")
+                    .await,
+            ));
+        }
     };
-    let mut db = s.begin(&caller).await?;
-    let me = s.principal(&mut db, &caller).await?;
-    ticket_for(&s, &mut db, &caller, &me, ticket, "comment").await?;
+    principal(&app, &mut scope).await?;
+    let (_, allowed) = ticket_for(&app, &mut scope, ticket, "comment").await?;
     let id = Uuid::new_v4();
-    let body = s
-        .seal(&caller, author, &s.cols.comment_body, id, &c.body)
+    let body = scope
+        .seal("comments", "body", id, Some(author), &c.body)
         .await?;
+    let tenant = scope.context().tenant();
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO {} (tenant_id, id, ticket_id, author_id, body) VALUES ($1, $2, $3, $4, $5)",
-        s.table("comments")
+        app.table("comments")
     )))
-    .bind(caller.tenant())
+    .bind(tenant)
     .bind(id)
     .bind(ticket)
     .bind(author)
     .bind(&body)
-    .execute(db.conn())
+    .execute(&mut **scope.tx().await?)
     .await?;
-    s.audit(caller.event(
-        "data.write",
-        "comments.create",
-        &format!("tickets/{ticket}/comments/{id}"),
-    ))
-    .await?;
-    db.commit().await?;
+    let event = scope
+        .event_for(&allowed, "data.write", "comments.create")
+        .resource(&format!("tickets/{ticket}/comments/{id}"))
+        .build();
+    scope.record(event).await?;
+    scope.commit().await?;
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
 }
 
@@ -772,8 +514,8 @@ struct NewUser {
 }
 
 async fn create_user(
-    State(s): State<Arc<AppState>>,
-    caller: Caller,
+    State(app): State<App>,
+    mut scope: Scope,
     Json(u): Json<NewUser>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     if !text_ok(&u.email, 254) || !u.email.contains('@') || !text_ok(&u.name, 200) {
@@ -788,11 +530,8 @@ async fn create_user(
     ) {
         return Err(ApiError::BadRequest("role"));
     }
-    let mut db = s.begin(&caller).await?;
-    let me = s.principal(&mut db, &caller).await?;
-    if !s.allowed(&caller, &me, "manage", "Tenant", &tenant_attrs()) {
-        return Err(ApiError::Forbidden);
-    }
+    principal(&app, &mut scope).await?;
+    let allowed = authorize_on(&mut scope, "manage", "Tenant").await?;
     let queues: Vec<&str> = u.queues.iter().map(String::as_str).collect();
     let spec = UserSpec {
         email: &u.email,
@@ -801,10 +540,8 @@ async fn create_user(
         queues: &queues,
         role: &u.role,
     };
-    let id = insert_user(&s, &caller, &mut db, &spec).await?;
-    s.audit(caller.event("data.write", "users.create", &format!("users/{id}")))
-        .await?;
-    db.commit().await?;
+    let id = insert_user(&app, &mut scope, &spec, Some(&allowed), "users.create").await?;
+    scope.commit().await?;
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
 }
 
@@ -836,31 +573,25 @@ impl std::fmt::Debug for UserSpec<'_> {
 }
 
 async fn insert_user(
-    s: &AppState,
-    caller: &Caller,
-    db: &mut Db,
+    app: &App,
+    scope: &mut Scope,
     u: &UserSpec<'_>,
+    allowed: Option<&Decision>,
+    action: &str,
 ) -> ApiResult<Uuid> {
     let id = Uuid::new_v4();
-    let (email, name) = (
-        s.seal(caller, id, &s.cols.email, id, u.email).await?,
-        s.seal(caller, id, &s.cols.name, id, u.name).await?,
-    );
-    let index = match s.checks {
-        Checks::On => Some(
-            s.keyring
-                .blind_index(&caller.0, &s.cols.email, u.email)?
-                .as_bytes()
-                .to_vec(),
-        ),
-        Checks::Off => None,
-    };
+    let email = scope.seal("users", "email", id, Some(id), u.email).await?;
+    let name = scope
+        .seal("users", "display_name", id, Some(id), u.name)
+        .await?;
+    let index = scope.blind_index("users", "email", u.email).await?;
+    let tenant = scope.context().tenant();
     sqlx::query(AssertSqlSafe(format!(
         "INSERT INTO {} (tenant_id, id, display_name, email, email_index, department, queues, role) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        s.table("users")
+        app.table("users")
     )))
-    .bind(caller.tenant())
+    .bind(tenant)
     .bind(id)
     .bind(&name)
     .bind(&email)
@@ -868,27 +599,31 @@ async fn insert_user(
     .bind(u.department)
     .bind(u.queues)
     .bind(u.role)
-    .execute(db.conn())
+    .execute(&mut **scope.tx().await?)
     .await?;
+    let event = match allowed {
+        Some(d) => scope.event_for(d, "data.write", action),
+        None => scope.event("admin.onboard", action),
+    }
+    .resource(&format!("users/{id}"))
+    .build();
+    scope.record(event).await?;
     Ok(id)
 }
 
 /// Adds a user with no caller — the first admin of a new tenant, or seed data — through a
-/// system context (which Nova reports), and records it in the audit log.
+/// system context (which Nova reports), with its audit event in the same transaction.
 ///
 /// # Errors
 /// Database, key and audit errors.
-pub async fn onboard_user(
-    s: &AppState,
-    tenant: TenantId,
-    spec: &UserSpec<'_>,
-) -> Result<Uuid, Error> {
-    let caller = Caller(TenantContext::system(tenant, "ticketing: onboarding")?);
-    let mut db = s.begin(&caller).await?;
-    let id = insert_user(s, &caller, &mut db, spec).await?;
-    s.audit(caller.event("admin.onboard", "users.onboard", &format!("users/{id}")))
-        .await?;
-    db.commit().await?;
+pub async fn onboard_user(app: &App, tenant: TenantId, spec: &UserSpec<'_>) -> Result<Uuid, Error> {
+    let mut scope = app
+        .nova
+        .scope(TenantContext::system(tenant, "ticketing: onboarding")?);
+    let id = insert_user(app, &mut scope, spec, None, "users.onboard")
+        .await
+        .map_err(|e| -> Error { Box::new(e) })?;
+    scope.commit().await?;
     Ok(id)
 }
 
@@ -899,28 +634,26 @@ struct ByEmail {
 
 /// Finds users by email through the blind index: the server never sees the emails.
 async fn lookup_user(
-    State(s): State<Arc<AppState>>,
-    caller: Caller,
+    State(app): State<App>,
+    mut scope: Scope,
     Query(q): Query<ByEmail>,
 ) -> ApiResult<Json<serde_json::Value>> {
     if !text_ok(&q.email, 254) {
         return Err(ApiError::BadRequest("email"));
     }
-    let mut db = s.begin(&caller).await?;
-    let me = s.principal(&mut db, &caller).await?;
-    if !s.allowed(&caller, &me, "manage", "Tenant", &tenant_attrs()) {
-        return Err(ApiError::Forbidden);
-    }
-    let index = s.keyring.blind_index(&caller.0, &s.cols.email, &q.email)?;
+    principal(&app, &mut scope).await?;
+    let _allowed = authorize_on(&mut scope, "manage", "Tenant").await?;
+    let index = scope.blind_index("users", "email", &q.email).await?;
+    let tenant = scope.context().tenant();
     let rows = sqlx::query(AssertSqlSafe(format!(
         "SELECT id, department, role FROM {} WHERE tenant_id = $1 AND email_index = $2",
-        s.table("users")
+        app.table("users")
     )))
-    .bind(caller.tenant())
-    .bind(index.as_bytes())
-    .fetch_all(db.conn())
+    .bind(tenant)
+    .bind(index)
+    .fetch_all(&mut **scope.tx().await?)
     .await?;
-    db.commit().await?;
+    scope.commit().await?;
     let users = rows
         .iter()
         .map(|r| {
@@ -937,31 +670,31 @@ async fn lookup_user(
 // ---------------------------------------------------------------------------------------
 // Administration
 
-async fn admin_check(s: &AppState, caller: &Caller) -> ApiResult<()> {
-    let mut db = s.begin(caller).await?;
-    let me = s.principal(&mut db, caller).await?;
-    db.commit().await?;
-    if s.allowed(caller, &me, "manage", "Tenant", &tenant_attrs()) {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden)
-    }
+/// The caller's attributes and a decision on `action` for `kind`, in a transaction that
+/// ends here: for handlers whose work is outside the tenant's tables.
+async fn check(app: &App, scope: &mut Scope, action: &str, kind: &str) -> ApiResult<Decision> {
+    principal(app, scope).await?;
+    authorize_on(scope, action, kind).await
 }
 
 /// Creates an API key for a new service account of the caller's tenant.
 async fn create_api_key(
-    State(s): State<Arc<AppState>>,
-    caller: Caller,
+    State(app): State<App>,
+    mut scope: Scope,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    admin_check(&s, &caller).await?;
-    let spec = NewApiKey::new(caller.0.tenant(), UserId::new_v4(), Role::new("service")?);
-    let (key_id, secret) = s.api_keys.create(spec).await?;
-    s.audit(caller.event(
-        "admin.api_key_created",
-        "api_keys.create",
-        &format!("api-keys/{key_id}"),
-    ))
-    .await?;
+    let allowed = check(&app, &mut scope, "manage", "Tenant").await?;
+    let spec = NewApiKey::new(
+        scope.context().tenant(),
+        UserId::new_v4(),
+        Role::new("service")?,
+    );
+    let (key_id, secret) = app.nova.api_keys().create(spec).await?;
+    let event = scope
+        .event_for(&allowed, "admin.api_key_created", "api_keys.create")
+        .resource(&format!("api-keys/{key_id}"))
+        .build();
+    scope.record(event).await?;
+    scope.commit().await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "key_id": key_id, "secret": secret.expose() })),
@@ -969,33 +702,33 @@ async fn create_api_key(
 }
 
 async fn revoke_api_key(
-    State(s): State<Arc<AppState>>,
-    caller: Caller,
+    State(app): State<App>,
+    mut scope: Scope,
     Path(key_id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    admin_check(&s, &caller).await?;
+    let allowed = check(&app, &mut scope, "manage", "Tenant").await?;
     // Another tenant's key is "not found", like a key that does not exist.
-    let record = s
-        .api_keys
+    let tenant = scope.context().tenant();
+    let keys = app.nova.api_keys();
+    let Some(record) = keys
         .store()
         .get(&key_id)
         .await?
-        .filter(|r| r.tenant == caller.0.tenant())
-        .ok_or(ApiError::NotFound)?;
-    s.api_keys.revoke(&record.key_id).await?;
-    s.audit(caller.event(
-        "admin.api_key_revoked",
-        "api_keys.revoke",
-        &format!("api-keys/{key_id}"),
-    ))
-    .await?;
+        .filter(|r| r.tenant == tenant)
+    else {
+        let resource = format!("api-keys/{key_id}");
+        return Err(ApiError::from(
+            scope.not_found("api_keys.revoke", &resource).await,
+        ));
+    };
+    keys.revoke(&record.key_id).await?;
+    let event = scope
+        .event_for(&allowed, "admin.api_key_revoked", "api_keys.revoke")
+        .resource(&format!("api-keys/{key_id}"))
+        .build();
+    scope.record(event).await?;
+    scope.commit().await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-impl From<nova_tenancy::NameError> for ApiError {
-    fn from(e: nova_tenancy::NameError) -> Self {
-        Self::Internal(Box::new(e))
-    }
 }
 
 #[derive(Deserialize)]
@@ -1010,20 +743,21 @@ struct NewGrant {
 /// Lends read access to one department's tickets to one user, until it expires. Only a
 /// manager of that department may.
 async fn create_grant(
-    State(s): State<Arc<AppState>>,
-    caller: Caller,
+    State(app): State<App>,
+    mut scope: Scope,
     Json(g): Json<NewGrant>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     if !name_ok(&g.id) || !name_ok(&g.department) || !(1..=86_400).contains(&g.ttl_seconds) {
         return Err(ApiError::BadRequest("id, department, ttl_seconds 1-86400"));
     }
-    let mut db = s.begin(&caller).await?;
-    let me = s.principal(&mut db, &caller).await?;
-    db.commit().await?;
+    principal(&app, &mut scope).await?;
     let dept = Attrs::new().with("name", g.department.as_str());
-    if !s.allowed(&caller, &me, "delegate", "Department", &dept) {
-        return Err(ApiError::Forbidden);
-    }
+    let allowed = scope
+        .authorize(
+            "delegate",
+            Target::new("Department", &dept).id(&g.department),
+        )
+        .await?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|e| ApiError::Internal(Box::new(e)))?
@@ -1035,16 +769,16 @@ async fn create_grant(
         ["read"],
         "Ticket",
         expires,
-        &caller.actor(),
+        &scope.actor(),
     )
     .when(Expr::resource("department").eq(Expr::string(&g.department)));
-    s.policy.grant(caller.0.tenant(), grant)?;
-    s.audit(caller.event(
-        "admin.grant_created",
-        "grants.create",
-        &format!("grants/{}", g.id),
-    ))
-    .await?;
+    app.nova.policy().grant(scope.context().tenant(), grant)?;
+    let event = scope
+        .event_for(&allowed, "admin.grant_created", "grants.create")
+        .resource(&format!("grants/{}", g.id))
+        .build();
+    scope.record(event).await?;
+    scope.commit().await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "id": g.id, "expires_at": expires })),
@@ -1052,24 +786,33 @@ async fn create_grant(
 }
 
 /// The tenant's data, encrypted with the tenant's stream key (see `restore_backup`).
-async fn backup(State(s): State<Arc<AppState>>, caller: Caller) -> ApiResult<Response> {
-    admin_check(&s, &caller).await?;
-    let bytes = subject::backup(&s, &caller.0).await?;
-    s.audit(caller.event("admin.backup", "backup.create", "backup"))
-        .await?;
+async fn backup(State(app): State<App>, mut scope: Scope) -> ApiResult<Response> {
+    let allowed = check(&app, &mut scope, "manage", "Tenant").await?;
+    let bytes = subject::backup(&app, &mut scope).await?;
+    let event = scope
+        .event_for(&allowed, "admin.backup", "backup.create")
+        .resource("backup")
+        .build();
+    scope.record(event).await?;
+    scope.commit().await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
 /// Runs the retention rules for the caller's tenant.
 async fn run_retention(
-    State(s): State<Arc<AppState>>,
-    caller: Caller,
+    State(app): State<App>,
+    mut scope: Scope,
 ) -> ApiResult<Json<serde_json::Value>> {
-    admin_check(&s, &caller).await?;
-    let report = subject::retention(&s, &caller.0).await?;
-    let mut event = caller.event("privacy.retention", "retention.run", "retention");
-    event.rows = Some(report.iter().map(|(_, n)| n).sum());
-    s.audit(event).await?;
+    let allowed = check(&app, &mut scope, "manage", "Tenant").await?;
+    let report = subject::retention(&app, &mut scope).await?;
+    let rows = report.iter().map(|(_, n)| n).sum();
+    let event = scope
+        .event_for(&allowed, "privacy.retention", "retention.run")
+        .resource("retention")
+        .rows(rows)
+        .build();
+    scope.record(event).await?;
+    scope.commit().await?;
     Ok(Json(json!({ "rules": report
         .iter()
         .map(|(rule, rows)| json!({ "rule": rule, "rows": rows }))
@@ -1079,46 +822,29 @@ async fn run_retention(
 // ---------------------------------------------------------------------------------------
 // Data-subject rights
 
-async fn dpo_check(s: &AppState, caller: &Caller, action: &str) -> ApiResult<()> {
-    let mut db = s.begin(caller).await?;
-    let me = s.principal(&mut db, caller).await?;
-    db.commit().await?;
-    if s.allowed(caller, &me, action, "Subject", &subject_attrs()) {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden)
-    }
-}
-
 async fn export_subject(
-    State(s): State<Arc<AppState>>,
-    caller: Caller,
+    State(app): State<App>,
+    mut scope: Scope,
     Path(subject): Path<Uuid>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    dpo_check(&s, &caller, "export").await?;
-    let doc = subject::export(&s, &caller.0, subject).await?;
-    s.audit(caller.event(
-        "privacy.export",
-        "subject.export",
-        &format!("subjects/{subject}"),
-    ))
-    .await?;
+    let allowed = check(&app, &mut scope, "export", "Subject").await?;
+    let doc = subject::export(&app, &mut scope, subject).await?;
+    let event = scope
+        .event_for(&allowed, "privacy.export", "subject.export")
+        .resource(&format!("subjects/{subject}"))
+        .build();
+    scope.record(event).await?;
+    scope.commit().await?;
     Ok(Json(doc))
 }
 
 async fn erase_subject(
-    State(s): State<Arc<AppState>>,
-    caller: Caller,
+    State(app): State<App>,
+    mut scope: Scope,
     Path(subject): Path<Uuid>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    dpo_check(&s, &caller, "erase").await?;
-    let mut event = caller.event(
-        "privacy.erase",
-        "subject.erase",
-        &format!("subjects/{subject}"),
-    );
-    let report = subject::erase(&s, &caller.0, subject, &mut event).await?;
-    Ok(Json(report))
+    let allowed = check(&app, &mut scope, "erase", "Subject").await?;
+    Ok(Json(subject::erase(&app, scope, &allowed, subject).await?))
 }
 
 #[derive(Deserialize)]
@@ -1130,36 +856,32 @@ struct NewConsent {
 }
 
 async fn record_consent(
-    State(s): State<Arc<AppState>>,
-    caller: Caller,
+    State(app): State<App>,
+    mut scope: Scope,
     Path(subject): Path<Uuid>,
     Json(c): Json<NewConsent>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     if !text_ok(&c.source, 200) {
         return Err(ApiError::BadRequest("source"));
     }
-    dpo_check(&s, &caller, "consent").await?;
-    let Db::Tenant(mut tx) = s.begin(&caller).await? else {
-        return Err(ApiError::Forbidden);
-    };
-    let consent = s
+    let allowed = check(&app, &mut scope, "consent", "Subject").await?;
+    let consent = app
+        .inner
         .consents
-        .record(&mut tx, subject, &c.purpose, c.granted, &c.source)
+        .record(scope.tx().await?, subject, &c.purpose, c.granted, &c.source)
         .await
         .map_err(|e| match e {
-            nova_tenancy::Error::Privacy(
+            nova::tenancy::Error::Privacy(
                 PrivacyError::InvalidPurpose | PrivacyError::InvalidSource,
             ) => ApiError::BadRequest("purpose: 1-64 of [a-z0-9_.-]; source: 1-256 bytes"),
             e => e.into(),
         })?;
-    let mut event = caller.event(
-        "privacy.consent",
-        "consent.record",
-        &format!("subjects/{subject}"),
-    );
-    event.outcome = Outcome::Success;
-    s.audit(event).await?;
-    tx.commit().await?;
+    let event = scope
+        .event_for(&allowed, "privacy.consent", "consent.record")
+        .resource(&format!("subjects/{subject}"))
+        .build();
+    scope.record(event).await?;
+    scope.commit().await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "purpose": consent.purpose, "granted": consent.granted })),

@@ -3,15 +3,15 @@
 //! Three login roles, each with only what it needs:
 //! - `<prefix>svc` serves requests: a member of the guarded `app_rw` role, so every query
 //!   it runs is confined to the transaction's tenant by PostgreSQL itself;
-//! - `<prefix>keys` owns credentials and key material (API keys, per-subject keys), which
-//!   are read before a tenant is known and must never be in a tenant's data backup;
+//! - `<prefix>keys_login` is Nova's own login: it owns credentials, key material and the
+//!   audit outbox (`nova::migration_sql`), which are read before a tenant is known and must
+//!   never be in a tenant's data backup;
 //! - the set-up connection (a role that may create roles and schemas) is used for the
-//!   migration only, and for the "checks off" baseline of the load test.
+//!   migration only.
 
-use nova_crypto::PgSubjectKeyStore;
-use nova_tenancy::privacy::ConsentLedger;
-use nova_tenancy::{AppRole, AppRoles, Ident, RlsMigration, TenantTable};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use nova::tenancy::privacy::ConsentLedger;
+use nova::tenancy::{AppRole, AppRoles, Ident, RlsMigration, TenantTable};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, Executor, PgPool};
 
 use super::Error;
@@ -29,6 +29,9 @@ pub struct Names {
     pub svc_login: Ident,
     /// The credentials login.
     pub keys_login: Ident,
+    /// Owns the schema and its tables: neither a superuser nor a login (a table owned by a
+    /// superuser would let every view or function it creates bypass row-level security).
+    pub owner: Ident,
 }
 
 impl Names {
@@ -43,6 +46,7 @@ impl Names {
             roles: AppRoles::prefixed(prefix)?,
             svc_login: Ident::new(&format!("{prefix}svc"))?,
             keys_login: Ident::new(&format!("{prefix}keys_login"))?,
+            owner: Ident::new(&format!("{prefix}owner"))?,
         })
     }
 }
@@ -61,35 +65,38 @@ fn migration(names: &Names, consents: &ConsentLedger) -> Result<RlsMigration, Er
         .table(consents.tenant_table()))
 }
 
-/// The per-subject key store (key material: never in a tenant's data backup).
-pub fn subject_keys(pool: PgPool, names: &Names) -> Result<PgSubjectKeyStore, Error> {
-    Ok(PgSubjectKeyStore::new(
-        pool,
-        Some(names.keys.clone()),
-        Ident::new("subject_keys")?,
-    ))
+/// The two logins [`migrate`] created, with their fresh passwords.
+pub struct Logins {
+    svc: (Ident, String),
+    keys: (Ident, String),
 }
 
-/// Pools the service runs on.
-pub struct Pools {
-    /// The request-serving login (RLS applies).
-    pub svc: PgPool,
-    /// The credentials login.
-    pub keys: PgPool,
+impl Logins {
+    /// The request-serving login (row-level security applies).
+    #[must_use]
+    pub fn svc(&self, server: &PgConnectOptions) -> PgConnectOptions {
+        server
+            .clone()
+            .username(self.svc.0.as_str())
+            .password(&self.svc.1)
+    }
+
+    /// Nova's login.
+    #[must_use]
+    pub fn keys(&self, server: &PgConnectOptions) -> PgConnectOptions {
+        server
+            .clone()
+            .username(self.keys.0.as_str())
+            .password(&self.keys.1)
+    }
 }
 
-/// Creates (idempotently) the roles, schemas, tables and policies, and connects the two
-/// logins. `admin` must be allowed to create roles and schemas; `options` names the
-/// server and database the logins connect to.
+/// Creates (idempotently) the roles, schemas, tables and policies, Nova's own tables, and
+/// the two logins with fresh passwords. `admin` must be allowed to create roles and schemas.
 ///
 /// # Errors
 /// Database errors.
-pub async fn migrate(
-    admin: &PgPool,
-    options: &PgConnectOptions,
-    names: &Names,
-    max_connections: u32,
-) -> Result<Pools, Error> {
+pub async fn migrate(admin: &PgPool, names: &Names) -> Result<Logins, Error> {
     let consents = consent_ledger(names)?;
     let m = migration(names, &consents)?;
     let (app, keys) = (&names.app, &names.keys);
@@ -97,7 +104,12 @@ pub async fn migrate(
     let keys_password = uuid::Uuid::new_v4().simple().to_string();
     let ddl = format!(
         "{roles}
-        CREATE SCHEMA IF NOT EXISTS {app};
+        DO $$ BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{owner}') THEN
+                CREATE ROLE {owner} NOLOGIN NOSUPERUSER NOBYPASSRLS;
+            END IF;
+        END $$;
+        CREATE SCHEMA IF NOT EXISTS {app} AUTHORIZATION {owner};
         CREATE TABLE IF NOT EXISTS {app}.users (
             tenant_id uuid NOT NULL,
             id uuid NOT NULL,
@@ -139,6 +151,10 @@ pub async fn migrate(
                 ON DELETE CASCADE
         );
         {consents_sql}
+        ALTER TABLE {app}.users OWNER TO {owner};
+        ALTER TABLE {app}.tickets OWNER TO {owner};
+        ALTER TABLE {app}.comments OWNER TO {owner};
+        ALTER TABLE {app}.consents OWNER TO {owner};
         {tables}
         GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {app} TO {app_rw};
         DO $$ BEGIN
@@ -152,33 +168,25 @@ pub async fn migrate(
         ALTER ROLE {svc} PASSWORD '{svc_password}';
         ALTER ROLE {keys_login} PASSWORD '{keys_password}';
         GRANT {app_rw} TO {svc};
-        {auth_sql}
-        {tenant_keys_sql}
-        {subject_keys_sql}
-        REVOKE ALL ON SCHEMA {keys} FROM PUBLIC;
-        GRANT USAGE ON SCHEMA {keys} TO {keys_login};
-        GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA {keys} TO {keys_login};
-        GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {keys} TO {keys_login};
+        {nova_sql}
         ",
         roles = m.roles_sql(),
         consents_sql = consents.create_table_sql(),
         tables = m.tables_sql(),
         app_rw = names.roles.get(AppRole::AppRw),
         svc = names.svc_login.as_str(),
+        owner = names.owner.as_str(),
         keys_login = names.keys_login.as_str(),
-        auth_sql = nova_auth::schema_sql(keys),
-        tenant_keys_sql = nova_crypto::PgTenantKeyStore::schema_sql(keys),
-        subject_keys_sql = subject_keys(admin.clone(), names)?.create_table_sql(),
+        nova_sql = nova::migration_sql(
+            keys.as_str(),
+            &[names.roles.get(AppRole::AppRw)],
+            &names.keys_login
+        )?,
     );
     admin.execute(AssertSqlSafe(ddl)).await?;
-    let connect = |login: &Ident, password: &str, max: u32| {
-        PgPoolOptions::new()
-            .max_connections(max)
-            .connect_with(options.clone().username(login.as_str()).password(password))
-    };
-    Ok(Pools {
-        svc: connect(&names.svc_login, &svc_password, max_connections).await?,
-        keys: connect(&names.keys_login, &keys_password, max_connections).await?,
+    Ok(Logins {
+        svc: (names.svc_login.clone(), svc_password),
+        keys: (names.keys_login.clone(), keys_password),
     })
 }
 
@@ -189,8 +197,8 @@ pub async fn migrate(
 pub async fn drop_all(admin: &PgPool, names: &Names) -> Result<(), Error> {
     let mut sql = format!(
         "DROP SCHEMA IF EXISTS {} CASCADE; DROP SCHEMA IF EXISTS {} CASCADE;
-         DROP ROLE IF EXISTS {}; DROP ROLE IF EXISTS {};",
-        names.app, names.keys, names.svc_login, names.keys_login
+         DROP ROLE IF EXISTS {}; DROP ROLE IF EXISTS {}; DROP ROLE IF EXISTS {};",
+        names.app, names.keys, names.svc_login, names.keys_login, names.owner
     );
     for role in [
         AppRole::AppReadonly,

@@ -1,22 +1,19 @@
-//! A multi-tenant help desk built only from Nova's public APIs: tenants, users, queues,
-//! departments, and tickets with comments.
+//! A multi-tenant help desk built on the `nova` crate: tenants, users, queues, departments,
+//! and tickets with comments.
 //!
-//! - **The edge** is `nova-auth`'s [`GuardLayer`]: JWTs for people, API keys for service
-//!   accounts, IP rules, rate limits kept in Redis, body limits.
-//! - **Every query** runs in a [`TenantTx`](nova_tenancy::TenantTx): PostgreSQL row-level
-//!   security confines it to the caller's tenant, whatever the handler's SQL says.
-//! - **What a caller may do** comes from one policy file (`examples/ticketing/`), checked
-//!   per ticket and compiled into the `WHERE` clause of listings. Delegations (an HR manager
-//!   lends HR tickets to an admin for an hour) are grants that expire.
-//! - **PII** (names, emails, ticket and comment bodies) is sealed under a key of its data
-//!   subject, within the tenant's keys, so one person can be crypto-shredded; emails have a
-//!   blind index for lookups.
-//! - **Every write and every security event** goes to a tamper-evident audit log.
+//! - **One configuration file** (`examples/ticketing/nova.toml`) read by [`nova::Config`]:
+//!   every setting it holds is applied by [`nova::Nova::builder`].
+//! - **The edge** is [`nova::Nova::guard`]: JWTs for people, API keys for service accounts,
+//!   IP rules, rate limits kept in Redis, body limits, lockout.
+//! - **Every request** is a [`nova::Scope`]: a tenant transaction under PostgreSQL
+//!   row-level security, policy decisions (with delegations that expire and a second factor
+//!   for priority-5 tickets), sealed names, emails and ticket text (per data subject, so one
+//!   person can be crypto-shredded), and audit events that commit with the data. Refusals
+//!   are audited with their reasons.
 //! - **Data-subject rights**: export, erasure, retention rules, consent records.
 //!
 //! Start it with `cargo run --example ticketing`.
 
-pub mod config;
 pub mod db;
 
 mod api;
@@ -26,45 +23,44 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use nova_audit::{AuditEvent, AuditLog, CheckpointSigner, FileLog, HookRecorder};
-use nova_auth::layer::{Credentials, GuardLayer};
-use nova_auth::{ApiKeys, JwtConfig, JwtVerifier, KeySet, PgApiKeyStore, StaticKeys};
-use nova_crypto::{Column, Keyring, LocalKeyProvider, PgTenantKeyStore, SubjectKeys, normalize};
-use nova_policy::{PolicySet, PolicyStore, Schema};
-use nova_tenancy::privacy::{
+use nova::audit::{AuditEvent, AuditLog, HookRecorder};
+use nova::auth::KeySet;
+use nova::crypto::{KeyProvider, normalize};
+use nova::policy::{PolicySet, PolicyStore, Schema};
+use nova::tenancy::TenantId;
+use nova::tenancy::privacy::{
     ConsentLedger, ErasureAction, RetentionRule, SubjectMap, SubjectTable,
 };
-use nova_tenancy::{TenantId, TenantPool};
+use nova::{KeyOf, Nova, SealedTable};
+use serde::Deserialize;
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 
 pub use api::{UserSpec, onboard_user, router};
-pub use config::TicketingConfig;
 pub use subject::{BACKUP_LABEL, restore_backup};
 
 /// Errors of set-up and of the handlers' internals (never shown to clients).
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// The shipped configuration (`examples/ticketing/nova.toml`).
+pub const DEFAULT_CONFIG: &str = include_str!("../../ticketing/nova.toml");
 /// The policy's schema and rules, as shipped.
 pub const POLICY_SCHEMA: &str = include_str!("../../ticketing/ticketing.schema");
 /// See [`POLICY_SCHEMA`].
 pub const POLICY: &str = include_str!("../../ticketing/ticketing.policy");
 
-/// Whether Nova's checks run: `Off` serves the same handlers and SQL with no guard, no
-/// tenant transaction (a plain one, filtering by tenant in the query), no policy, no
-/// encryption and no audit: the baseline the load test measures Nova against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Checks {
-    /// Everything on.
-    On,
-    /// The unguarded baseline (never for production).
-    Off,
+/// `[ticketing]`: the application's own settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    /// Where the binary listens.
+    pub listen: SocketAddr,
 }
 
 /// Everything the service needs to start.
 pub struct Setup {
     /// The validated configuration.
-    pub config: TicketingConfig,
+    pub config: nova::Config,
     /// A connection allowed to create roles and schemas, for the migration.
     pub admin: PgPool,
     /// The server and database the service's logins connect to.
@@ -73,58 +69,57 @@ pub struct Setup {
     pub prefix: String,
     /// The keys JWTs are verified against (from the identity provider).
     pub jwt_keys: KeySet,
-    /// The audit log file.
+    /// The audit log file (instead of `security.audit.file`).
     pub audit_path: PathBuf,
-    /// The audit checkpoint signing seed (from a secret store in production).
-    pub audit_seed: [u8; 32],
-    /// Whether Nova's checks run.
-    pub checks: Checks,
-    /// Connections of the request-serving pool.
-    pub max_connections: u32,
-}
-
-/// Sealed columns.
-pub(crate) struct Columns {
-    pub(crate) email: Column,
-    pub(crate) name: Column,
-    pub(crate) ticket_body: Column,
-    pub(crate) comment_body: Column,
+    /// The audit checkpoint signing seed from a secret store; `None` reads
+    /// `security.audit.signing_key_env`.
+    pub audit_seed: Option<[u8; 32]>,
+    /// The key-encryption key from a KMS; `None` reads `security.encryption.kek_env`.
+    pub kek: Option<Arc<dyn KeyProvider>>,
 }
 
 /// The service's state, shared by every handler.
-pub struct AppState {
-    pub(crate) checks: Checks,
-    pub(crate) tenants: TenantPool,
-    /// The baseline's own pool (checks off only): the set-up role, no RLS.
-    pub(crate) plain: Option<PgPool>,
+#[derive(Clone)]
+pub struct App {
+    /// Nova, wired from the configuration.
+    pub nova: Nova,
+    pub(crate) inner: Arc<AppInner>,
+}
+
+pub(crate) struct AppInner {
     pub(crate) names: db::Names,
-    /// The policy, with each tenant's delegations.
-    pub policy: PolicyStore,
-    /// Tenant keys.
-    pub keyring: Arc<Keyring>,
-    /// Data subjects' keys.
-    pub subjects: SubjectKeys,
-    pub(crate) api_keys: ApiKeys<PgApiKeyStore>,
-    pub(crate) audit: Arc<AuditLog>,
-    /// The audit log's file.
-    pub audit_path: PathBuf,
-    /// The audit log's public key (`nova-audit verify <file> --key <this>`).
-    pub audit_key: String,
     pub(crate) subject_map: SubjectMap,
     pub(crate) consents: ConsentLedger,
     pub(crate) retention: Vec<RetentionRule>,
-    pub(crate) cols: Columns,
-    /// `[security.mfa] max_age_minutes`: how long a second factor counts for the policy's
-    /// `context.mfa`.
-    pub(crate) mfa_max_age: std::time::Duration,
 }
 
-impl std::fmt::Debug for AppState {
+impl axum::extract::FromRef<App> for Nova {
+    fn from_ref(app: &App) -> Self {
+        app.nova.clone()
+    }
+}
+
+impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState")
-            .field("checks", &self.checks)
-            .field("schema", &self.names.app)
+        f.debug_struct("App")
+            .field("schema", &self.inner.names.app)
             .finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Moves every committed audit event into the log and waits until it is durable.
+    pub async fn audit_flush(&self) {
+        let _ = self.nova.flush_audit().await;
+    }
+
+    /// The subject map's key for the rows of `table` found by `column`.
+    pub(crate) fn subject_map_key(&self, table: &str, column: &str) -> String {
+        format!("{}.{table}.{column}", self.inner.names.app.as_str())
+    }
+
+    pub(crate) fn table(&self, name: &str) -> String {
+        format!("{}.{name}", self.inner.names.app)
     }
 }
 
@@ -141,7 +136,7 @@ fn install_hook(log: &Arc<AuditLog>) {
         0x6e6f_7661_0000_4000_8000_0000_0000_0001,
     ))
     .unwrap_or_else(|_| TenantId::new_v4());
-    let _ = nova_tenancy::set_audit_hook(Arc::new(HookRecorder::new(
+    let _ = nova::tenancy::set_audit_hook(Arc::new(HookRecorder::new(
         operator,
         |event: AuditEvent| {
             let log = HOOK_LOG
@@ -157,78 +152,73 @@ fn install_hook(log: &Arc<AuditLog>) {
     )));
 }
 
+/// The sealed columns, declared once: names and emails under their person's key (the email
+/// with a blind index for lookups), ticket and comment text under their author's.
+fn sealed_tables() -> Result<[SealedTable; 3], Error> {
+    Ok([
+        SealedTable::new("users")
+            .column("display_name", KeyOf::Subject)?
+            .indexed("email", KeyOf::Subject, normalize::email)?,
+        SealedTable::new("tickets").column("body", KeyOf::Subject)?,
+        SealedTable::new("comments").column("body", KeyOf::Subject)?,
+    ])
+}
+
 /// A running service.
 pub struct Running {
     /// `http://127.0.0.1:<port>`.
     pub base: String,
     /// The state, for tests and jobs.
-    pub state: Arc<AppState>,
+    pub app: App,
     shutdown: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Running {
-    /// Stops serving, waits for in-flight requests, and flushes the audit log.
+    /// Stops serving, waits for in-flight requests, moves the outbox into the audit log,
+    /// and closes the pools.
     ///
     /// # Errors
     /// When the server failed or the audit log cannot be flushed.
     pub async fn stop(self) -> Result<(), Error> {
         let _ = self.shutdown.send(());
         self.server.await??;
-        self.state.audit.flush().await?;
-        self.state.tenants.close().await;
+        self.app.nova.close().await?;
         Ok(())
     }
 }
 
-impl AppState {
-    /// Waits until every audit event queued so far is in the log.
-    pub async fn audit_flush(&self) {
-        let _ = self.audit.flush().await;
-    }
-
-    /// The subject map's key for the rows of `table` found by `column`.
-    pub(crate) fn subject_map_key(&self, table: &str, column: &str) -> String {
-        format!("{}.{table}.{column}", self.names.app.as_str())
-    }
-}
-
-/// Migrates the database and builds the state.
+/// Migrates the database and builds the state. Refuses to start as [`nova::NovaBuilder`]
+/// does (no KEK, a login that skips row-level security, ...).
 ///
 /// # Errors
-/// Database, Redis, key and configuration errors.
-pub async fn build(setup: Setup) -> Result<Arc<AppState>, Error> {
+/// Database, key and configuration errors.
+pub async fn build(setup: Setup) -> Result<App, Error> {
     let names = db::Names::new(&setup.prefix)?;
-    let pools = db::migrate(&setup.admin, &setup.connect, &names, setup.max_connections).await?;
-
-    let schema = Schema::parse(POLICY_SCHEMA)?;
-    let policy = PolicyStore::new(schema, PolicySet::parse(POLICY)?)?;
-
-    // A development KEK; a deployment plugs its KMS in through `KeyProvider`.
-    let kek = match LocalKeyProvider::from_env("root", "NOVA_KEK") {
-        Ok(p) => p,
-        Err(nova_crypto::CryptoError::KeyMaterialMissing { .. }) => {
-            LocalKeyProvider::generated("root")?
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let tenant_keys = PgTenantKeyStore::open(pools.keys.clone(), &names.keys).await?;
-    let keyring = Arc::new(Keyring::new(Arc::new(kek), Arc::new(tenant_keys), "root")?);
-    let subject_store = db::subject_keys(pools.keys.clone(), &names)?;
-    let subjects = SubjectKeys::new(Arc::clone(&keyring), Arc::new(subject_store));
-
-    let signer = CheckpointSigner::from_seed("helpdesk.example/audit", &setup.audit_seed)?;
-    let audit_key = signer.verifier_key();
-    let file = FileLog::open(
-        &setup.audit_path,
-        "helpdesk.example/audit",
-        signer,
-        setup.config.audit.fsync_policy(),
-    )?;
-    let audit = Arc::new(AuditLog::spawn(file, setup.config.audit.writer_config())?);
-    if setup.checks == Checks::On {
-        install_hook(&audit);
+    let logins = db::migrate(&setup.admin, &names).await?;
+    // Nova's tables are in this service's own keys schema (see `db::migrate`).
+    let mut config = setup.config.clone();
+    config.database.schema = names.keys.as_str().to_owned();
+    let mut builder = Nova::builder(config)
+        .policy(PolicyStore::new(
+            Schema::parse(POLICY_SCHEMA)?,
+            PolicySet::parse(POLICY)?,
+        )?)
+        .jwt_keys(setup.jwt_keys)
+        .database(logins.svc(&setup.connect))
+        .nova_database(logins.keys(&setup.connect))
+        .audit_file(setup.audit_path);
+    for table in sealed_tables()? {
+        builder = builder.sealed(table);
     }
+    if let Some(kek) = setup.kek {
+        builder = builder.kek(kek);
+    }
+    if let Some(seed) = setup.audit_seed {
+        builder = builder.audit_signing_seed(zeroize::Zeroizing::new(seed));
+    }
+    let nova = builder.build().await?;
+    install_hook(nova.audit());
 
     let app = names.app.as_str();
     let subject_map =
@@ -261,73 +251,30 @@ pub async fn build(setup: Setup) -> Result<Arc<AppState>, Error> {
         .cloned()
         .map(|r| r.schema(app))
         .collect::<Result<Vec<_>, _>>()?;
-
-    let plain = match setup.checks {
-        Checks::On => None,
-        Checks::Off => Some(
-            sqlx::postgres::PgPoolOptions::new()
-                .max_connections(setup.max_connections)
-                .connect_with((*setup.admin.connect_options()).clone())
-                .await?,
-        ),
-    };
-    let mfa_max_age = std::time::Duration::from_secs(60 * setup.config.auth.mfa.max_age_minutes);
-    Ok(Arc::new(AppState {
-        mfa_max_age,
-        checks: setup.checks,
-        tenants: TenantPool::new(pools.svc),
-        plain,
-        consents: db::consent_ledger(&names)?,
-        api_keys: ApiKeys::new(PgApiKeyStore::new(pools.keys.clone(), &names.keys)),
-        names,
-        policy,
-        keyring,
-        subjects,
-        audit,
-        audit_path: setup.audit_path,
-        audit_key,
-        subject_map,
-        retention,
-        cols: Columns {
-            email: Column::new("users", "email")?.with_normalizer(normalize::email),
-            name: Column::new("users", "display_name")?,
-            ticket_body: Column::new("tickets", "body")?,
-            comment_body: Column::new("comments", "body")?,
-        },
-    }))
+    Ok(App {
+        nova,
+        inner: Arc::new(AppInner {
+            consents: db::consent_ledger(&names)?,
+            names,
+            subject_map,
+            retention,
+        }),
+    })
 }
 
-/// Builds the state and serves on `listener` behind the guard (with checks on).
+/// Builds the state and serves on `listener` behind Nova's guard.
 ///
 /// # Errors
-/// As [`build`], and when Redis (for shared rate limits) cannot be reached.
+/// As [`build`].
 pub async fn start(setup: Setup, listener: tokio::net::TcpListener) -> Result<Running, Error> {
-    let checks = setup.checks;
-    let guard = setup.config.auth.guard_config_connected().await?;
-    let jwt_settings = setup.config.auth.jwt.clone();
-    let jwt_keys = setup.jwt_keys.clone();
-    let state = build(setup).await?;
-    let mut app = router(Arc::clone(&state));
-    if checks == Checks::On {
-        let (issuer, audience, algorithms) = jwt_settings
-            .map(|j| (j.issuer, j.audience, j.algorithms))
-            .ok_or("security.jwt is required: issuer and audience")?;
-        let mut jwt_config = JwtConfig::new(issuer, audience);
-        // Exactly the algorithms the file allows.
-        jwt_config.algorithms = algorithms;
-        let jwt = JwtVerifier::new(jwt_config, StaticKeys::new(jwt_keys));
-        let keys = ApiKeys::new(state.api_keys.store().clone());
-        app = app.layer(GuardLayer::new(
-            guard,
-            Credentials::new(Some(jwt), Some(keys)),
-        ));
-    }
+    let app = build(setup).await?;
+    let routes = router(app.clone()).layer(app.nova.guard());
     let base = format!("http://{}", listener.local_addr()?);
     let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(
             listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            routes.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async {
             let _ = stopped.await;
@@ -336,7 +283,7 @@ pub async fn start(setup: Setup, listener: tokio::net::TcpListener) -> Result<Ru
     });
     Ok(Running {
         base,
-        state,
+        app,
         shutdown,
         server,
     })

@@ -1,86 +1,71 @@
 //! Data-subject rights and backups, composed from the crates that hold the data:
-//! `nova-tenancy` finds and erases a subject's rows (under row-level security),
-//! `nova-crypto` opens or shreds the subject's sealed fields, `nova-audit` records it.
+//! `nova-tenancy` finds and erases a subject's rows (under row-level security), the scope
+//! opens the subject's sealed fields, `nova-crypto` shreds the subject's key, and the audit
+//! event commits with the erasure.
 
 use std::collections::HashMap;
 
-use nova_audit::AuditEvent;
-use nova_crypto::{Column, CryptoError, SubjectEnvelope};
-use nova_tenancy::TenantContext;
-use nova_tenancy::privacy::{erase_subject, export_subject, run_retention};
-use secrecy::ExposeSecret;
+use nova::tenancy::TenantContext;
+use nova::tenancy::privacy::{erase_subject, export_subject, run_retention};
+use nova::{Decision, Scope};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::api::ApiError;
-use super::{AppState, Error};
+use super::{App, Error};
 
-/// The label of backup streams: a backup opens only as a backup of its tenant.
+/// The label of the stream key backups are encrypted under.
 pub const BACKUP_LABEL: &str = "backup";
 
 type Result<T> = std::result::Result<T, ApiError>;
 
-/// The sealed columns of the subject map: (table key, column, the column's key, the
-/// column holding the subject whose key sealed it).
-fn sealed(s: &AppState) -> [(&'static str, &'static str, &Column, &'static str); 4] {
-    [
-        ("users", "email", &s.cols.email, "id"),
-        ("users", "display_name", &s.cols.name, "id"),
-        ("tickets", "body", &s.cols.ticket_body, "requester_id"),
-        ("comments", "body", &s.cols.comment_body, "author_id"),
-    ]
-}
+/// The sealed columns with the column naming each row's data subject.
+const SEALED: [(&str, &str, &str); 4] = [
+    ("users", "email", "id"),
+    ("users", "display_name", "id"),
+    ("tickets", "body", "requester_id"),
+    ("comments", "body", "author_id"),
+];
 
-/// Everything held about `subject` in the caller's tenant, as one JSON document, with the
-/// subject's sealed fields opened. Fields sealed under someone else's key (another
-/// person's comment on the subject's ticket) are not in it: only rows that name the
-/// subject are exported.
-pub(crate) async fn export(s: &AppState, ctx: &TenantContext, subject: Uuid) -> Result<Value> {
-    let mut tx = s.tenants.begin(ctx).await?;
-    let mut doc = export_subject(&mut tx, &s.subject_map, subject).await?;
-    let consents = s.consents.history(&mut tx, subject).await?;
-    tx.commit().await?;
-
-    // Every exported row names the subject, so one key opens every sealed field; open
-    // them all first, then put the plaintexts in place.
-    let handle = s.subjects.handle(ctx, subject).await?;
+pub(crate) async fn export(app: &App, scope: &mut Scope, subject: Uuid) -> Result<Value> {
+    let (mut doc, consents) = {
+        let tx = scope.tx().await?;
+        let doc = export_subject(tx, &app.inner.subject_map, subject).await?;
+        let consents = app.inner.consents.history(tx, subject).await?;
+        (doc, consents)
+    };
+    // Open every sealed field of the subject's rows; fields of other people stay out.
     let mut opened: HashMap<(String, &'static str, Uuid), Value> = HashMap::new();
-    for (table, column, col, owner) in sealed(s) {
-        let key = table_key(s, table, owner);
+    for (table, column, owner) in SEALED {
+        let key = app.subject_map_key(table, owner);
+        let mut sealed = Vec::new();
         for row in doc.rows(&key) {
-            let (Some(id), Some(owner_id)) = (uuid_field(row, "id"), uuid_field(row, owner)) else {
-                continue;
-            };
-            let Some(Value::String(text)) = row.get(column) else {
-                continue;
-            };
-            let value = match SubjectEnvelope::from_text(text) {
-                Ok(env) if owner_id == subject => match handle.open(&col.row(id), &env) {
-                    Ok(plain) => {
-                        Value::String(String::from_utf8_lossy(plain.expose_secret()).into_owned())
-                    }
-                    Err(CryptoError::KeyDestroyed) => Value::Null,
-                    Err(e) => return Err(e.into()),
-                },
-                Ok(_) => continue,
-                Err(e) => return Err(CryptoError::from(e).into()),
-            };
-            opened.insert((key.clone(), column, id), value);
+            if let (Some(id), Some(owner_id), Some(Value::String(text))) = (
+                uuid_field(row, "id"),
+                uuid_field(row, owner),
+                row.get(column),
+            ) && owner_id == subject
+            {
+                sealed.push((id, text.clone()));
+            }
+        }
+        for (id, text) in sealed {
+            let plain = scope.open(table, column, id, Some(&text)).await?;
+            opened.insert((key.clone(), column, id), json!(plain));
         }
     }
-    for (table, column, _, _) in sealed(s) {
-        let key = table_key(s, table, sealed_owner(table));
-        doc.map_column(&key, column, |row, v| {
-            Ok::<_, Error>(match uuid_field(row, "id") {
-                Some(id) => opened
-                    .remove(&(key.clone(), column, id))
+    for (table, column, owner) in SEALED {
+        let key = app.subject_map_key(table, owner);
+        doc.map_column(&key, column, |row, _| {
+            Ok::<_, Error>(
+                uuid_field(row, "id")
+                    .and_then(|id| opened.remove(&(key.clone(), column, id)))
                     .unwrap_or(Value::Null),
-                None => v.clone(),
-            })
+            )
         })?;
     }
     // The blind index is a keyed hash of the email: not useful to the subject, left out.
-    let key = table_key(s, "users", "id");
+    let key = app.subject_map_key("users", "id");
     doc.map_column(&key, "email_index", |_, _| Ok::<_, Error>(Value::Null))?;
 
     let mut out = doc.to_json();
@@ -98,48 +83,41 @@ pub(crate) async fn export(s: &AppState, ctx: &TenantContext, subject: Uuid) -> 
     Ok(out)
 }
 
-fn sealed_owner(table: &str) -> &'static str {
-    match table {
-        "tickets" => "requester_id",
-        "comments" => "author_id",
-        _ => "id",
-    }
-}
-
-fn table_key(s: &AppState, table: &str, column: &str) -> String {
-    s.subject_map_key(table, column)
-}
-
 fn uuid_field(row: &serde_json::Map<String, Value>, name: &str) -> Option<Uuid> {
     row.get(name)?.as_str()?.parse().ok()
 }
 
-/// Erases `subject` in the caller's tenant: their rows are anonymised as the subject map
-/// says (tickets and consents are kept, without the subject's text), their key is
-/// destroyed so every field sealed under it (in the database and in every backup) is
-/// unreadable, and the audit log records it. One transaction: nothing is half-erased.
+/// Erases the subject's rows and shreds its key; the event commits with the erasure.
 pub(crate) async fn erase(
-    s: &AppState,
-    ctx: &TenantContext,
+    app: &App,
+    mut scope: Scope,
+    allowed: &Decision,
     subject: Uuid,
-    event: &mut AuditEvent,
 ) -> Result<Value> {
-    let mut tx = s.tenants.begin(ctx).await?;
-    let report = erase_subject(&mut tx, &s.subject_map, subject).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE {}.users SET erased_at = now() WHERE tenant_id = $1 AND id = $2",
-        s.names.app
-    )))
-    .bind(*ctx.tenant().as_uuid())
-    .bind(subject)
-    .execute(&mut *tx)
-    .await?;
+    let tenant = scope.context().tenant();
+    let report = {
+        let tx = scope.tx().await?;
+        let report = erase_subject(tx, &app.inner.subject_map, subject).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {} SET erased_at = now() WHERE tenant_id = $1 AND id = $2",
+            app.table("users")
+        )))
+        .bind(tenant)
+        .bind(subject)
+        .execute(&mut **tx)
+        .await?;
+        report
+    };
     // The key goes before the commit: if the commit then fails, the fields are already
     // unreadable, which errs on the side of the erasure.
-    let shredded = s.subjects.shred(ctx, subject).await?;
-    event.rows = Some(report.total());
-    s.audit.append(event.clone()).await?;
-    tx.commit().await?;
+    let shredded = app.nova.subjects().shred(scope.context(), subject).await?;
+    let event = scope
+        .event_for(allowed, "privacy.erase", "subject.erase")
+        .resource(&format!("subjects/{subject}"))
+        .rows(report.total())
+        .build();
+    scope.record(event).await?;
+    scope.commit().await?;
     Ok(json!({
         "subject": subject,
         "key_destroyed": shredded,
@@ -151,11 +129,8 @@ pub(crate) async fn erase(
     }))
 }
 
-/// Runs the configured retention rules in the caller's tenant.
-pub(crate) async fn retention(s: &AppState, ctx: &TenantContext) -> Result<Vec<(String, u64)>> {
-    let mut tx = s.tenants.begin(ctx).await?;
-    let report = run_retention(&mut tx, &s.retention).await?;
-    tx.commit().await?;
+pub(crate) async fn retention(app: &App, scope: &mut Scope) -> Result<Vec<(String, u64)>> {
+    let report = run_retention(scope.tx().await?, &app.inner.retention).await?;
     Ok(report
         .entries()
         .iter()
@@ -163,39 +138,38 @@ pub(crate) async fn retention(s: &AppState, ctx: &TenantContext) -> Result<Vec<(
         .collect())
 }
 
-/// A backup of the caller's tenant: its rows as stored (sealed fields stay sealed under
-/// their subjects' keys), encrypted as one stream under the tenant's key. Key material is
-/// not in it, so a subject erased after the backup stays unreadable in it.
-pub(crate) async fn backup(s: &AppState, ctx: &TenantContext) -> Result<Vec<u8>> {
-    let mut tx = s.tenants.begin(ctx).await?;
-    let app = &s.names.app;
+pub(crate) async fn backup(app: &App, scope: &mut Scope) -> Result<Vec<u8>> {
     let dump: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT json_build_object(
-            'users', (SELECT coalesce(json_agg(u ORDER BY u.id), '[]') FROM {app}.users u),
-            'tickets', (SELECT coalesce(json_agg(t ORDER BY t.id), '[]') FROM {app}.tickets t),
-            'comments', (SELECT coalesce(json_agg(c ORDER BY c.id), '[]') FROM {app}.comments c)
-        )::text"
+            'users', (SELECT coalesce(json_agg(u ORDER BY u.id), '[]') FROM {users} u),
+            'tickets', (SELECT coalesce(json_agg(t ORDER BY t.id), '[]') FROM {tickets} t),
+            'comments', (SELECT coalesce(json_agg(c ORDER BY c.id), '[]') FROM {comments} c)
+        )::text",
+        users = app.table("users"),
+        tickets = app.table("tickets"),
+        comments = app.table("comments"),
     )))
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **scope.tx().await?)
     .await?;
-    tx.commit().await?;
     let mut out = Vec::with_capacity(dump.len() + 1024);
-    s.keyring
-        .encrypt_stream(ctx, BACKUP_LABEL, dump.as_bytes(), &mut out)?;
+    app.nova
+        .keyring()
+        .encrypt_stream(scope.context(), BACKUP_LABEL, dump.as_bytes(), &mut out)?;
     Ok(out)
 }
 
-/// Decrypts a backup made by the service for the context's tenant into its JSON tables.
+/// Opens a backup made by `GET /admin/backup` for the tenant of `ctx`.
 ///
 /// # Errors
-/// When the stream is not this tenant's backup, was changed, or the tenant was shredded.
+/// When the backup does not open under the tenant's key or is not JSON.
 pub fn restore_backup(
-    s: &AppState,
+    app: &App,
     ctx: &TenantContext,
     bytes: &[u8],
 ) -> std::result::Result<Value, Error> {
     let mut plain = Vec::with_capacity(bytes.len());
-    s.keyring
+    app.nova
+        .keyring()
         .decrypt_stream(ctx, BACKUP_LABEL, bytes, &mut plain)?;
     Ok(serde_json::from_slice(&plain)?)
 }

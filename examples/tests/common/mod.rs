@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use nova_auth::{AccessClaims, SigningKey, TokenIssuer};
-use nova_examples::ticketing::{self, Checks, Running, Setup, TicketingConfig, UserSpec};
+use std::sync::Arc;
+
+use nova_examples::ticketing::{self, Running, Setup, UserSpec};
 use nova_tenancy::testing::{PgFixture, service_unavailable};
 use nova_tenancy::{Role, TenantId, UserId};
 use uuid::Uuid;
@@ -52,8 +54,7 @@ pub(crate) fn config_text(edits: &[(&str, &str)]) -> String {
         "redis_prefix = \"nova-test-{}\"",
         &Uuid::new_v4().simple().to_string()[..12]
     );
-    let mut text =
-        ticketing::config::DEFAULT_CONFIG.replace("redis_prefix = \"nova-ticketing\"", &unique);
+    let mut text = ticketing::DEFAULT_CONFIG.replace("redis_prefix = \"nova-ticketing\"", &unique);
     assert!(text.contains(&unique));
     for (old, new) in edits {
         assert!(text.contains(old), "config edit does not match: {old}");
@@ -62,12 +63,34 @@ pub(crate) fn config_text(edits: &[(&str, &str)]) -> String {
     text
 }
 
-pub(crate) async fn start(label: &str, checks: Checks, config: &str) -> Option<Harness> {
+/// The service with a KEK and a checkpoint signing seed handed over in code, as from a KMS
+/// and a secret store.
+pub(crate) async fn start(label: &str, config: &str) -> Option<Harness> {
+    let kek: Arc<dyn nova_crypto::KeyProvider> = Arc::new(
+        // A fixed test key, as from a KMS (a key made up in the process is refused).
+        nova_crypto::LocalKeyProvider::from_base64(
+            "root",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        )
+        .unwrap(),
+    );
+    start_with(label, config, Some(kek), Some([9; 32]))
+        .await
+        .map(|r| r.expect("service starts"))
+}
+
+/// The service with what the caller gives; `Some(Err)` when it refuses to start.
+pub(crate) async fn start_with(
+    label: &str,
+    config: &str,
+    kek: Option<Arc<dyn nova_crypto::KeyProvider>>,
+    audit_seed: Option<[u8; 32]>,
+) -> Option<Result<Harness, ticketing::Error>> {
     if !redis_up().await {
         return None;
     }
     let fixture = PgFixture::new(label).await?;
-    let config = TicketingConfig::from_toml(config).expect("test configuration is valid");
+    let config = nova::Config::from_toml(config).expect("test configuration is valid");
     let jwt = config.auth.jwt.clone().expect("jwt section");
     let idp = TokenIssuer::new(
         jwt.issuer,
@@ -83,21 +106,28 @@ pub(crate) async fn start(label: &str, checks: Checks, config: &str) -> Option<H
         prefix: fixture.prefix().to_owned(),
         jwt_keys: idp.key_set().unwrap(),
         audit_path: audit_path.clone(),
-        audit_seed: [9; 32],
-        checks,
-        max_connections: 16,
+        audit_seed,
+        kek,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let running = ticketing::start(setup, listener)
-        .await
-        .expect("service starts");
-    Some(Harness {
+    let running = match ticketing::start(setup, listener).await {
+        Ok(r) => r,
+        Err(e) => {
+            let names = ticketing::db::Names::new(fixture.prefix()).unwrap();
+            ticketing::db::drop_all(fixture.admin(), &names)
+                .await
+                .unwrap();
+            fixture.cleanup().await;
+            return Some(Err(e));
+        }
+    };
+    Some(Ok(Harness {
         fixture,
         running,
         idp,
         audit_path,
         client: reqwest::Client::new(),
-    })
+    }))
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -113,7 +143,7 @@ impl Harness {
     }
 
     pub(crate) async fn onboard(&self, tenant: TenantId, spec: UserSpec<'_>) -> User {
-        let id = ticketing::onboard_user(&self.running.state, tenant, &spec)
+        let id = ticketing::onboard_user(&self.running.app, tenant, &spec)
             .await
             .expect("onboard");
         let role: &'static str = match spec.role {
@@ -126,7 +156,19 @@ impl Harness {
         User { tenant, id, role }
     }
 
+    /// A token as the identity provider issues it at sign-in: staff who administer
+    /// (admins, managers, DPOs) sign in with a password and a TOTP code, so their token
+    /// carries a second factor verified now; agents and customers with a password only.
     pub(crate) fn token(&self, user: User) -> String {
+        if matches!(user.role, "admin" | "manager" | "dpo") {
+            self.token_with_mfa(user, std::time::SystemTime::now())
+        } else {
+            self.token_without_mfa(user)
+        }
+    }
+
+    /// A token for a sign-in with a password only.
+    pub(crate) fn token_without_mfa(&self, user: User) -> String {
         self.idp
             .issue(
                 &AccessClaims::new(user.tenant, UserId::from_uuid(user.id).unwrap())
@@ -149,8 +191,8 @@ impl Harness {
 
     /// Every event in the audit log, after verifying it with the service's public key.
     pub(crate) async fn audit_events(&self) -> Vec<serde_json::Value> {
-        self.running.state.audit_flush().await;
-        let key = nova_audit::VerifierKey::parse(&self.running.state.audit_key).unwrap();
+        self.running.app.audit_flush().await;
+        let key = nova_audit::VerifierKey::parse(self.running.app.nova.audit_key()).unwrap();
         let verdict = nova_audit::verify_file(&self.audit_path, &key, None).unwrap();
         assert!(
             verdict.ok(),
