@@ -3,7 +3,8 @@
 //! queues the caller may not read), then the audit log verified and matched against the
 //! writes the clients saw succeed. The same workload then runs against a baseline built
 //! here: the same routes and SQL with nothing of Nova (identity from headers, a superuser
-//! pool, no row-level security, policy, sealing or audit), and both are reported.
+//! pool over the same TLS, no row-level security, policy, sealing or audit), and both are
+//! reported.
 //!
 //! ```text
 //! cargo test -p nova-examples --test ticketing_load -- --nocapture          # 4 s per run
@@ -607,9 +608,17 @@ mod baseline {
             let fixture = PgFixture::new(label).await?;
             let names = db::Names::new(fixture.prefix()).unwrap();
             db::migrate(fixture.admin(), &names).await.unwrap();
+            // The same transport as the service: TLS as its configuration says.
+            let db = nova::Config::from_toml(&load_config()).unwrap().database;
+            let mut options = db
+                .connection_policy()
+                .apply(fixture.connect_options("postgres"));
+            if let Some(ca) = &db.root_cert {
+                options = options.ssl_root_cert(ca);
+            }
             let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(16)
-                .connect_with(fixture.connect_options("postgres"))
+                .max_connections(db.max_connections)
+                .connect_with(options)
                 .await
                 .unwrap();
             let plain = Plain {

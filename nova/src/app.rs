@@ -14,7 +14,7 @@ use nova_crypto::{
     KeyProvider, Keyring, LocalKeyProvider, PgSubjectKeyStore, PgTenantKeyStore, SubjectKeys,
 };
 use nova_policy::PolicyStore;
-use nova_tenancy::{Ident, TenantContext, TenantPool};
+use nova_tenancy::{Ident, TenantContext, TenantId, TenantPool};
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 use zeroize::Zeroizing;
@@ -24,6 +24,9 @@ use crate::error::Error;
 use crate::outbox::{Outbox, Relay};
 use crate::scope::Scope;
 use crate::sealed::{SealedColumns, SealedTable};
+
+/// Where [`Nova::record_security_events`] sends the audit hook's events.
+static SECURITY_LOG: std::sync::RwLock<Option<Arc<AuditLog>>> = std::sync::RwLock::new(None);
 
 /// The credentials the guard layer checks: JWTs against the configured issuer's keys, and
 /// API keys from Nova's tables.
@@ -243,6 +246,32 @@ impl Nova {
         self.inner.pool.close().await;
         self.inner.nova_pool.close().await;
         Ok(())
+    }
+
+    /// Sends the security events every Nova crate reports (refused credentials, system
+    /// contexts, cross-tenant attempts, policy denials outside a scope, ...) to this
+    /// Nova's audit log; events that name no tenant are kept under `operator`. The hook is
+    /// process-wide: the Nova that called this last receives the events. A full writer
+    /// queue drops an event rather than block the reporting request (the writer's metrics
+    /// count it).
+    pub fn record_security_events(&self, operator: TenantId) {
+        *SECURITY_LOG
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(Arc::clone(&self.inner.audit));
+        // Installed once per process; later calls only redirect it.
+        let _ = nova_tenancy::set_audit_hook(Arc::new(nova_audit::HookRecorder::new(
+            operator,
+            |event: nova_audit::AuditEvent| {
+                let log = SECURITY_LOG
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone();
+                if let Some(log) = log {
+                    let _ = log.try_append(event);
+                }
+            },
+        )));
     }
 
     pub(crate) fn wake_relay(&self) {

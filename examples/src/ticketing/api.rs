@@ -67,59 +67,23 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<nova::Error> for ApiError {
-    fn from(e: nova::Error) -> Self {
-        match e {
-            // Already in the audit log, with the reasons.
-            nova::Error::Denied { .. } | nova::Error::MfaRequired | nova::Error::Refused => {
+/// Any error: a refusal Nova already audited becomes its answer, the rest an internal
+/// error.
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        let e: Error = Box::new(e);
+        match e.downcast::<nova::Error>().map(|e| *e) {
+            Ok(nova::Error::Denied { .. } | nova::Error::MfaRequired | nova::Error::Refused) => {
                 Self::Forbidden
             }
-            nova::Error::NotFound => Self::NotFound,
-            e => Self::Internal(Box::new(e)),
+            Ok(nova::Error::NotFound) => Self::NotFound,
+            Ok(e) => Self::Internal(Box::new(e)),
+            Err(e) => Self::Internal(e),
         }
-    }
-}
-
-macro_rules! internal_from {
-    ($($t:ty),* $(,)?) => {$(
-        impl From<$t> for ApiError {
-            fn from(e: $t) -> Self {
-                Self::Internal(Box::new(e))
-            }
-        }
-    )*};
-}
-internal_from!(
-    sqlx::Error,
-    nova::tenancy::Error,
-    nova::tenancy::NameError,
-    nova::crypto::CryptoError,
-    nova::auth::AuthError,
-    nova::policy::PolicyError,
-    nova::policy::SqlError,
-    serde_json::Error,
-);
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> Self {
-        Self::Internal(e)
     }
 }
 
 type ApiResult<T> = Result<T, ApiError>;
-
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::BadRequest(why) => write!(f, "bad request: {why}"),
-            Self::Forbidden => f.write_str("forbidden"),
-            Self::NotFound => f.write_str("not found"),
-            Self::Internal(e) => write!(f, "internal: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for ApiError {}
 
 // ---------------------------------------------------------------------------------------
 // The caller
@@ -620,9 +584,11 @@ pub async fn onboard_user(app: &App, tenant: TenantId, spec: &UserSpec<'_>) -> R
     let mut scope = app
         .nova
         .scope(TenantContext::system(tenant, "ticketing: onboarding")?);
-    let id = insert_user(app, &mut scope, spec, None, "users.onboard")
-        .await
-        .map_err(|e| -> Error { Box::new(e) })?;
+    let id = match insert_user(app, &mut scope, spec, None, "users.onboard").await {
+        Ok(id) => id,
+        Err(ApiError::Internal(e)) => return Err(e),
+        Err(_) => return Err("onboarding refused".into()),
+    };
     scope.commit().await?;
     Ok(id)
 }

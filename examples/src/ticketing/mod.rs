@@ -21,9 +21,8 @@ mod subject;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-use nova::audit::{AuditEvent, AuditLog, HookRecorder};
 use nova::auth::KeySet;
 use nova::crypto::{KeyProvider, normalize};
 use nova::policy::{PolicySet, PolicyStore, Schema};
@@ -123,35 +122,6 @@ impl App {
     }
 }
 
-/// The log that Nova's own security events (the audit hook) go to. The hook is installed
-/// once per process; the most recently started service receives the events.
-static HOOK_LOG: RwLock<Option<Arc<AuditLog>>> = RwLock::new(None);
-
-fn install_hook(log: &Arc<AuditLog>) {
-    *HOOK_LOG
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(log));
-    // Events that name no tenant are kept under this operator tenant.
-    let operator = TenantId::from_uuid(uuid::Uuid::from_u128(
-        0x6e6f_7661_0000_4000_8000_0000_0000_0001,
-    ))
-    .unwrap_or_else(|_| TenantId::new_v4());
-    let _ = nova::tenancy::set_audit_hook(Arc::new(HookRecorder::new(
-        operator,
-        |event: AuditEvent| {
-            let log = HOOK_LOG
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone();
-            if let Some(log) = log {
-                // Never block the reporting request; a full queue drops the event and
-                // the writer's own metrics show it.
-                let _ = log.try_append(event);
-            }
-        },
-    )));
-}
-
 /// The sealed columns, declared once: names and emails under their person's key (the email
 /// with a blind index for lookups), ticket and comment text under their author's.
 fn sealed_tables() -> Result<[SealedTable; 3], Error> {
@@ -218,7 +188,11 @@ pub async fn build(setup: Setup) -> Result<App, Error> {
         builder = builder.audit_signing_seed(zeroize::Zeroizing::new(seed));
     }
     let nova = builder.build().await?;
-    install_hook(nova.audit());
+    // Nova's own security events go to the same log; those that name no tenant are kept
+    // under this operator tenant.
+    nova.record_security_events(TenantId::from_uuid(uuid::Uuid::from_u128(
+        0x6e6f_7661_0000_4000_8000_0000_0000_0001,
+    ))?);
 
     let app = names.app.as_str();
     let subject_map =

@@ -57,7 +57,7 @@ pub(crate) async fn export(app: &App, scope: &mut Scope, subject: Uuid) -> Resul
     for (table, column, owner) in SEALED {
         let key = app.subject_map_key(table, owner);
         doc.map_column(&key, column, |row, _| {
-            Ok::<_, Error>(
+            Ok::<_, std::convert::Infallible>(
                 uuid_field(row, "id")
                     .and_then(|id| opened.remove(&(key.clone(), column, id)))
                     .unwrap_or(Value::Null),
@@ -66,7 +66,9 @@ pub(crate) async fn export(app: &App, scope: &mut Scope, subject: Uuid) -> Resul
     }
     // The blind index is a keyed hash of the email: not useful to the subject, left out.
     let key = app.subject_map_key("users", "id");
-    doc.map_column(&key, "email_index", |_, _| Ok::<_, Error>(Value::Null))?;
+    doc.map_column(&key, "email_index", |_, _| {
+        Ok::<_, std::convert::Infallible>(Value::Null)
+    })?;
 
     let mut out = doc.to_json();
     out["consents"] = json!(

@@ -23,6 +23,8 @@ pub(crate) struct Harness {
     pub(crate) idp: TokenIssuer,
     pub(crate) audit_path: PathBuf,
     pub(crate) client: reqwest::Client,
+    /// The identity provider's TOTP check (codes are single-use).
+    pub(crate) totp: nova_auth::totp::TotpVerifier<nova_auth::totp::InMemoryReplayGuard>,
 }
 
 /// Redis must be up (fail in CI, skip loudly elsewhere).
@@ -127,6 +129,7 @@ pub(crate) async fn start_with(
         idp,
         audit_path,
         client: reqwest::Client::new(),
+        totp: nova_auth::totp::TotpVerifier::new(nova_auth::totp::InMemoryReplayGuard::new()),
     }))
 }
 
@@ -187,6 +190,28 @@ impl Harness {
                     .authenticated(at, [method("pwd"), method("otp")]),
             )
             .unwrap()
+    }
+
+    /// The identity provider's step-up: it checks a TOTP code against the user's enrolled
+    /// secret (each code once) and issues a token whose `amr` and `auth_time` say a second
+    /// factor was verified now.
+    pub(crate) async fn step_up(
+        &self,
+        user: User,
+        secret: &nova_auth::totp::TotpSecret,
+        code: &str,
+    ) -> Result<String, nova_auth::totp::TotpError> {
+        let totp = nova_auth::totp::Totp::default();
+        self.totp
+            .verify(
+                user.tenant,
+                UserId::from_uuid(user.id).unwrap(),
+                &totp,
+                secret,
+                code,
+            )
+            .await?;
+        Ok(self.token_with_mfa(user, std::time::SystemTime::now()))
     }
 
     /// Every event in the audit log, after verifying it with the service's public key.
