@@ -314,6 +314,18 @@ impl SubjectTable {
         })
     }
 
+    /// The table's name (without its schema).
+    #[must_use]
+    pub fn table_name(&self) -> &str {
+        self.table.as_str()
+    }
+
+    /// The column that names the subject.
+    #[must_use]
+    pub fn subject_column(&self) -> &str {
+        self.column.as_str()
+    }
+
     /// Qualifies the table with a schema (otherwise the connection's `search_path` decides).
     ///
     /// # Errors

@@ -165,6 +165,12 @@ impl Nova {
         &self.inner.audit_key
     }
 
+    /// The declared sealed columns: `(table, column, whose key)`, sorted.
+    #[must_use]
+    pub fn sealed_columns(&self) -> Vec<(String, String, crate::KeyOf)> {
+        self.inner.sealed.list()
+    }
+
     /// Sessions in Nova's tables, with `[security.session]`'s idle and absolute timeouts.
     #[must_use]
     pub fn sessions(&self) -> &Sessions<PgSessionStore> {

@@ -102,6 +102,16 @@ impl SealedColumns {
         Ok(())
     }
 
+    pub(crate) fn list(&self) -> Vec<(String, String, KeyOf)> {
+        let mut out: Vec<_> = self
+            .0
+            .iter()
+            .map(|((t, c), s)| (t.clone(), c.clone(), s.key))
+            .collect();
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out
+    }
+
     pub(crate) fn get(&self, table: &str, column: &str) -> Result<&Sealed, Error> {
         self.0
             .get(&(table.to_owned(), column.to_owned()))

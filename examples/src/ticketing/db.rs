@@ -165,8 +165,11 @@ pub async fn migrate(admin: &PgPool, names: &Names) -> Result<Logins, Error> {
                 CREATE ROLE {keys_login} LOGIN NOSUPERUSER NOBYPASSRLS;
             END IF;
         END $$;
-        ALTER ROLE {svc} PASSWORD '{svc_password}';
-        ALTER ROLE {keys_login} PASSWORD '{keys_password}';
+        -- A login that existed before is made what it must be, whatever it was.
+        ALTER ROLE {svc} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE
+            PASSWORD '{svc_password}';
+        ALTER ROLE {keys_login} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE
+            PASSWORD '{keys_password}';
         GRANT {app_rw} TO {svc};
         {nova_sql}
         ",

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use nova::tenancy::TenantContext;
 use nova::tenancy::privacy::{erase_subject, export_subject, run_retention};
-use nova::{Decision, Scope};
+use nova::{Decision, KeyOf, Scope};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -19,13 +19,23 @@ pub const BACKUP_LABEL: &str = "backup";
 
 type Result<T> = std::result::Result<T, ApiError>;
 
-/// The sealed columns with the column naming each row's data subject.
-const SEALED: [(&str, &str, &str); 4] = [
-    ("users", "email", "id"),
-    ("users", "display_name", "id"),
-    ("tickets", "body", "requester_id"),
-    ("comments", "body", "author_id"),
-];
+/// The columns sealed under a data subject's key (as declared to Nova once), with the
+/// column naming each row's subject (as the subject map declares it).
+fn sealed(app: &App) -> Vec<(String, String, String)> {
+    let entries = app.inner.subject_map.entries();
+    app.nova
+        .sealed_columns()
+        .into_iter()
+        .filter(|(_, _, key)| *key == KeyOf::Subject)
+        .filter_map(|(table, column, _)| {
+            let owner = entries
+                .iter()
+                .find(|e| e.table_name() == table)?
+                .subject_column();
+            Some((table, column, owner.to_owned()))
+        })
+        .collect()
+}
 
 pub(crate) async fn export(app: &App, scope: &mut Scope, subject: Uuid) -> Result<Value> {
     let (mut doc, consents) = {
@@ -35,8 +45,9 @@ pub(crate) async fn export(app: &App, scope: &mut Scope, subject: Uuid) -> Resul
         (doc, consents)
     };
     // Open every sealed field of the subject's rows; fields of other people stay out.
-    let mut opened: HashMap<(String, &'static str, Uuid), Value> = HashMap::new();
-    for (table, column, owner) in SEALED {
+    let columns = sealed(app);
+    let mut opened: HashMap<(String, &str, Uuid), Value> = HashMap::new();
+    for (table, column, owner) in &columns {
         let key = app.subject_map_key(table, owner);
         let mut sealed = Vec::new();
         for row in doc.rows(&key) {
@@ -51,15 +62,15 @@ pub(crate) async fn export(app: &App, scope: &mut Scope, subject: Uuid) -> Resul
         }
         for (id, text) in sealed {
             let plain = scope.open(table, column, id, Some(&text)).await?;
-            opened.insert((key.clone(), column, id), json!(plain));
+            opened.insert((key.clone(), column.as_str(), id), json!(plain));
         }
     }
-    for (table, column, owner) in SEALED {
+    for (table, column, owner) in &columns {
         let key = app.subject_map_key(table, owner);
         doc.map_column(&key, column, |row, _| {
             Ok::<_, std::convert::Infallible>(
                 uuid_field(row, "id")
-                    .and_then(|id| opened.remove(&(key.clone(), column, id)))
+                    .and_then(|id| opened.remove(&(key.clone(), column.as_str(), id)))
                     .unwrap_or(Value::Null),
             )
         })?;
