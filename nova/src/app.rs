@@ -582,8 +582,12 @@ impl NovaBuilder {
             None => env_url(&db.nova_url_env, "nova_url_env")?,
         };
         policy_db.validate(&nova_options)?;
+        // No ping before each use: on this pool every request's key lookups would pay one
+        // more round trip for it (measured in BENCHMARKS.md); a connection that died is
+        // dropped by sqlx on its first error and the call fails (the relay retries).
         let nova_pool = policy_db
             .pool_options()
+            .test_before_acquire(false)
             .connect_with(policy_db.apply(with_cert(nova_options)))
             .await?;
 
