@@ -659,8 +659,16 @@ async fn create_api_key(
         .event_for(&allowed, "admin.api_key_created", "api_keys.create")
         .resource(&format!("api-keys/{key_id}"))
         .build();
-    scope.record(event).await?;
-    scope.commit().await?;
+    // The key lives in Nova's tables, outside this transaction: should its event not
+    // commit, the key is revoked, so that no usable key lacks its event.
+    let committed = match scope.record(event).await {
+        Ok(()) => scope.commit().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = committed {
+        app.nova.api_keys().revoke(&key_id).await?;
+        return Err(e.into());
+    }
     Ok((
         StatusCode::CREATED,
         Json(json!({ "key_id": key_id, "secret": secret.expose() })),
@@ -738,13 +746,21 @@ async fn create_grant(
         &scope.actor(),
     )
     .when(Expr::resource("department").eq(Expr::string(&g.department)));
-    app.nova.policy().grant(scope.context().tenant(), grant)?;
+    let tenant = scope.context().tenant();
+    app.nova.policy().grant(tenant, grant)?;
     let event = scope
         .event_for(&allowed, "admin.grant_created", "grants.create")
         .resource(&format!("grants/{}", g.id))
         .build();
-    scope.record(event).await?;
-    scope.commit().await?;
+    // Grants live in the policy store: should the event not commit, the grant goes.
+    let committed = match scope.record(event).await {
+        Ok(()) => scope.commit().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = committed {
+        app.nova.policy().revoke(tenant, &g.id)?;
+        return Err(e.into());
+    }
     Ok((
         StatusCode::CREATED,
         Json(json!({ "id": g.id, "expires_at": expires })),
