@@ -96,14 +96,18 @@ pub struct DatabaseConfig {
     pub pooler: PoolerSetting,
     /// Connections of each pool (1..=1000).
     pub max_connections: u32,
-    /// `statement_timeout` (1 ms..=1 day).
-    pub statement_timeout_ms: u64,
-    /// `lock_timeout` (1 ms..=1 day).
-    pub lock_timeout_ms: u64,
-    /// `idle_in_transaction_session_timeout` (1 ms..=1 day).
-    pub idle_in_transaction_timeout_ms: u64,
-    /// How long a request waits for a connection (1 ms..=10 min).
-    pub acquire_timeout_ms: u64,
+    /// `statement_timeout`, a duration such as `"30s"` (1 ms to 1 day).
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    /// `lock_timeout` (1 ms to 1 day).
+    #[serde(with = "humantime_serde")]
+    pub lock_timeout: Duration,
+    /// `idle_in_transaction_session_timeout` (1 ms to 1 day).
+    #[serde(with = "humantime_serde")]
+    pub idle_in_transaction_timeout: Duration,
+    /// How long a request waits for a connection (1 ms to 10 min).
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
 }
 
 impl Default for DatabaseConfig {
@@ -117,16 +121,12 @@ impl Default for DatabaseConfig {
             root_cert: None,
             pooler: PoolerSetting::None,
             max_connections: policy.max_connections,
-            statement_timeout_ms: ms(policy.statement_timeout),
-            lock_timeout_ms: ms(policy.lock_timeout),
-            idle_in_transaction_timeout_ms: ms(policy.idle_in_transaction_session_timeout),
-            acquire_timeout_ms: ms(policy.acquire_timeout),
+            statement_timeout: policy.statement_timeout,
+            lock_timeout: policy.lock_timeout,
+            idle_in_transaction_timeout: policy.idle_in_transaction_session_timeout,
+            acquire_timeout: policy.acquire_timeout,
         }
     }
-}
-
-fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `security.database.tls`.
@@ -160,13 +160,11 @@ impl DatabaseConfig {
     #[must_use]
     pub fn connection_policy(&self) -> ConnectionPolicy {
         ConnectionPolicy {
-            statement_timeout: Duration::from_millis(self.statement_timeout_ms),
-            idle_in_transaction_session_timeout: Duration::from_millis(
-                self.idle_in_transaction_timeout_ms,
-            ),
-            lock_timeout: Duration::from_millis(self.lock_timeout_ms),
+            statement_timeout: self.statement_timeout,
+            idle_in_transaction_session_timeout: self.idle_in_transaction_timeout,
+            lock_timeout: self.lock_timeout,
             max_connections: self.max_connections,
-            acquire_timeout: Duration::from_millis(self.acquire_timeout_ms),
+            acquire_timeout: self.acquire_timeout,
             tls: match self.tls {
                 TlsSetting::Disable => TlsRequirement::DisableForLoopbackOnly,
                 TlsSetting::Require => TlsRequirement::Require,
@@ -194,23 +192,26 @@ impl DatabaseConfig {
         if !(1..=1000).contains(&self.max_connections) {
             p.push("security.database.max_connections must be between 1 and 1000".into());
         }
-        for (name, value, max) in [
+        const DAY: Duration = Duration::from_secs(86_400);
+        for (name, value, max, max_text) in [
+            ("statement_timeout", self.statement_timeout, DAY, "1 day"),
+            ("lock_timeout", self.lock_timeout, DAY, "1 day"),
             (
-                "statement_timeout_ms",
-                self.statement_timeout_ms,
-                86_400_000,
+                "idle_in_transaction_timeout",
+                self.idle_in_transaction_timeout,
+                DAY,
+                "1 day",
             ),
-            ("lock_timeout_ms", self.lock_timeout_ms, 86_400_000),
             (
-                "idle_in_transaction_timeout_ms",
-                self.idle_in_transaction_timeout_ms,
-                86_400_000,
+                "acquire_timeout",
+                self.acquire_timeout,
+                Duration::from_secs(600),
+                "10 minutes",
             ),
-            ("acquire_timeout_ms", self.acquire_timeout_ms, 600_000),
         ] {
-            if value == 0 || value > max {
+            if value < Duration::from_millis(1) || value > max {
                 p.push(format!(
-                    "security.database.{name} must be between 1 and {max}"
+                    "security.database.{name} must be between 1 ms and {max_text}"
                 ));
             }
         }
@@ -548,6 +549,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(dev.database.tls, TlsSetting::Disable);
+        let timed = Config::from_toml(
+            "[security]\nprofile = \"development\"\n[security.database]\nstatement_timeout = \"5s\"\nlock_timeout = \"250ms\"",
+        )
+        .unwrap();
+        let policy = timed.database.connection_policy();
+        assert_eq!(policy.statement_timeout, Duration::from_secs(5));
+        assert_eq!(policy.lock_timeout, Duration::from_millis(250));
         assert_eq!(
             dev.database.connection_policy().tls,
             TlsRequirement::DisableForLoopbackOnly
@@ -576,6 +584,22 @@ mod tests {
             (
                 "[security]\nprofile = \"development\"\n[security.database]\nmax_connections = 0",
                 "security.database.max_connections",
+            ),
+            (
+                "[security]\nprofile = \"development\"\n[security.database]\nstatement_timeout = 30",
+                "security.database.statement_timeout",
+            ),
+            (
+                "[security]\nprofile = \"development\"\n[security.database]\nlock_timeout = \"soon\"",
+                "security.database.lock_timeout",
+            ),
+            (
+                "[security]\nprofile = \"development\"\n[security.database]\nacquire_timeout = \"1h\"",
+                "security.database.acquire_timeout",
+            ),
+            (
+                "[security]\nprofile = \"development\"\n[security.database]\nstatement_timeout = \"0s\"",
+                "security.database.statement_timeout",
             ),
             (
                 "[security]\nprofile = \"development\"\n[security.database]\nurl_env = \"postgres://u:secret@h/db\"",
