@@ -47,6 +47,14 @@ fn test_kek() -> LocalKeyProvider {
     LocalKeyProvider::from_base64("root", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap()
 }
 
+fn policy() -> PolicyStore {
+    PolicyStore::new(
+        Schema::parse(SCHEMA).unwrap(),
+        PolicySet::parse(POLICY).unwrap(),
+    )
+    .unwrap()
+}
+
 struct Test;
 impl CredentialVerifier for Test {
     fn verifier_name(&self) -> &'static str {
@@ -144,15 +152,16 @@ async fn setup(label: &str) -> Option<Setup> {
 }
 
 impl Setup {
-    async fn nova(&self, config: Config) -> Result<Nova, Error> {
+    /// A builder with the test policy and the two logins.
+    fn builder(&self, config: Config) -> nova::NovaBuilder {
         Nova::builder(config)
-            .policy(
-                PolicyStore::new(
-                    Schema::parse(SCHEMA).unwrap(),
-                    PolicySet::parse(POLICY).unwrap(),
-                )
-                .unwrap(),
-            )
+            .policy(policy())
+            .database(self.fx.connect_options(&self.app))
+            .nova_database(self.fx.connect_options(&self.nova_login))
+    }
+
+    async fn nova(&self, config: Config) -> Result<Nova, Error> {
+        self.builder(config)
             .sealed(
                 SealedTable::new("notes")
                     .column("body", KeyOf::Subject)
@@ -160,8 +169,6 @@ impl Setup {
                     .indexed("title", KeyOf::Tenant, normalize::trim_lowercase)
                     .unwrap(),
             )
-            .database(self.fx.connect_options(&self.app))
-            .nova_database(self.fx.connect_options(&self.nova_login))
             .kek(Arc::new(test_kek()))
             .audit_signing_seed(Zeroizing::new([5; 32]))
             .relay_interval(Duration::from_millis(50))
@@ -495,13 +502,6 @@ async fn strict_profiles_refuse_a_missing_kek_a_login_that_skips_rls_and_unsigne
     let Some(s) = setup("novarefuse").await else {
         return;
     };
-    let policy = || {
-        PolicyStore::new(
-            Schema::parse(SCHEMA).unwrap(),
-            PolicySet::parse(POLICY).unwrap(),
-        )
-        .unwrap()
-    };
 
     // No KEK configured (the variable is unset) under production: refused before connecting.
     let cfg = config(
@@ -509,10 +509,8 @@ async fn strict_profiles_refuse_a_missing_kek_a_login_that_skips_rls_and_unsigne
         &s.dir.join("a.log"),
         "[security.encryption]\nkek_env = \"NOVA_TEST_KEK_THAT_IS_NOT_SET\"",
     );
-    let err = Nova::builder(cfg)
-        .policy(policy())
-        .database(s.fx.connect_options(&s.app))
-        .nova_database(s.fx.connect_options(&s.nova_login))
+    let err = s
+        .builder(cfg)
         .audit_signing_seed(Zeroizing::new([5; 32]))
         .build()
         .await
@@ -527,20 +525,13 @@ async fn strict_profiles_refuse_a_missing_kek_a_login_that_skips_rls_and_unsigne
         s.dir.join("dev.log").display()
     ))
     .unwrap();
-    let nova = Nova::builder(dev)
-        .policy(policy())
-        .database(s.fx.connect_options(&s.app))
-        .nova_database(s.fx.connect_options(&s.nova_login))
-        .build()
-        .await
-        .unwrap();
+    let nova = s.builder(dev).build().await.unwrap();
     nova.close().await.unwrap();
 
     // A superuser as the application login: refused, named.
-    let err = Nova::builder(config("production", &s.dir.join("c.log"), ""))
-        .policy(policy())
+    let err = s
+        .builder(config("production", &s.dir.join("c.log"), ""))
         .database(s.fx.connect_options("postgres"))
-        .nova_database(s.fx.connect_options(&s.nova_login))
         .kek(Arc::new(test_kek()))
         .audit_signing_seed(Zeroizing::new([5; 32]))
         .build()
@@ -554,10 +545,8 @@ async fn strict_profiles_refuse_a_missing_kek_a_login_that_skips_rls_and_unsigne
         "{err}"
     );
     // A KEK made up in this process, handed over in code: refused under production.
-    let err = Nova::builder(config("production", &s.dir.join("e.log"), ""))
-        .policy(policy())
-        .database(s.fx.connect_options(&s.app))
-        .nova_database(s.fx.connect_options(&s.nova_login))
+    let err = s
+        .builder(config("production", &s.dir.join("e.log"), ""))
         .kek(Arc::new(LocalKeyProvider::generated("root").unwrap()))
         .audit_signing_seed(Zeroizing::new([5; 32]))
         .build()
@@ -565,10 +554,8 @@ async fn strict_profiles_refuse_a_missing_kek_a_login_that_skips_rls_and_unsigne
         .unwrap_err();
     assert!(err.to_string().contains("made up in this process"), "{err}");
     // No signing key under a strict profile: refused.
-    let err = Nova::builder(config("production", &s.dir.join("d.log"), ""))
-        .policy(policy())
-        .database(s.fx.connect_options(&s.app))
-        .nova_database(s.fx.connect_options(&s.nova_login))
+    let err = s
+        .builder(config("production", &s.dir.join("d.log"), ""))
         .kek(Arc::new(test_kek()))
         .build()
         .await
@@ -674,29 +661,20 @@ async fn misspelt_admin_actions_and_twice_declared_columns_are_refused() {
     let Some(s) = setup("novatypos").await else {
         return;
     };
-    let policy = || {
-        PolicyStore::new(
-            Schema::parse(SCHEMA).unwrap(),
-            PolicySet::parse(POLICY).unwrap(),
-        )
-        .unwrap()
-    };
     let cfg = Config::from_toml(&format!(
         "[security]\nprofile = \"development\"\n[security.database]\ntls = \"disable\"\n[security.mfa]\nadmin_actions = [\"shrae\"]\n[security.audit]\nfile = \"{}\"",
         s.dir.join("a.log").display()
     ))
     .unwrap();
-    let err = Nova::builder(cfg)
-        .policy(policy())
-        .database(s.fx.connect_options(&s.app))
-        .nova_database(s.fx.connect_options(&s.nova_login))
+    let err = s
+        .builder(cfg)
         .kek(Arc::new(test_kek()))
         .build()
         .await
         .unwrap_err();
     assert!(err.to_string().contains("shrae"), "{err}");
-    let err = Nova::builder(config("production", &s.dir.join("b.log"), ""))
-        .policy(policy())
+    let err = s
+        .builder(config("production", &s.dir.join("b.log"), ""))
         .sealed(
             SealedTable::new("notes")
                 .column("body", KeyOf::Subject)
@@ -707,8 +685,6 @@ async fn misspelt_admin_actions_and_twice_declared_columns_are_refused() {
                 .column("body", KeyOf::Tenant)
                 .unwrap(),
         )
-        .database(s.fx.connect_options(&s.app))
-        .nova_database(s.fx.connect_options(&s.nova_login))
         .kek(Arc::new(test_kek()))
         .audit_signing_seed(Zeroizing::new([5; 32]))
         .build()
