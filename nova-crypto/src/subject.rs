@@ -845,12 +845,28 @@ mod pg {
         /// DDL for the table (and its schema, if one was given). Idempotent.
         #[must_use]
         pub fn create_table_sql(&self) -> String {
-            let schema = match &self.schema {
+            Self::ddl(self.schema.as_ref(), &self.table)
+        }
+
+        /// [`PgSubjectKeyStore::create_table_sql`] without a store (for migrations run
+        /// before any pool exists): the table `schema.table`, or `table` on the search path.
+        #[must_use]
+        pub fn schema_sql(schema: Option<&Ident>, table: &Ident) -> String {
+            let qualified = match schema {
+                Some(schema) => format!("{schema}.{table}"),
+                None => table.to_string(),
+            };
+            Self::ddl(schema, &qualified)
+        }
+
+        /// The DDL for the table named `qualified`, creating `schema` first if given.
+        fn ddl(schema: Option<&Ident>, qualified: &str) -> String {
+            let create_schema = match schema {
                 Some(schema) => format!("CREATE SCHEMA IF NOT EXISTS {schema};\n"),
                 None => String::new(),
             };
             format!(
-                "{schema}CREATE TABLE IF NOT EXISTS {t} (
+                "{create_schema}CREATE TABLE IF NOT EXISTS {qualified} (
     tenant_id uuid NOT NULL,
     subject_id uuid NOT NULL,
     wrapped text,
@@ -859,8 +875,7 @@ mod pg {
     PRIMARY KEY (tenant_id, subject_id),
     CHECK ((wrapped IS NULL) = (destroyed_at IS NOT NULL))
 );
-",
-                t = self.table
+"
             )
         }
 

@@ -307,13 +307,7 @@ pub fn migration_sql(
         .map_err(|_| Error::config("security.database.schema is not a valid identifier".into()))?;
     let subject_table =
         Ident::new(SUBJECT_KEYS).map_err(|_| Error::config("subject key table".into()))?;
-    // The subject store only renders its DDL here; it never connects.
-    let subject_sql = PgSubjectKeyStore::new(
-        sqlx::postgres::PgPoolOptions::new().connect_lazy_with(PgConnectOptions::new()),
-        Some(schema.clone()),
-        subject_table,
-    )
-    .create_table_sql();
+    let subject_sql = PgSubjectKeyStore::schema_sql(Some(&schema), &subject_table);
     Ok(format!(
         "{auth}
         {tenant_keys}
@@ -688,5 +682,27 @@ impl NovaBuilder {
                 audit_key,
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Migrations run from anywhere, also outside an async runtime: rendering the SQL
+    /// opens nothing.
+    #[test]
+    fn migration_sql_renders_without_a_runtime() {
+        let (app, login) = (
+            Ident::new("app_rw").unwrap(),
+            Ident::new("nova_login").unwrap(),
+        );
+        let sql = migration_sql("nova", &[&app], &login).unwrap();
+        for table in ["subject_keys", "audit_outbox", "nova_api_keys"] {
+            assert!(sql.contains(table), "{table}");
+        }
+        assert!(migration_sql("nova", &[], &login).is_err());
+        assert!(migration_sql("no-va", &[&app], &login).is_err());
     }
 }
