@@ -72,7 +72,7 @@ async fn main() -> Result<(), ticketing::Error> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let running = ticketing::start(setup, listener).await?;
     let result = demo(&running, &idp, self_test).await;
-    let audit_key = running.app.nova.audit_key().to_owned();
+    let audit_key = running.nova.audit_key().to_owned();
     running.stop().await?;
     db::drop_all(&admin, &names).await?;
     let verdict = nova_audit::verify_file(
@@ -98,7 +98,7 @@ async fn demo(
     idp: &TokenIssuer,
     self_test: bool,
 ) -> Result<(), ticketing::Error> {
-    let state = &running.app;
+    let state = &running.nova;
     let acme = TenantId::new_v4();
     let globex = TenantId::new_v4();
     let mut users: HashMap<&str, (TenantId, uuid::Uuid, &str)> = HashMap::new();

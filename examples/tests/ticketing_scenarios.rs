@@ -877,7 +877,7 @@ async fn a_subject_is_exported_then_erased_everywhere_including_backups() {
     assert_eq!(stored, (None, None, None));
 
     // The backup from before still restores (the tenant's key is alive)...
-    let state = &h.running.app;
+    let state = &h.running.nova;
     let ctx = TenantContext::system(tenant, "test: restore").unwrap();
     let restored = restore_backup(state, &ctx, &backup).unwrap();
     let user = restored["users"]
@@ -890,7 +890,6 @@ async fn a_subject_is_exported_then_erased_everywhere_including_backups() {
     let env = SubjectEnvelope::from_text(user["email"].as_str().unwrap()).unwrap();
     let email = nova_crypto::Column::new("users", "email").unwrap();
     match state
-        .nova
         .subjects()
         .open(&ctx, cy.id, &email.row(cy.id), &env)
         .await
@@ -914,7 +913,6 @@ async fn a_subject_is_exported_then_erased_everywhere_including_backups() {
     let env = SubjectEnvelope::from_text(agent_row["email"].as_str().unwrap()).unwrap();
     assert!(
         state
-            .nova
             .subjects()
             .open(&ctx, a.agent.id, &email.row(a.agent.id), &env)
             .await

@@ -202,6 +202,7 @@ pub struct RlsMigration {
     schema: Ident,
     tables: Vec<TenantTable>,
     bypass: Vec<AppRole>,
+    owner: Option<Ident>,
 }
 
 impl RlsMigration {
@@ -213,7 +214,72 @@ impl RlsMigration {
             schema: Ident::new("public").unwrap_or_else(|_| unreachable!("valid identifier")),
             tables: Vec::new(),
             bypass: vec![AppRole::AdminRw],
+            owner: None,
         }
+    }
+
+    /// Has `owner` own the schema and every table (see "Who owns the schema" above):
+    /// [`RlsMigration::roles_sql`] creates it `NOLOGIN NOSUPERUSER NOBYPASSRLS` when
+    /// missing (refusing one that is a superuser or has `BYPASSRLS`) and creates the schema
+    /// under it; [`RlsMigration::tables_sql`] hands it each table.
+    ///
+    /// ```
+    /// use nova_tenancy::{AppRoles, Ident, RlsMigration, TenantTable};
+    /// let sql = RlsMigration::new(AppRoles::standard())
+    ///     .schema(Ident::new("helpdesk")?)
+    ///     .owner(Ident::new("helpdesk_owner")?)
+    ///     .table(TenantTable::new("tickets")?)
+    ///     .up();
+    /// assert!(sql.contains(r#"CREATE SCHEMA IF NOT EXISTS "helpdesk" AUTHORIZATION "helpdesk_owner""#));
+    /// assert!(sql.contains(r#"ALTER TABLE "helpdesk"."tickets" OWNER TO "helpdesk_owner""#));
+    /// # Ok::<(), nova_tenancy::IdentError>(())
+    /// ```
+    #[must_use]
+    pub fn owner(mut self, owner: Ident) -> Self {
+        self.owner = Some(owner);
+        self
+    }
+
+    /// DDL that makes `login` a login that row-level security confines, whatever it was
+    /// before: created when missing, then set `LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB
+    /// NOCREATEROLE NOREPLICATION` with `password`. With `member_of`, it is granted that
+    /// application role and its default search path becomes the migration's schema, so
+    /// the service's SQL names tables unqualified (a pool from
+    /// [`crate::TenantPool::checked`] pins that path in every transaction). Idempotent; run
+    /// it after [`RlsMigration::roles_sql`].
+    ///
+    /// The password is spliced as a quoted literal: the returned text is a secret, to be
+    /// executed, never logged.
+    ///
+    /// ```
+    /// use nova_tenancy::{AppRole, AppRoles, Ident, RlsMigration};
+    /// let m = RlsMigration::new(AppRoles::standard()).schema(Ident::new("helpdesk")?);
+    /// let sql = m.login_sql(&Ident::new("helpdesk_svc")?, "it's secret", Some(AppRole::AppRw));
+    /// assert!(sql.contains("PASSWORD 'it''s secret'"));
+    /// assert!(sql.contains(r#"ALTER ROLE "helpdesk_svc" SET search_path = "helpdesk""#));
+    /// # Ok::<(), nova_tenancy::IdentError>(())
+    /// ```
+    #[must_use]
+    pub fn login_sql(&self, login: &Ident, password: &str, member_of: Option<AppRole>) -> String {
+        let lit = login.literal();
+        let password = password.replace('\'', "''");
+        let mut sql = format!(
+            "DO $nova$ BEGIN\n  \
+             IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {lit}) THEN\n    \
+             CREATE ROLE {login} LOGIN NOSUPERUSER NOBYPASSRLS;\n  \
+             END IF;\nEND $nova$;\n\
+             ALTER ROLE {login} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION \
+             PASSWORD '{password}';\n"
+        );
+        if let Some(role) = member_of {
+            let _ = writeln!(
+                sql,
+                "GRANT {} TO {login};\nALTER ROLE {login} SET search_path = {};",
+                self.roles.get(role),
+                self.schema
+            );
+        }
+        sql
     }
 
     /// Targets another schema (for example a tenant's own, in schema-per-tenant mode).
@@ -256,8 +322,9 @@ impl RlsMigration {
     /// policy below). Idempotent.
     #[must_use]
     pub fn roles_sql(&self) -> String {
-        let mut sql = String::new();
-        for role in self.roles.all() {
+        // A plain role, created when missing; an existing one that skips row-level
+        // security stops the migration.
+        let plain_role = |sql: &mut String, role: &Ident| {
             let lit = role.literal();
             let _ = writeln!(
                 sql,
@@ -267,6 +334,18 @@ impl RlsMigration {
                  ELSIF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {lit} AND (rolsuper OR rolbypassrls)) THEN\n    \
                  RAISE EXCEPTION 'nova: role % is a superuser or has BYPASSRLS; row-level security cannot protect it', {lit};\n  \
                  END IF;\nEND $nova$;"
+            );
+        };
+        let mut sql = String::new();
+        for role in self.roles.all() {
+            plain_role(&mut sql, role);
+        }
+        if let Some(owner) = &self.owner {
+            plain_role(&mut sql, owner);
+            let _ = writeln!(
+                sql,
+                "CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {owner};",
+                self.schema
             );
         }
         sql
@@ -325,6 +404,9 @@ impl RlsMigration {
         let r = &self.roles;
         let mut index_cols = vec![col.to_string()];
         index_cols.extend(t.index_columns.iter().map(ToString::to_string));
+        if let Some(owner) = &self.owner {
+            let _ = writeln!(sql, "ALTER TABLE {qualified} OWNER TO {owner};");
+        }
         let _ = write!(
             sql,
             "ALTER TABLE {qualified} ENABLE ROW LEVEL SECURITY;\n\

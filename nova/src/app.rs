@@ -22,8 +22,10 @@ use zeroize::Zeroizing;
 use crate::config::Config;
 use crate::error::Error;
 use crate::outbox::{Outbox, Relay};
+use crate::principal::Principals;
 use crate::scope::Scope;
 use crate::sealed::{SealedColumns, SealedTable};
+use nova_tenancy::privacy::{ConsentLedger, RetentionRule, SubjectMap};
 
 /// Where [`Nova::record_security_events`] sends the audit hook's events.
 static SECURITY_LOG: std::sync::RwLock<Option<Arc<AuditLog>>> = std::sync::RwLock::new(None);
@@ -63,6 +65,10 @@ pub(crate) struct Inner {
     pub(crate) sealed: SealedColumns,
     pub(crate) audit_key: String,
     pub(crate) sessions: Sessions<PgSessionStore>,
+    pub(crate) principals: Option<Principals>,
+    pub(crate) data_subjects: SubjectMap,
+    pub(crate) consents: Option<ConsentLedger>,
+    pub(crate) retention: Vec<RetentionRule>,
 }
 
 impl std::fmt::Debug for Nova {
@@ -88,6 +94,9 @@ pub struct NovaBuilder {
     signing_seed: Option<Zeroizing<[u8; 32]>>,
     audit_file: Option<std::path::PathBuf>,
     relay_interval: Duration,
+    principals: Option<Principals>,
+    data_subjects: SubjectMap,
+    consents: Option<ConsentLedger>,
 }
 
 impl std::fmt::Debug for NovaBuilder {
@@ -113,6 +122,9 @@ impl Nova {
             signing_seed: None,
             audit_file: None,
             relay_interval: Duration::from_secs(1),
+            principals: None,
+            data_subjects: SubjectMap::new(),
+            consents: None,
         }
     }
 
@@ -433,6 +445,26 @@ impl NovaBuilder {
         self
     }
 
+    /// Where callers' policy attributes are read ([`Principals`]). Without it, a scope's
+    /// principal has only what [`Scope::set_principal`] gives it.
+    pub fn principals(mut self, principals: Principals) -> Self {
+        self.principals = Some(principals);
+        self
+    }
+
+    /// The tables that hold data subjects' rows, and what erasure does to each: used by
+    /// [`Scope::export_subject`] and [`Scope::erase_subject`].
+    pub fn data_subjects(mut self, map: SubjectMap) -> Self {
+        self.data_subjects = map;
+        self
+    }
+
+    /// The consent ledger: [`Scope::record_consent`], and the history in exports.
+    pub fn consents(mut self, ledger: ConsentLedger) -> Self {
+        self.consents = Some(ledger);
+        self
+    }
+
     /// How often the relay looks for events committed by other replicas (default 1 s;
     /// this process's commits wake it at once).
     pub fn relay_interval(mut self, interval: Duration) -> Self {
@@ -465,6 +497,9 @@ impl NovaBuilder {
             signing_seed,
             audit_file,
             relay_interval,
+            principals,
+            data_subjects,
+            consents,
         } = self;
         // Fields may have changed since the file was read: validate again.
         config.validate()?;
@@ -680,6 +715,10 @@ impl NovaBuilder {
                 every_action_mfa: auth.mfa.require_for_every_action,
                 sealed,
                 audit_key,
+                principals,
+                data_subjects,
+                consents,
+                retention: config.privacy.retention.clone(),
             }),
         })
     }

@@ -25,6 +25,17 @@ pub enum Error {
     /// A refusal no policy rule decided (recorded by [`crate::Scope::refuse`]).
     #[error("refused")]
     Refused,
+    /// The request's input is invalid. The message, a constant the application chose, is
+    /// the answer's body (400): never put a submitted value in it.
+    #[error("invalid request: {0}")]
+    Invalid(&'static str),
+    /// The principal's attributes could not be read as policy values (a column of a type
+    /// the policy has no value for).
+    #[error("principal attribute `{attribute}` is not a policy value")]
+    PrincipalAttribute {
+        /// The attribute (column) name.
+        attribute: String,
+    },
     /// A sealed column that was not declared (a typo must not store a value in clear).
     #[error("`{table}.{column}` is not a declared sealed column")]
     UnknownColumn {
@@ -71,7 +82,28 @@ pub enum Error {
     /// The policy could not be compiled into SQL.
     #[error(transparent)]
     Sql(#[from] nova_policy::SqlError),
+    /// An error of the application's own (answered as 500, logged, never sent).
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync>),
 }
+
+/// Errors of `nova-tenancy`'s parts (names, ids, contexts, privacy) as [`Error::Tenancy`].
+macro_rules! tenancy_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Self::Tenancy(e.into())
+            }
+        }
+    )*};
+}
+tenancy_errors!(
+    nova_tenancy::IdentError,
+    nova_tenancy::NameError,
+    nova_tenancy::IdError,
+    nova_tenancy::ContextError,
+    nova_tenancy::privacy::PrivacyError
+);
 
 impl Error {
     pub(crate) fn config(problem: String) -> Self {
@@ -80,11 +112,17 @@ impl Error {
         })
     }
 
-    /// The HTTP status this error answers with: 403 for denials and refusals, 404 for not
-    /// found, 500 for the rest (whose detail is logged, never sent).
+    /// An application error, kept as the source of a 500.
+    pub fn other(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Other(e.into())
+    }
+
+    /// The HTTP status this error answers with: 400 for invalid input, 403 for denials and
+    /// refusals, 404 for not found, 500 for the rest (whose detail is logged, never sent).
     #[must_use]
     pub fn status(&self) -> u16 {
         match self {
+            Self::Invalid(_) => 400,
             Self::Denied { .. } | Self::MfaRequired | Self::Refused => 403,
             Self::NotFound => 404,
             _ => 500,

@@ -28,6 +28,8 @@ mod app;
 pub mod config;
 mod error;
 mod outbox;
+mod principal;
+mod privacy;
 mod scope;
 mod sealed;
 #[cfg(feature = "axum")]
@@ -37,6 +39,8 @@ pub use app::{Nova, NovaBuilder, NovaCredentials, migrate, migration_sql};
 pub use config::{Config, ConfigError};
 pub use error::Error;
 pub use outbox::{Outbox, RELAY_BATCH};
+pub use principal::Principals;
+pub use privacy::Erasure;
 pub use scope::{Decision, Scope, Target, bind_filter};
 pub use sealed::{KeyOf, SealedTable};
 

@@ -90,10 +90,10 @@ impl Decision {
 /// - Dropped without [`Scope::commit`], the transaction rolls back (its connection is reset
 ///   or closed, see [`TenantTx`]) and its events are gone with it.
 pub struct Scope {
-    nova: Nova,
-    ctx: TenantContext,
+    pub(crate) nova: Nova,
+    pub(crate) ctx: TenantContext,
     tx: Option<TenantTx>,
-    principal: Attrs,
+    principal: Option<Attrs>,
     tenant_keys_ready: bool,
     handles: HashMap<Uuid, SubjectHandle>,
 }
@@ -113,7 +113,7 @@ impl Scope {
             nova,
             ctx,
             tx: None,
-            principal: Attrs::new(),
+            principal: None,
             tenant_keys_ready: false,
             handles: HashMap::new(),
         }
@@ -145,10 +145,45 @@ impl Scope {
     }
 
     /// Sets the principal's attributes the policy reads (`principal.department`, ...),
-    /// typically read by the application in [`Scope::tx`]. The principal's id and roles
-    /// always come from the context.
+    /// instead of loading them from the table given to [`crate::NovaBuilder::principals`].
+    /// The principal's id and roles always come from the context.
     pub fn set_principal(&mut self, attrs: Attrs) {
-        self.principal = attrs;
+        self.principal = Some(attrs);
+    }
+
+    /// Loads the caller's attributes once (see [`crate::Principals`]); a caller the table
+    /// does not know is refused, and the refusal audited.
+    async fn ensure_principal(&mut self) -> Result<(), Error> {
+        if self.principal.is_some() {
+            return Ok(());
+        }
+        let inner = std::sync::Arc::clone(&self.nova.inner);
+        let attrs = match &inner.principals {
+            None => Attrs::new(),
+            Some(p) if p.is_rowless(&self.ctx) => Attrs::new(),
+            Some(p) => {
+                let Some(user) = self.ctx.user() else {
+                    return Err(self
+                        .refuse("authorize", p.table_name(), "no user in the credential")
+                        .await);
+                };
+                let row: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(p.sql()))
+                    .bind(user)
+                    .fetch_optional(&mut **self.tx().await?)
+                    .await?;
+                match row {
+                    Some(row) => crate::principal::attrs_from_json(&row)?,
+                    None => {
+                        let resource = format!("{}/{user}", p.table_name());
+                        return Err(self
+                            .refuse("authorize", &resource, "no such principal in the tenant")
+                            .await);
+                    }
+                }
+            }
+        };
+        self.principal = Some(attrs);
+        Ok(())
     }
 
     /// The actor recorded in audit events: `user:<id>`, or `system:<component>`.
@@ -169,14 +204,16 @@ impl Scope {
     /// denial is in the audit log; [`Error::Audit`] when it cannot be recorded (the action
     /// is then refused all the same).
     pub async fn authorize(&mut self, action: &str, target: Target<'_>) -> Result<Decision, Error> {
+        self.ensure_principal().await?;
         // Decided before any await: a request borrows attributes as `&dyn Entity`, which
         // must not be held across one (the future would not be `Send`).
         let explanation = {
+            let principal = self.principal.get_or_insert_with(Attrs::new);
             let context =
                 Attrs::authentication(&self.ctx, self.nova.inner.mfa_max_age, SystemTime::now());
             let user = self.ctx.user().map(|u| u.to_string()).unwrap_or_default();
             let req = Request::new(action, target.kind)
-                .principal_from(&self.ctx, &user, &self.principal)
+                .principal_from(&self.ctx, &user, &*principal)
                 .resource(target.attrs)
                 .context(&context);
             self.nova.inner.policy.explain(self.ctx.tenant(), &req)
@@ -246,19 +283,22 @@ impl Scope {
     /// bind them with [`bind_filter`].
     ///
     /// # Errors
-    /// [`Error::Sql`] when the policy cannot be expressed in SQL.
-    pub fn sql_filter(
-        &self,
+    /// [`Error::Sql`] when the policy cannot be expressed in SQL; [`Error::Refused`] for a
+    /// caller [`crate::Principals`] does not know.
+    pub async fn sql_filter(
+        &mut self,
         action: &str,
         resource_type: &str,
         table: &ResourceTable,
         first_param: usize,
     ) -> Result<SqlFilter, Error> {
+        self.ensure_principal().await?;
+        let principal = self.principal.get_or_insert_with(Attrs::new);
         let context =
             Attrs::authentication(&self.ctx, self.nova.inner.mfa_max_age, SystemTime::now());
         let user = self.ctx.user().map(|u| u.to_string()).unwrap_or_default();
         let req = Request::new(action, resource_type)
-            .principal_from(&self.ctx, &user, &self.principal)
+            .principal_from(&self.ctx, &user, &*principal)
             .context(&context);
         Ok(self
             .nova
@@ -366,6 +406,111 @@ impl Scope {
         if let Some(tx) = self.tx.take() {
             tx.commit().await?;
             self.nova.wake_relay();
+        }
+        Ok(())
+    }
+
+    /// Records `event` in the transaction and commits: [`Scope::record`] then
+    /// [`Scope::commit`].
+    ///
+    /// # Errors
+    /// As those two; then neither the data nor the event is kept.
+    pub async fn commit_with(mut self, event: AuditEvent) -> Result<(), Error> {
+        self.record(event).await?;
+        self.commit().await
+    }
+
+    /// Creates an API key as `decision` allowed, records `admin.api_key_created` in the
+    /// transaction and commits. The key lives in Nova's own tables, outside the tenant
+    /// transaction: should the event not commit, the key is revoked, so that no usable key
+    /// lacks its event. The secret is the only copy: show it once.
+    ///
+    /// # Errors
+    /// [`Error::Auth`] when the key cannot be created; the commit's errors.
+    pub async fn create_api_key(
+        mut self,
+        decision: &Decision,
+        spec: nova_auth::NewApiKey,
+    ) -> Result<(String, nova_auth::IssuedSecret), Error> {
+        let inner = std::sync::Arc::clone(&self.nova.inner);
+        let keys = &inner.api_keys;
+        let (key_id, secret) = keys.create(spec).await?;
+        let event = self
+            .event_for(decision, "admin.api_key_created", "api_keys.create")
+            .resource(&format!("api-keys/{key_id}"))
+            .build();
+        let committed = match self.record(event).await {
+            Ok(()) => self.commit().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = committed {
+            keys.revoke(&key_id).await?;
+            return Err(e);
+        }
+        Ok((key_id, secret))
+    }
+
+    /// Revokes the caller's tenant's API key `key_id` as `decision` allowed. Another
+    /// tenant's key is "not found" like a missing one (and audited as such). The event
+    /// `admin.api_key_revoked` is made durable **before** the key is revoked (an event
+    /// must never be missing for a revocation); should revoking then fail,
+    /// `admin.api_key_revoke_failed` follows it.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; [`Error::Audit`]; [`Error::Auth`] when revoking fails.
+    pub async fn revoke_api_key(&mut self, decision: &Decision, key_id: &str) -> Result<(), Error> {
+        let inner = std::sync::Arc::clone(&self.nova.inner);
+        let keys = &inner.api_keys;
+        let resource = format!("api-keys/{key_id}");
+        let tenant = self.ctx.tenant();
+        let found = nova_auth::ApiKeyStore::get(keys.store(), key_id).await?;
+        let Some(record) = found.filter(|r| r.tenant == tenant) else {
+            return Err(self.not_found("api_keys.revoke", &resource).await);
+        };
+        let event = self
+            .event_for(decision, "admin.api_key_revoked", "api_keys.revoke")
+            .resource(&resource)
+            .build();
+        self.record_now(event).await?;
+        if let Err(e) = keys.revoke(&record.key_id).await {
+            let failed = self
+                .event_for(decision, "admin.api_key_revoke_failed", "api_keys.revoke")
+                .resource(&resource)
+                .outcome(Outcome::Failure)
+                .build();
+            let _ = self.record_now(failed).await;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Adds a delegation grant to the caller's tenant's policy as `decision` allowed,
+    /// records `admin.grant_created` in the transaction and commits. Grants live in the
+    /// policy store, outside the transaction: should the event not commit, the grant is
+    /// withdrawn.
+    ///
+    /// # Errors
+    /// [`Error::Policy`] for a grant the store refuses; the commit's errors.
+    pub async fn grant(
+        mut self,
+        decision: &Decision,
+        grant: nova_policy::Grant,
+    ) -> Result<(), Error> {
+        let tenant = self.ctx.tenant();
+        let id = grant.id.to_string();
+        let inner = std::sync::Arc::clone(&self.nova.inner);
+        inner.policy.grant(tenant, grant)?;
+        let event = self
+            .event_for(decision, "admin.grant_created", "grants.create")
+            .resource(&format!("grants/{id}"))
+            .build();
+        let committed = match self.record(event).await {
+            Ok(()) => self.commit().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = committed {
+            inner.policy.revoke(tenant, &id)?;
+            return Err(e);
         }
         Ok(())
     }

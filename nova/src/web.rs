@@ -30,8 +30,9 @@ where
     }
 }
 
-/// 403 for a denial (already audited), 500 for the rest; the detail of a 500 is logged,
-/// never sent.
+/// The status of [`Error::status`]: a 400 carries the application's constant message, a
+/// 403 or 404 nothing (the audit log has the reason), a 500 nothing (its detail is logged,
+/// never sent).
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status =
@@ -39,6 +40,9 @@ impl IntoResponse for Error {
         if status.is_server_error() {
             tracing::error!(target: "nova", error = %self, "request failed");
         }
-        status.into_response()
+        match self {
+            Error::Invalid(why) => (status, why).into_response(),
+            _ => status.into_response(),
+        }
     }
 }

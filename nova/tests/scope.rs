@@ -10,12 +10,13 @@ use std::time::{Duration, SystemTime};
 
 use nova::crypto::{LocalKeyProvider, normalize};
 use nova::policy::{Attrs, PolicySet, PolicyStore, Schema};
+use nova::tenancy::privacy::{ErasureAction, SubjectMap, SubjectTable};
 use nova::tenancy::testing::PgFixture;
 use nova::tenancy::{
     AppRole, AuthMethod, CredentialVerifier, Ident, RlsMigration, TenantContext, TenantId,
     TenantTable, UserId, VerifiedIdentity,
 };
-use nova::{Config, Error, KeyOf, Nova, SealedTable, Target};
+use nova::{Config, Error, KeyOf, Nova, Principals, SealedTable, Target};
 use sqlx::Row;
 use uuid::Uuid;
 use zeroize::Zeroizing;
@@ -107,7 +108,9 @@ struct Setup {
 
 async fn setup(label: &str) -> Option<Setup> {
     let mut fx = PgFixture::new(label).await?;
-    let migration = RlsMigration::new(fx.roles().clone()).table(TenantTable::new("notes").unwrap());
+    let migration = RlsMigration::new(fx.roles().clone())
+        .table(TenantTable::new("notes").unwrap())
+        .table(TenantTable::new("members").unwrap());
     fx.exec(&migration.roles_sql()).await;
     let owner = fx.login_role("owner", &[]).await;
     let app_rw = fx.roles().get(AppRole::AppRw).clone();
@@ -120,6 +123,10 @@ async fn setup(label: &str) -> Option<Setup> {
             title text NOT NULL, body text, author uuid,
             PRIMARY KEY (tenant_id, id));
         ALTER TABLE notes OWNER TO "{owner}";
+        CREATE TABLE members (
+            tenant_id uuid NOT NULL, id uuid NOT NULL, department text, levels int[],
+            left_at timestamptz, PRIMARY KEY (tenant_id, id));
+        ALTER TABLE members OWNER TO "{owner}";
         -- A check that runs at commit: a title 'poison' makes the commit fail.
         CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
@@ -691,5 +698,292 @@ async fn misspelt_admin_actions_and_twice_declared_columns_are_refused() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("declared twice"), "{err}");
+    s.cleanup().await;
+}
+
+/// A caller with a given user id.
+fn caller(tenant: TenantId, id: Uuid, roles: &[&str]) -> TenantContext {
+    let id = VerifiedIdentity::new(tenant)
+        .user(UserId::from_uuid(id).unwrap())
+        .roles(roles.iter().map(|r| nova::tenancy::Role::new(r).unwrap()))
+        .methods([AuthMethod::new("pwd").unwrap()]);
+    TenantContext::from_verified(&Test, id)
+}
+
+#[tokio::test]
+async fn principals_are_read_from_their_table_and_unknown_or_gone_callers_are_refused() {
+    let Some(s) = setup("novaprincipal").await else {
+        return;
+    };
+    let nova = s
+        .builder(config("production", &s.dir.join("audit.log"), ""))
+        .principals(
+            Principals::table("members", "id")
+                .and_then(|p| p.attributes(["department", "levels"]))
+                .and_then(|p| p.gone_when_set("left_at"))
+                .unwrap()
+                .rowless_role("robot"),
+        )
+        .kek(Arc::new(test_kek()))
+        .audit_signing_seed(Zeroizing::new([5; 32]))
+        .build()
+        .await
+        .unwrap();
+    let (tenant, other) = (TenantId::new_v4(), TenantId::new_v4());
+    let (active, gone) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut seed = nova.scope(TenantContext::system(tenant, "test: members").unwrap());
+    let tx = seed.tx().await.unwrap();
+    sqlx::query(
+        "INSERT INTO members (tenant_id, id, department, levels, left_at) VALUES \
+         ($1, $2, 'hr', '{1,2}', NULL), ($1, $3, 'hr', NULL, now())",
+    )
+    .bind(tenant)
+    .bind(active)
+    .bind(gone)
+    .execute(&mut **tx)
+    .await
+    .unwrap();
+    for (id, department) in [(Uuid::new_v4(), "hr"), (Uuid::new_v4(), "finance")] {
+        insert_note(&mut seed, id, department, "t").await;
+    }
+    seed.commit().await.unwrap();
+    let hr = Attrs::new().with("department", "hr").with("owner", "x");
+    let finance = Attrs::new()
+        .with("department", "finance")
+        .with("owner", "x");
+
+    // A member's department comes from their row: their own department's note is
+    // allowed, another's denied.
+    let mut scope = nova.scope(caller(tenant, active, &["member"]));
+    let allowed = scope
+        .authorize("read", Target::new("Note", &hr))
+        .await
+        .unwrap();
+    assert_eq!(
+        allowed.reasons(),
+        ["allowed by rule `members-work-their-department`"]
+    );
+    assert!(matches!(
+        scope.authorize("read", Target::new("Note", &finance)).await,
+        Err(Error::Denied { .. })
+    ));
+    // A listing's filter uses the same attributes: only the hr note.
+    let filter = scope
+        .sql_filter("write", "Note", &nova::policy::ResourceTable::new(), 1)
+        .await
+        .unwrap();
+    let sql = format!("SELECT department FROM notes WHERE {}", filter.sql);
+    let query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+    let mut query = query;
+    for p in &filter.params {
+        query = match p {
+            nova::policy::SqlParam::Text(t) => query.bind(t.clone()),
+            other => panic!("unexpected parameter {other:?}"),
+        };
+    }
+    let departments = query
+        .fetch_all(&mut **scope.tx().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(departments, ["hr"]);
+    scope.rollback().await.unwrap();
+
+    // Unknown, gone, and the active member's id in another tenant: refused, audited.
+    for (t, id, why) in [
+        (tenant, Uuid::new_v4(), "unknown"),
+        (tenant, gone, "gone"),
+        (other, active, "other tenant"),
+    ] {
+        let mut scope = nova.scope(caller(t, id, &["member"]));
+        let err = scope
+            .authorize("read", Target::new("Note", &hr))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Refused), "{why}: {err}");
+        assert_eq!(err.status(), 403);
+    }
+    let refusals = s
+        .audit_lines("audit.log")
+        .into_iter()
+        .filter(|l| l.contains("no such principal in the tenant"))
+        .count();
+    assert_eq!(refusals, 3);
+    // A rowless role is not looked up and has no attributes: rules reading them do not
+    // match (denied, not refused).
+    let mut robot = nova.scope(caller(tenant, Uuid::new_v4(), &["member", "robot"]));
+    assert!(matches!(
+        robot.authorize("read", Target::new("Note", &hr)).await,
+        Err(Error::Denied { .. })
+    ));
+    // A context without a user (a system context) is refused when a table is declared.
+    let mut system = nova.scope(TenantContext::system(tenant, "test: job").unwrap());
+    assert!(matches!(
+        system.authorize("read", Target::new("Note", &hr)).await,
+        Err(Error::Refused)
+    ));
+    nova.close().await.unwrap();
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_subject_export_opens_only_its_own_fields_and_erasure_shreds_its_key() {
+    let Some(s) = setup("novaprivacy").await else {
+        return;
+    };
+    let nova = s
+        .builder(config("production", &s.dir.join("audit.log"), ""))
+        .sealed(
+            SealedTable::new("notes")
+                .column("body", KeyOf::Subject)
+                .and_then(|t| t.column("title", KeyOf::Tenant))
+                .unwrap(),
+        )
+        .data_subjects(
+            SubjectMap::new().table(
+                SubjectTable::new("notes", "author")
+                    .unwrap()
+                    .on_erase(ErasureAction::anonymise(["body"]).unwrap()),
+            ),
+        )
+        .kek(Arc::new(test_kek()))
+        .audit_signing_seed(Zeroizing::new([5; 32]))
+        .build()
+        .await
+        .unwrap();
+    let tenant = TenantId::new_v4();
+    let (alice, bob) = (Uuid::new_v4(), Uuid::new_v4());
+    let ctx = TenantContext::system(tenant, "test: privacy").unwrap();
+    // Alice's note, Bob's note, and a note in Alice's name whose body is sealed under
+    // Bob's key (a quote of Bob, say): not Alice's to read.
+    let mut scope = nova.scope(ctx.clone());
+    for (author, key_of, body) in [
+        (alice, alice, "alice's words"),
+        (bob, bob, "bob's words"),
+        (alice, bob, "bob quoted"),
+    ] {
+        let id = Uuid::new_v4();
+        let body = scope
+            .seal("notes", "body", id, Some(key_of), body)
+            .await
+            .unwrap();
+        let title = scope
+            .seal("notes", "title", id, None, "a title")
+            .await
+            .unwrap();
+        let tx = scope.tx().await.unwrap();
+        sqlx::query("INSERT INTO notes (tenant_id, id, department, title, body, author) VALUES ($1, $2, 'hr', $3, $4, $5)")
+            .bind(tenant).bind(id).bind(&title).bind(&body).bind(author)
+            .execute(&mut **tx).await.unwrap();
+    }
+    scope.commit().await.unwrap();
+
+    let mut scope = nova.scope(ctx.clone());
+    let export = scope.export_subject(alice).await.unwrap();
+    scope.commit().await.unwrap();
+    let rows = export["tables"]["notes.author"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{export}"));
+    assert_eq!(rows.len(), 2, "only Alice's rows");
+    let mut bodies: Vec<serde_json::Value> = rows.iter().map(|r| r["body"].clone()).collect();
+    bodies.sort_by_key(ToString::to_string);
+    assert_eq!(
+        bodies,
+        [serde_json::json!("alice's words"), serde_json::Value::Null]
+    );
+    assert!(rows.iter().all(|r| r["title"] == "a title"), "{rows:?}");
+    assert!(!export.to_string().contains("bob"), "{export}");
+
+    // Erasure: rows anonymised and the key destroyed, in one transaction.
+    let mut scope = nova.scope(ctx.clone());
+    let erasure = scope.erase_subject(alice).await.unwrap();
+    scope.commit().await.unwrap();
+    assert!(erasure.key_destroyed);
+    assert_eq!(erasure.report.total(), 2);
+    assert_eq!(erasure.to_json()["key_destroyed"], true);
+    let mut scope = nova.scope(ctx);
+    let export = scope.export_subject(alice).await.unwrap();
+    let rows = export["tables"]["notes.author"].as_array().unwrap();
+    assert!(rows.iter().all(|r| r["body"].is_null()), "{rows:?}");
+    scope.rollback().await.unwrap();
+    nova.close().await.unwrap();
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn api_keys_are_revoked_only_in_their_tenant_and_every_step_is_audited() {
+    let Some(s) = setup("novaapikey").await else {
+        return;
+    };
+    let nova = s
+        .nova(config("production", &s.dir.join("audit.log"), ""))
+        .await
+        .unwrap();
+    let (tenant, other) = (TenantId::new_v4(), TenantId::new_v4());
+    let admin = |t| user(t, &["admin"], Some(SystemTime::now()));
+    let note = Attrs::new().with("department", "hr").with("owner", "x");
+    let mut scope = nova.scope(admin(tenant));
+    let allowed = scope
+        .authorize("share", Target::new("Note", &note))
+        .await
+        .unwrap();
+    let spec = nova::auth::NewApiKey::new(
+        tenant,
+        UserId::new_v4(),
+        nova::tenancy::Role::new("member").unwrap(),
+    );
+    let (key_id, secret) = scope.create_api_key(&allowed, spec).await.unwrap();
+    assert!(
+        nova.api_keys()
+            .verify(secret.expose(), std::net::Ipv4Addr::LOCALHOST.into())
+            .await
+            .is_ok()
+    );
+
+    // Another tenant's admin: "not found", and the key still works.
+    let mut scope = nova.scope(admin(other));
+    let allowed = scope
+        .authorize("share", Target::new("Note", &note))
+        .await
+        .unwrap();
+    let err = scope.revoke_api_key(&allowed, &key_id).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound), "{err}");
+    assert!(
+        nova.api_keys()
+            .verify(secret.expose(), std::net::Ipv4Addr::LOCALHOST.into())
+            .await
+            .is_ok()
+    );
+    // Its own tenant's: revoked, with its event durable before the answer.
+    let mut scope = nova.scope(admin(tenant));
+    let allowed = scope
+        .authorize("share", Target::new("Note", &note))
+        .await
+        .unwrap();
+    scope.revoke_api_key(&allowed, &key_id).await.unwrap();
+    scope.commit().await.unwrap();
+    assert!(
+        nova.api_keys()
+            .verify(secret.expose(), std::net::Ipv4Addr::LOCALHOST.into())
+            .await
+            .is_err()
+    );
+    assert!(
+        s.audit_lines("audit.log")
+            .iter()
+            .any(|l| l.contains("admin.api_key_revoked") && l.contains(&key_id))
+    );
+    nova.flush_audit().await.unwrap();
+    let lines = s.audit_lines("audit.log");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("admin.api_key_created") && l.contains(&key_id))
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("request.refused") && l.contains(&format!("api-keys/{key_id}")))
+    );
+    nova.close().await.unwrap();
     s.cleanup().await;
 }

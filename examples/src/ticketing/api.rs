@@ -1,29 +1,28 @@
-//! The HTTP API. Each handler receives a [`Scope`] for the caller the guard verified, reads
-//! the caller's attributes in it, asks the policy, runs its SQL, records its audit event in
-//! the same transaction, and commits. Refusals say nothing about why (the audit log does);
-//! a ticket the caller may not read is "not found", whether or not it exists.
+//! The HTTP API. Each handler receives a [`Scope`] for the caller the guard verified; the
+//! scope loads the caller's attributes, asks the policy, seals and opens, and records the
+//! audit event in the handler's transaction. Refusals say nothing about why (the audit log
+//! does); a ticket the caller may not act on is "not found", whether or not it exists.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use nova::auth::{ApiKeyStore, NewApiKey};
-use nova::policy::{Attrs, Expr, Grant, ResourceTable, Value};
-use nova::tenancy::privacy::PrivacyError;
+use nova::auth::NewApiKey;
+use nova::policy::{Attrs, Expr, Grant, ResourceTable};
 use nova::tenancy::{Role, TenantContext, TenantId, UserId};
-use nova::{Decision, Scope, Target, bind_filter};
-use serde::Deserialize;
-use serde_json::json;
-use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, Row};
+use nova::{Decision, Error, Nova, Scope, Target, bind_filter};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{App, Error, subject};
+use super::BACKUP_LABEL;
 
-/// The service's routes, over `app` (add [`nova::Nova::guard`] around them; see
-/// [`super::start`]).
-pub fn router(app: App) -> Router {
+type Result<T> = std::result::Result<T, Error>;
+type Created = (StatusCode, Json<Value>);
+
+/// The service's routes (add [`Nova::guard`] around them; see [`super::start`]).
+pub fn router(nova: Nova) -> Router {
     Router::new()
         .route("/tickets", get(list_tickets).post(create_ticket))
         .route("/tickets/{id}", get(get_ticket).patch(update_ticket))
@@ -38,107 +37,12 @@ pub fn router(app: App) -> Router {
         .route("/privacy/subjects/{id}/export", get(export_subject))
         .route("/privacy/subjects/{id}/erase", post(erase_subject))
         .route("/privacy/subjects/{id}/consents", post(record_consent))
-        .with_state(app)
+        .with_state(nova)
 }
 
-// ---------------------------------------------------------------------------------------
-// Errors
-
-/// What a handler answers when it does not succeed. Internal errors are logged, never sent.
-#[derive(Debug)]
-pub(crate) enum ApiError {
-    BadRequest(&'static str),
-    Forbidden,
-    NotFound,
-    Internal(Error),
+fn created(body: Value) -> Created {
+    (StatusCode::CREATED, Json(body))
 }
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        match self {
-            Self::BadRequest(why) => (StatusCode::BAD_REQUEST, why).into_response(),
-            Self::Forbidden => StatusCode::FORBIDDEN.into_response(),
-            Self::NotFound => StatusCode::NOT_FOUND.into_response(),
-            Self::Internal(e) => {
-                eprintln!("ticketing: internal error: {e}");
-                StatusCode::INTERNAL_SERVER_ERROR.into_response()
-            }
-        }
-    }
-}
-
-/// Any error: a refusal Nova already audited becomes its answer, the rest an internal
-/// error.
-impl<E: std::error::Error + Send + Sync + 'static> From<E> for ApiError {
-    fn from(e: E) -> Self {
-        let e: Error = Box::new(e);
-        match e.downcast::<nova::Error>().map(|e| *e) {
-            Ok(nova::Error::Denied { .. } | nova::Error::MfaRequired | nova::Error::Refused) => {
-                Self::Forbidden
-            }
-            Ok(nova::Error::NotFound) => Self::NotFound,
-            Ok(e) => Self::Internal(Box::new(e)),
-            Err(e) => Self::Internal(e),
-        }
-    }
-}
-
-type ApiResult<T> = Result<T, ApiError>;
-
-// ---------------------------------------------------------------------------------------
-// The caller
-
-/// Reads the caller's attributes for the policy in the caller's transaction. A person must
-/// have a (not erased) user row in the tenant; a service account has no attributes.
-async fn principal(app: &App, scope: &mut Scope) -> ApiResult<()> {
-    let ctx = scope.context().clone();
-    if ctx.has_role("service") {
-        scope.set_principal(
-            Attrs::new()
-                .with("department", "")
-                .with("queues", Value::strings::<_, &str>([])),
-        );
-        return Ok(());
-    }
-    let Some(user) = ctx.user() else {
-        return Err(ApiError::from(
-            scope
-                .refuse("principal", "users", "no user in the credential")
-                .await,
-        ));
-    };
-    let sql = format!(
-        "SELECT department, queues FROM {} WHERE tenant_id = $1 AND id = $2 AND erased_at IS NULL",
-        app.table("users")
-    );
-    let row = sqlx::query(AssertSqlSafe(sql))
-        .bind(ctx.tenant())
-        .bind(user)
-        .fetch_optional(&mut **scope.tx().await?)
-        .await?;
-    let Some(row) = row else {
-        return Err(ApiError::from(
-            scope
-                .refuse(
-                    "principal",
-                    &format!("users/{user}"),
-                    "no such user in the tenant",
-                )
-                .await,
-        ));
-    };
-    let department: String = row.try_get(0)?;
-    let queues: Vec<String> = row.try_get(1)?;
-    scope.set_principal(
-        Attrs::new()
-            .with("department", department)
-            .with("queues", Value::strings(queues.iter().map(String::as_str))),
-    );
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------------------
-// Input checks
 
 fn name_ok(s: &str) -> bool {
     (1..=64).contains(&s.len())
@@ -150,20 +54,17 @@ fn text_ok(s: &str, max: usize) -> bool {
     !s.trim().is_empty() && s.len() <= max && !s.contains('\0')
 }
 
-fn ticket_attrs(queue: &str, department: &str, priority: i64) -> Attrs {
-    Attrs::new()
-        .with("queue", queue)
-        .with("department", department)
-        .with("priority", priority)
+fn check(ok: bool, why: &'static str) -> Result<()> {
+    if ok { Ok(()) } else { Err(Error::Invalid(why)) }
 }
 
 /// Checks `action` on the tenant itself (administration) or a data subject.
-async fn authorize_on(scope: &mut Scope, action: &str, kind: &str) -> ApiResult<Decision> {
+async fn authorize_on(scope: &mut Scope, action: &str, kind: &str) -> Result<Decision> {
     let attrs = match kind {
         "Tenant" => Attrs::new().with("plan", "standard"),
         _ => Attrs::new().with("kind", "user"),
     };
-    Ok(scope.authorize(action, Target::new(kind, &attrs)).await?)
+    scope.authorize(action, Target::new(kind, &attrs)).await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -180,180 +81,154 @@ struct NewTicket {
     requester_id: Uuid,
 }
 
-async fn create_ticket(
-    State(app): State<App>,
-    mut scope: Scope,
-    Json(t): Json<NewTicket>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    if !name_ok(&t.queue) || !name_ok(&t.department) {
-        return Err(ApiError::BadRequest(
-            "queue and department: 1-64 of [a-z0-9_-]",
-        ));
+#[derive(sqlx::FromRow, Serialize)]
+struct Ticket {
+    tenant_id: TenantId,
+    id: Uuid,
+    queue: String,
+    department: String,
+    priority: i32,
+    status: String,
+    title: Option<String>,
+}
+
+impl Ticket {
+    fn attrs(&self, priority: i32) -> Attrs {
+        Attrs::new()
+            .with("queue", self.queue.as_str())
+            .with("department", self.department.as_str())
+            .with("priority", i64::from(priority))
     }
-    if !(1..=5).contains(&t.priority) || !text_ok(&t.title, 200) || !text_ok(&t.body, 10_000) {
-        return Err(ApiError::BadRequest(
-            "priority 1-5, title and body not empty",
-        ));
-    }
-    principal(&app, &mut scope).await?;
-    let res = ticket_attrs(&t.queue, &t.department, i64::from(t.priority));
+}
+
+async fn create_ticket(mut scope: Scope, Json(t): Json<NewTicket>) -> Result<Created> {
+    check(
+        name_ok(&t.queue) && name_ok(&t.department),
+        "queue and department: 1-64 of [a-z0-9_-]",
+    )?;
+    check(
+        (1..=5).contains(&t.priority) && text_ok(&t.title, 200) && text_ok(&t.body, 10_000),
+        "priority 1-5, title and body not empty",
+    )?;
+    let ticket = Ticket {
+        tenant_id: scope.context().tenant(),
+        id: Uuid::new_v4(),
+        queue: t.queue,
+        department: t.department,
+        priority: t.priority,
+        status: "open".into(),
+        title: Some(t.title),
+    };
     let allowed = scope
-        .authorize("create", Target::new("Ticket", &res))
+        .authorize("create", Target::new("Ticket", &ticket.attrs(t.priority)))
         .await?;
-    let tenant = scope.context().tenant();
-    let requester_known: Option<i32> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "SELECT 1 FROM {} WHERE tenant_id = $1 AND id = $2 AND erased_at IS NULL",
-        app.table("users")
-    )))
-    .bind(tenant)
-    .bind(t.requester_id)
-    .fetch_optional(&mut **scope.tx().await?)
-    .await?;
-    if requester_known.is_none() {
-        return Err(ApiError::BadRequest("unknown requester"));
-    }
-    let id = Uuid::new_v4();
+    let known: Option<i32> =
+        sqlx::query_scalar("SELECT 1 FROM users WHERE id = $1 AND erased_at IS NULL")
+            .bind(t.requester_id)
+            .fetch_optional(&mut **scope.tx().await?)
+            .await?;
+    check(known.is_some(), "unknown requester")?;
     let body = scope
-        .seal("tickets", "body", id, Some(t.requester_id), &t.body)
+        .seal("tickets", "body", ticket.id, Some(t.requester_id), &t.body)
         .await?;
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO {} (tenant_id, id, queue, department, priority, requester_id, title, body) \
+    sqlx::query(
+        "INSERT INTO tickets (tenant_id, id, queue, department, priority, requester_id, title, body) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        app.table("tickets")
-    )))
-    .bind(tenant)
-    .bind(id)
-    .bind(&t.queue)
-    .bind(&t.department)
+    )
+    .bind(ticket.tenant_id)
+    .bind(ticket.id)
+    .bind(&ticket.queue)
+    .bind(&ticket.department)
     .bind(t.priority)
     .bind(t.requester_id)
-    .bind(&t.title)
+    .bind(&ticket.title)
     .bind(&body)
     .execute(&mut **scope.tx().await?)
     .await?;
-    let event = scope
-        .event_for(&allowed, "data.write", "tickets.create")
-        .resource(&format!("tickets/{id}"))
-        .build();
-    scope.record(event).await?;
-    scope.commit().await?;
-    Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
+    let event = scope.event_for(&allowed, "data.write", "tickets.create");
+    let resource = format!("tickets/{}", ticket.id);
+    scope.commit_with(event.resource(&resource).build()).await?;
+    Ok(created(json!({ "id": ticket.id })))
 }
 
-fn ticket_json(row: &PgRow) -> ApiResult<serde_json::Value> {
-    Ok(json!({
-        "tenant_id": row.try_get::<TenantId, _>("tenant_id")?,
-        "id": row.try_get::<Uuid, _>("id")?,
-        "queue": row.try_get::<String, _>("queue")?,
-        "department": row.try_get::<String, _>("department")?,
-        "priority": row.try_get::<i32, _>("priority")?,
-        "status": row.try_get::<String, _>("status")?,
-        "title": row.try_get::<Option<String>, _>("title")?,
-    }))
-}
-
-const TICKET_COLUMNS: &str =
-    "t.tenant_id, t.id, t.queue, t.department, t.priority, t.status, t.title";
+const TICKET: &str =
+    "SELECT t.tenant_id, t.id, t.queue, t.department, t.priority, t.status, t.title";
 
 /// Lists the tickets the caller may read: the policy, compiled into the `WHERE` clause,
 /// under the tenant's row-level security.
-async fn list_tickets(
-    State(app): State<App>,
-    mut scope: Scope,
-) -> ApiResult<Json<serde_json::Value>> {
-    principal(&app, &mut scope).await?;
-    let filter = scope.sql_filter("read", "Ticket", &ResourceTable::new().alias("t")?, 2)?;
+async fn list_tickets(mut scope: Scope) -> Result<Json<Value>> {
+    let filter = scope
+        .sql_filter("read", "Ticket", &ResourceTable::new().alias("t")?, 1)
+        .await?;
     let sql = format!(
-        "SELECT {TICKET_COLUMNS} FROM {} t WHERE t.tenant_id = $1 AND ({}) \
-         ORDER BY t.created_at DESC LIMIT 50",
-        app.table("tickets"),
+        "{TICKET} FROM tickets t WHERE ({}) ORDER BY t.created_at DESC LIMIT 50",
         filter.sql
     );
-    let tenant = scope.context().tenant();
-    let rows = bind_filter(sqlx::query(AssertSqlSafe(sql)).bind(tenant), &filter)
+    let query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    let rows = bind_filter(query, &filter)
         .fetch_all(&mut **scope.tx().await?)
         .await?;
     scope.commit().await?;
     let tickets = rows
         .iter()
-        .map(ticket_json)
-        .collect::<ApiResult<Vec<_>>>()?;
+        .map(sqlx::FromRow::from_row)
+        .collect::<std::result::Result<Vec<Ticket>, _>>()?;
     Ok(Json(json!({ "tickets": tickets })))
 }
 
-/// Reads a ticket row and checks `action` on it; "not found" when it is absent or the
-/// caller may not act on it, so that existence does not leak (the log says which).
+/// Reads a ticket, its body and requester, and checks `action` on it; "not found" when it
+/// is absent or the caller may not act on it, so that existence does not leak (the log
+/// says which).
 async fn ticket_for(
-    app: &App,
     scope: &mut Scope,
     id: Uuid,
     action: &str,
-) -> ApiResult<(PgRow, Decision)> {
-    let sql = format!(
-        "SELECT {TICKET_COLUMNS}, t.body, t.requester_id FROM {} t \
-         WHERE t.tenant_id = $1 AND t.id = $2",
-        app.table("tickets")
-    );
-    let tenant = scope.context().tenant();
-    let row = sqlx::query(AssertSqlSafe(sql))
-        .bind(tenant)
+) -> Result<(Ticket, Option<String>, Uuid, Decision)> {
+    let sql = format!("{TICKET}, t.body, t.requester_id FROM tickets t WHERE t.id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .fetch_optional(&mut **scope.tx().await?)
         .await?;
     let resource = format!("tickets/{id}");
     let Some(row) = row else {
-        return Err(ApiError::from(scope.not_found(action, &resource).await));
+        return Err(scope.not_found(action, &resource).await);
     };
-    let res = ticket_attrs(
-        row.try_get("queue")?,
-        row.try_get("department")?,
-        i64::from(row.try_get::<i32, _>("priority")?),
+    let ticket: Ticket = sqlx::FromRow::from_row(&row)?;
+    let (body, requester) = (
+        sqlx::Row::try_get(&row, "body")?,
+        sqlx::Row::try_get(&row, "requester_id")?,
     );
     let id_text = id.to_string();
+    let attrs = ticket.attrs(ticket.priority);
     match scope
-        .authorize(action, Target::new("Ticket", &res).id(&id_text))
+        .authorize(action, Target::new("Ticket", &attrs).id(&id_text))
         .await
     {
-        Ok(decision) => Ok((row, decision)),
-        Err(nova::Error::Denied { .. } | nova::Error::MfaRequired) => Err(ApiError::NotFound),
-        Err(e) => Err(e.into()),
+        Ok(decision) => Ok((ticket, body, requester, decision)),
+        Err(Error::Denied { .. } | Error::MfaRequired) => Err(Error::NotFound),
+        Err(e) => Err(e),
     }
 }
 
-async fn get_ticket(
-    State(app): State<App>,
-    mut scope: Scope,
-    Path(id): Path<Uuid>,
-) -> ApiResult<Json<serde_json::Value>> {
-    principal(&app, &mut scope).await?;
-    let (row, _) = ticket_for(&app, &mut scope, id, "read").await?;
-    let tenant = scope.context().tenant();
-    let comments = sqlx::query(AssertSqlSafe(format!(
-        "SELECT id, author_id, body FROM {} WHERE tenant_id = $1 AND ticket_id = $2 \
-         ORDER BY created_at, id",
-        app.table("comments")
-    )))
-    .bind(tenant)
+async fn get_ticket(mut scope: Scope, Path(id): Path<Uuid>) -> Result<Json<Value>> {
+    let (ticket, body, requester, _) = ticket_for(&mut scope, id, "read").await?;
+    let comments: Vec<(Uuid, Uuid, Option<String>)> = sqlx::query_as(
+        "SELECT id, author_id, body FROM comments WHERE ticket_id = $1 ORDER BY created_at, id",
+    )
     .bind(id)
     .fetch_all(&mut **scope.tx().await?)
     .await?;
-    let mut ticket = ticket_json(&row)?;
-    ticket["requester_id"] = json!(row.try_get::<Uuid, _>("requester_id")?);
-    let body: Option<String> = row.try_get("body")?;
-    ticket["body"] = json!(scope.open("tickets", "body", id, body.as_deref()).await?);
-    let mut out = Vec::with_capacity(comments.len());
-    for c in &comments {
-        let (cid, author, body): (Uuid, Uuid, Option<String>) = (
-            c.try_get("id")?,
-            c.try_get("author_id")?,
-            c.try_get("body")?,
-        );
+    let mut out = json!(ticket);
+    out["requester_id"] = json!(requester);
+    out["body"] = json!(scope.open("tickets", "body", id, body.as_deref()).await?);
+    let mut opened = Vec::with_capacity(comments.len());
+    for (cid, author, body) in comments {
         let body = scope.open("comments", "body", cid, body.as_deref()).await?;
-        out.push(json!({ "id": cid, "author_id": author, "body": body }));
+        opened.push(json!({ "id": cid, "author_id": author, "body": body }));
     }
-    ticket["comments"] = json!(out);
+    out["comments"] = json!(opened);
     scope.commit().await?;
-    Ok(Json(ticket))
+    Ok(Json(out))
 }
 
 #[derive(Deserialize)]
@@ -364,50 +239,39 @@ struct TicketChange {
 }
 
 async fn update_ticket(
-    State(app): State<App>,
     mut scope: Scope,
     Path(id): Path<Uuid>,
     Json(change): Json<TicketChange>,
-) -> ApiResult<StatusCode> {
-    if let Some(st) = &change.status
-        && !matches!(st.as_str(), "open" | "pending" | "closed")
-    {
-        return Err(ApiError::BadRequest("status: open, pending or closed"));
-    }
-    if change.priority.is_some_and(|p| !(1..=5).contains(&p)) {
-        return Err(ApiError::BadRequest("priority 1-5"));
-    }
-    principal(&app, &mut scope).await?;
-    let (row, _) = ticket_for(&app, &mut scope, id, "update").await?;
+) -> Result<StatusCode> {
+    let status_ok = change
+        .status
+        .as_deref()
+        .is_none_or(|s| matches!(s, "open" | "pending" | "closed"));
+    check(status_ok, "status: open, pending or closed")?;
+    check(
+        change.priority.is_none_or(|p| (1..=5).contains(&p)),
+        "priority 1-5",
+    )?;
+    let (ticket, ..) = ticket_for(&mut scope, id, "update").await?;
     // The ticket as it would be after the change must be allowed too.
-    let after = ticket_attrs(
-        row.try_get("queue")?,
-        row.try_get("department")?,
-        i64::from(change.priority.unwrap_or(row.try_get("priority")?)),
-    );
+    let after = ticket.attrs(change.priority.unwrap_or(ticket.priority));
     let id_text = id.to_string();
     let allowed = scope
         .authorize("update", Target::new("Ticket", &after).id(&id_text))
         .await?;
-    let tenant = scope.context().tenant();
-    sqlx::query(AssertSqlSafe(format!(
-        "UPDATE {} SET status = coalesce($3, status), priority = coalesce($4, priority), \
-         closed_at = CASE WHEN $3 = 'closed' THEN now() ELSE closed_at END \
-         WHERE tenant_id = $1 AND id = $2",
-        app.table("tickets")
-    )))
-    .bind(tenant)
+    sqlx::query(
+        "UPDATE tickets SET status = coalesce($2, status), priority = coalesce($3, priority), \
+         closed_at = CASE WHEN $2 = 'closed' THEN now() ELSE closed_at END WHERE id = $1",
+    )
     .bind(id)
     .bind(change.status.as_deref())
     .bind(change.priority)
     .execute(&mut **scope.tx().await?)
     .await?;
-    let event = scope
-        .event_for(&allowed, "data.write", "tickets.update")
-        .resource(&format!("tickets/{id}"))
-        .build();
-    scope.record(event).await?;
-    scope.commit().await?;
+    let event = scope.event_for(&allowed, "data.write", "tickets.update");
+    scope
+        .commit_with(event.resource(&format!("tickets/{id}")).build())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -418,50 +282,39 @@ struct NewComment {
 }
 
 async fn add_comment(
-    State(app): State<App>,
     mut scope: Scope,
     Path(ticket): Path<Uuid>,
     Json(c): Json<NewComment>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    if !text_ok(&c.body, 10_000) {
-        return Err(ApiError::BadRequest("body: 1-10000 bytes"));
-    }
+) -> Result<Created> {
+    check(text_ok(&c.body, 10_000), "body: 1-10000 bytes")?;
     let author = match scope.context().user() {
         Some(u) if !scope.context().has_role("service") => *u.as_uuid(),
         _ => {
             let resource = format!("tickets/{ticket}");
-            return Err(ApiError::from(
-                scope
-                    .refuse("comment", &resource, "only people comment")
-                    .await,
-            ));
+            return Err(scope
+                .refuse("comment", &resource, "only people comment")
+                .await);
         }
     };
-    principal(&app, &mut scope).await?;
-    let (_, allowed) = ticket_for(&app, &mut scope, ticket, "comment").await?;
+    let (.., allowed) = ticket_for(&mut scope, ticket, "comment").await?;
     let id = Uuid::new_v4();
     let body = scope
         .seal("comments", "body", id, Some(author), &c.body)
         .await?;
-    let tenant = scope.context().tenant();
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO {} (tenant_id, id, ticket_id, author_id, body) VALUES ($1, $2, $3, $4, $5)",
-        app.table("comments")
-    )))
-    .bind(tenant)
+    sqlx::query(
+        "INSERT INTO comments (tenant_id, id, ticket_id, author_id, body) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(scope.context().tenant())
     .bind(id)
     .bind(ticket)
     .bind(author)
     .bind(&body)
     .execute(&mut **scope.tx().await?)
     .await?;
-    let event = scope
-        .event_for(&allowed, "data.write", "comments.create")
-        .resource(&format!("tickets/{ticket}/comments/{id}"))
-        .build();
-    scope.record(event).await?;
-    scope.commit().await?;
-    Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
+    let event = scope.event_for(&allowed, "data.write", "comments.create");
+    let resource = format!("tickets/{ticket}/comments/{id}");
+    scope.commit_with(event.resource(&resource).build()).await?;
+    Ok(created(json!({ "id": id })))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -477,24 +330,18 @@ struct NewUser {
     role: String,
 }
 
-async fn create_user(
-    State(app): State<App>,
-    mut scope: Scope,
-    Json(u): Json<NewUser>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    if !text_ok(&u.email, 254) || !u.email.contains('@') || !text_ok(&u.name, 200) {
-        return Err(ApiError::BadRequest("email and name"));
-    }
-    if !name_ok(&u.department) || u.queues.len() > 64 || !u.queues.iter().all(|q| name_ok(q)) {
-        return Err(ApiError::BadRequest("department and queues: [a-z0-9_-]"));
-    }
-    if !matches!(
-        u.role.as_str(),
-        "customer" | "agent" | "manager" | "admin" | "dpo"
-    ) {
-        return Err(ApiError::BadRequest("role"));
-    }
-    principal(&app, &mut scope).await?;
+async fn create_user(mut scope: Scope, Json(u): Json<NewUser>) -> Result<Created> {
+    check(
+        text_ok(&u.email, 254) && u.email.contains('@') && text_ok(&u.name, 200),
+        "email and name",
+    )?;
+    let queues_ok = u.queues.len() <= 64 && u.queues.iter().all(|q| name_ok(q));
+    check(
+        name_ok(&u.department) && queues_ok,
+        "department and queues: [a-z0-9_-]",
+    )?;
+    let roles = ["customer", "agent", "manager", "admin", "dpo"];
+    check(roles.contains(&u.role.as_str()), "role")?;
     let allowed = authorize_on(&mut scope, "manage", "Tenant").await?;
     let queues: Vec<&str> = u.queues.iter().map(String::as_str).collect();
     let spec = UserSpec {
@@ -504,13 +351,13 @@ async fn create_user(
         queues: &queues,
         role: &u.role,
     };
-    let id = insert_user(&app, &mut scope, &spec, Some(&allowed), "users.create").await?;
+    let id = insert_user(&mut scope, &spec, Some(&allowed), "users.create").await?;
     scope.commit().await?;
-    Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
+    Ok(created(json!({ "id": id })))
 }
 
 /// A user to add: a person who signs in (agent, manager, admin, dpo) or a customer who
-/// only files tickets.
+/// only files tickets. Email and name are personal data: never in logs (no `Debug`).
 #[derive(Clone, Copy)]
 pub struct UserSpec<'a> {
     /// Sealed, with a blind index for lookups.
@@ -525,37 +372,23 @@ pub struct UserSpec<'a> {
     pub role: &'a str,
 }
 
-impl std::fmt::Debug for UserSpec<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Email and name are personal data: never in logs.
-        f.debug_struct("UserSpec")
-            .field("department", &self.department)
-            .field("queues", &self.queues)
-            .field("role", &self.role)
-            .finish_non_exhaustive()
-    }
-}
-
 async fn insert_user(
-    app: &App,
     scope: &mut Scope,
     u: &UserSpec<'_>,
     allowed: Option<&Decision>,
     action: &str,
-) -> ApiResult<Uuid> {
+) -> Result<Uuid> {
     let id = Uuid::new_v4();
     let email = scope.seal("users", "email", id, Some(id), u.email).await?;
     let name = scope
         .seal("users", "display_name", id, Some(id), u.name)
         .await?;
     let index = scope.blind_index("users", "email", u.email).await?;
-    let tenant = scope.context().tenant();
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO {} (tenant_id, id, display_name, email, email_index, department, queues, role) \
+    sqlx::query(
+        "INSERT INTO users (tenant_id, id, display_name, email, email_index, department, queues, role) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        app.table("users")
-    )))
-    .bind(tenant)
+    )
+    .bind(scope.context().tenant())
     .bind(id)
     .bind(&name)
     .bind(&email)
@@ -568,10 +401,10 @@ async fn insert_user(
     let event = match allowed {
         Some(d) => scope.event_for(d, "data.write", action),
         None => scope.event("admin.onboard", action),
-    }
-    .resource(&format!("users/{id}"))
-    .build();
-    scope.record(event).await?;
+    };
+    scope
+        .record(event.resource(&format!("users/{id}")).build())
+        .await?;
     Ok(id)
 }
 
@@ -580,15 +413,9 @@ async fn insert_user(
 ///
 /// # Errors
 /// Database, key and audit errors.
-pub async fn onboard_user(app: &App, tenant: TenantId, spec: &UserSpec<'_>) -> Result<Uuid, Error> {
-    let mut scope = app
-        .nova
-        .scope(TenantContext::system(tenant, "ticketing: onboarding")?);
-    let id = match insert_user(app, &mut scope, spec, None, "users.onboard").await {
-        Ok(id) => id,
-        Err(ApiError::Internal(e)) => return Err(e),
-        Err(_) => return Err("onboarding refused".into()),
-    };
+pub async fn onboard_user(nova: &Nova, tenant: TenantId, spec: &UserSpec<'_>) -> Result<Uuid> {
+    let mut scope = nova.scope(TenantContext::system(tenant, "ticketing: onboarding")?);
+    let id = insert_user(&mut scope, spec, None, "users.onboard").await?;
     scope.commit().await?;
     Ok(id)
 }
@@ -599,108 +426,40 @@ struct ByEmail {
 }
 
 /// Finds users by email through the blind index: the server never sees the emails.
-async fn lookup_user(
-    State(app): State<App>,
-    mut scope: Scope,
-    Query(q): Query<ByEmail>,
-) -> ApiResult<Json<serde_json::Value>> {
-    if !text_ok(&q.email, 254) {
-        return Err(ApiError::BadRequest("email"));
-    }
-    principal(&app, &mut scope).await?;
+async fn lookup_user(mut scope: Scope, Query(q): Query<ByEmail>) -> Result<Json<Value>> {
+    check(text_ok(&q.email, 254), "email")?;
     let _allowed = authorize_on(&mut scope, "manage", "Tenant").await?;
     let index = scope.blind_index("users", "email", &q.email).await?;
-    let tenant = scope.context().tenant();
-    let rows = sqlx::query(AssertSqlSafe(format!(
-        "SELECT id, department, role FROM {} WHERE tenant_id = $1 AND email_index = $2",
-        app.table("users")
-    )))
-    .bind(tenant)
-    .bind(index)
-    .fetch_all(&mut **scope.tx().await?)
-    .await?;
+    let users: Vec<(Uuid, String, String)> =
+        sqlx::query_as("SELECT id, department, role FROM users WHERE email_index = $1")
+            .bind(index)
+            .fetch_all(&mut **scope.tx().await?)
+            .await?;
     scope.commit().await?;
-    let users = rows
-        .iter()
-        .map(|r| {
-            Ok(json!({
-                "id": r.try_get::<Uuid, _>("id")?,
-                "department": r.try_get::<String, _>("department")?,
-                "role": r.try_get::<String, _>("role")?,
-            }))
-        })
-        .collect::<ApiResult<Vec<_>>>()?;
+    let users: Vec<Value> = users
+        .into_iter()
+        .map(|(id, department, role)| json!({ "id": id, "department": department, "role": role }))
+        .collect();
     Ok(Json(json!({ "users": users })))
 }
 
 // ---------------------------------------------------------------------------------------
 // Administration
 
-/// The caller's attributes and a decision on `action` for `kind`, in a transaction that
-/// ends here: for handlers whose work is outside the tenant's tables.
-async fn check(app: &App, scope: &mut Scope, action: &str, kind: &str) -> ApiResult<Decision> {
-    principal(app, scope).await?;
-    authorize_on(scope, action, kind).await
-}
-
 /// Creates an API key for a new service account of the caller's tenant.
-async fn create_api_key(
-    State(app): State<App>,
-    mut scope: Scope,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let allowed = check(&app, &mut scope, "manage", "Tenant").await?;
-    let spec = NewApiKey::new(
-        scope.context().tenant(),
-        UserId::new_v4(),
-        Role::new("service")?,
-    );
-    let (key_id, secret) = app.nova.api_keys().create(spec).await?;
-    let event = scope
-        .event_for(&allowed, "admin.api_key_created", "api_keys.create")
-        .resource(&format!("api-keys/{key_id}"))
-        .build();
-    // The key lives in Nova's tables, outside this transaction: should its event not
-    // commit, the key is revoked, so that no usable key lacks its event.
-    let committed = match scope.record(event).await {
-        Ok(()) => scope.commit().await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = committed {
-        app.nova.api_keys().revoke(&key_id).await?;
-        return Err(e.into());
-    }
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "key_id": key_id, "secret": secret.expose() })),
+async fn create_api_key(mut scope: Scope) -> Result<Created> {
+    let allowed = authorize_on(&mut scope, "manage", "Tenant").await?;
+    let tenant = scope.context().tenant();
+    let spec = NewApiKey::new(tenant, UserId::new_v4(), Role::new("service")?);
+    let (key_id, secret) = scope.create_api_key(&allowed, spec).await?;
+    Ok(created(
+        json!({ "key_id": key_id, "secret": secret.expose() }),
     ))
 }
 
-async fn revoke_api_key(
-    State(app): State<App>,
-    mut scope: Scope,
-    Path(key_id): Path<String>,
-) -> ApiResult<StatusCode> {
-    let allowed = check(&app, &mut scope, "manage", "Tenant").await?;
-    // Another tenant's key is "not found", like a key that does not exist.
-    let tenant = scope.context().tenant();
-    let keys = app.nova.api_keys();
-    let Some(record) = keys
-        .store()
-        .get(&key_id)
-        .await?
-        .filter(|r| r.tenant == tenant)
-    else {
-        let resource = format!("api-keys/{key_id}");
-        return Err(ApiError::from(
-            scope.not_found("api_keys.revoke", &resource).await,
-        ));
-    };
-    keys.revoke(&record.key_id).await?;
-    let event = scope
-        .event_for(&allowed, "admin.api_key_revoked", "api_keys.revoke")
-        .resource(&format!("api-keys/{key_id}"))
-        .build();
-    scope.record(event).await?;
+async fn revoke_api_key(mut scope: Scope, Path(key_id): Path<String>) -> Result<StatusCode> {
+    let allowed = authorize_on(&mut scope, "manage", "Tenant").await?;
+    scope.revoke_api_key(&allowed, &key_id).await?;
     scope.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -716,117 +475,87 @@ struct NewGrant {
 
 /// Lends read access to one department's tickets to one user, until it expires. Only a
 /// manager of that department may.
-async fn create_grant(
-    State(app): State<App>,
-    mut scope: Scope,
-    Json(g): Json<NewGrant>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    if !name_ok(&g.id) || !name_ok(&g.department) || !(1..=86_400).contains(&g.ttl_seconds) {
-        return Err(ApiError::BadRequest("id, department, ttl_seconds 1-86400"));
-    }
-    principal(&app, &mut scope).await?;
+async fn create_grant(mut scope: Scope, Json(g): Json<NewGrant>) -> Result<Created> {
+    let ttl_ok = (1..=86_400).contains(&g.ttl_seconds);
+    check(
+        name_ok(&g.id) && name_ok(&g.department) && ttl_ok,
+        "id, department, ttl_seconds 1-86400",
+    )?;
     let dept = Attrs::new().with("name", g.department.as_str());
-    let allowed = scope
-        .authorize(
-            "delegate",
-            Target::new("Department", &dept).id(&g.department),
-        )
-        .await?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(|e| ApiError::Internal(Box::new(e)))?
-        .as_secs();
-    let expires = now + g.ttl_seconds;
-    let grant = Grant::to_principal(
-        &g.id,
-        &g.to_user.to_string(),
-        ["read"],
-        "Ticket",
-        expires,
-        &scope.actor(),
-    )
-    .when(Expr::resource("department").eq(Expr::string(&g.department)));
-    let tenant = scope.context().tenant();
-    app.nova.policy().grant(tenant, grant)?;
-    let event = scope
-        .event_for(&allowed, "admin.grant_created", "grants.create")
-        .resource(&format!("grants/{}", g.id))
-        .build();
-    // Grants live in the policy store: should the event not commit, the grant goes.
-    let committed = match scope.record(event).await {
-        Ok(()) => scope.commit().await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = committed {
-        app.nova.policy().revoke(tenant, &g.id)?;
-        return Err(e.into());
-    }
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "id": g.id, "expires_at": expires })),
-    ))
+    let target = Target::new("Department", &dept).id(&g.department);
+    let allowed = scope.authorize("delegate", target).await?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    let expires = now.map_err(Error::other)?.as_secs() + g.ttl_seconds;
+    let to = g.to_user.to_string();
+    let grant = Grant::to_principal(&g.id, &to, ["read"], "Ticket", expires, &scope.actor())
+        .when(Expr::resource("department").eq(Expr::string(&g.department)));
+    scope.grant(&allowed, grant).await?;
+    Ok(created(json!({ "id": g.id, "expires_at": expires })))
 }
 
-/// The tenant's data, encrypted with the tenant's stream key (see `restore_backup`).
-async fn backup(State(app): State<App>, mut scope: Scope) -> ApiResult<Response> {
-    let allowed = check(&app, &mut scope, "manage", "Tenant").await?;
-    let bytes = subject::backup(&app, &mut scope).await?;
-    let event = scope
-        .event_for(&allowed, "admin.backup", "backup.create")
-        .resource("backup")
-        .build();
-    scope.record(event).await?;
-    scope.commit().await?;
+/// The tenant's data, encrypted with the tenant's stream key (see
+/// [`super::restore_backup`]).
+async fn backup(mut scope: Scope) -> Result<Response> {
+    let allowed = authorize_on(&mut scope, "manage", "Tenant").await?;
+    let dump: String = sqlx::query_scalar(
+        "SELECT json_build_object(
+            'users', (SELECT coalesce(json_agg(u ORDER BY u.id), '[]') FROM users u),
+            'tickets', (SELECT coalesce(json_agg(t ORDER BY t.id), '[]') FROM tickets t),
+            'comments', (SELECT coalesce(json_agg(c ORDER BY c.id), '[]') FROM comments c)
+        )::text",
+    )
+    .fetch_one(&mut **scope.tx().await?)
+    .await?;
+    let mut bytes = Vec::with_capacity(dump.len() + 1024);
+    let keyring = scope.nova().keyring();
+    keyring.encrypt_stream(scope.context(), BACKUP_LABEL, dump.as_bytes(), &mut bytes)?;
+    let event = scope.event_for(&allowed, "admin.backup", "backup.create");
+    scope.commit_with(event.resource("backup").build()).await?;
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
 }
 
-/// Runs the retention rules for the caller's tenant.
-async fn run_retention(
-    State(app): State<App>,
-    mut scope: Scope,
-) -> ApiResult<Json<serde_json::Value>> {
-    let allowed = check(&app, &mut scope, "manage", "Tenant").await?;
-    let report = subject::retention(&app, &mut scope).await?;
-    let rows = report.iter().map(|(_, n)| n).sum();
-    let event = scope
-        .event_for(&allowed, "privacy.retention", "retention.run")
-        .resource("retention")
-        .rows(rows)
-        .build();
-    scope.record(event).await?;
-    scope.commit().await?;
-    Ok(Json(json!({ "rules": report
+/// Runs the retention rules of the configuration for the caller's tenant.
+async fn run_retention(mut scope: Scope) -> Result<Json<Value>> {
+    let allowed = authorize_on(&mut scope, "manage", "Tenant").await?;
+    let report = scope.run_retention().await?;
+    let event = scope.event_for(&allowed, "privacy.retention", "retention.run");
+    let event = event.resource("retention").rows(report.total()).build();
+    scope.commit_with(event).await?;
+    let rules: Vec<Value> = report
+        .entries()
         .iter()
-        .map(|(rule, rows)| json!({ "rule": rule, "rows": rows }))
-        .collect::<Vec<_>>() })))
+        .map(|e| json!({ "rule": e.key, "rows": e.rows }))
+        .collect();
+    Ok(Json(json!({ "rules": rules })))
 }
 
 // ---------------------------------------------------------------------------------------
 // Data-subject rights
 
-async fn export_subject(
-    State(app): State<App>,
-    mut scope: Scope,
-    Path(subject): Path<Uuid>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let allowed = check(&app, &mut scope, "export", "Subject").await?;
-    let doc = subject::export(&app, &mut scope, subject).await?;
-    let event = scope
-        .event_for(&allowed, "privacy.export", "subject.export")
-        .resource(&format!("subjects/{subject}"))
-        .build();
-    scope.record(event).await?;
-    scope.commit().await?;
+async fn export_subject(mut scope: Scope, Path(subject): Path<Uuid>) -> Result<Json<Value>> {
+    let allowed = authorize_on(&mut scope, "export", "Subject").await?;
+    let doc = scope.export_subject(subject).await?;
+    let event = scope.event_for(&allowed, "privacy.export", "subject.export");
+    scope
+        .commit_with(event.resource(&format!("subjects/{subject}")).build())
+        .await?;
     Ok(Json(doc))
 }
 
-async fn erase_subject(
-    State(app): State<App>,
-    mut scope: Scope,
-    Path(subject): Path<Uuid>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let allowed = check(&app, &mut scope, "erase", "Subject").await?;
-    Ok(Json(subject::erase(&app, scope, &allowed, subject).await?))
+/// Erases the subject's rows and shreds its key; the event commits with the erasure.
+async fn erase_subject(mut scope: Scope, Path(subject): Path<Uuid>) -> Result<Json<Value>> {
+    let allowed = authorize_on(&mut scope, "erase", "Subject").await?;
+    let erasure = scope.erase_subject(subject).await?;
+    sqlx::query("UPDATE users SET erased_at = now() WHERE id = $1")
+        .bind(subject)
+        .execute(&mut **scope.tx().await?)
+        .await?;
+    let event = scope.event_for(&allowed, "privacy.erase", "subject.erase");
+    let event = event.resource(&format!("subjects/{subject}"));
+    scope
+        .commit_with(event.rows(erasure.report.total()).build())
+        .await?;
+    Ok(Json(erasure.to_json()))
 }
 
 #[derive(Deserialize)]
@@ -838,34 +567,20 @@ struct NewConsent {
 }
 
 async fn record_consent(
-    State(app): State<App>,
     mut scope: Scope,
     Path(subject): Path<Uuid>,
     Json(c): Json<NewConsent>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    if !text_ok(&c.source, 200) {
-        return Err(ApiError::BadRequest("source"));
-    }
-    let allowed = check(&app, &mut scope, "consent", "Subject").await?;
-    let consent = app
-        .inner
-        .consents
-        .record(scope.tx().await?, subject, &c.purpose, c.granted, &c.source)
-        .await
-        .map_err(|e| match e {
-            nova::tenancy::Error::Privacy(
-                PrivacyError::InvalidPurpose | PrivacyError::InvalidSource,
-            ) => ApiError::BadRequest("purpose: 1-64 of [a-z0-9_.-]; source: 1-256 bytes"),
-            e => e.into(),
-        })?;
-    let event = scope
-        .event_for(&allowed, "privacy.consent", "consent.record")
-        .resource(&format!("subjects/{subject}"))
-        .build();
-    scope.record(event).await?;
-    scope.commit().await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "purpose": consent.purpose, "granted": consent.granted })),
+) -> Result<Created> {
+    check(text_ok(&c.source, 200), "source")?;
+    let allowed = authorize_on(&mut scope, "consent", "Subject").await?;
+    let consent = scope
+        .record_consent(subject, &c.purpose, c.granted, &c.source)
+        .await?;
+    let event = scope.event_for(&allowed, "privacy.consent", "consent.record");
+    scope
+        .commit_with(event.resource(&format!("subjects/{subject}")).build())
+        .await?;
+    Ok(created(
+        json!({ "purpose": consent.purpose, "granted": consent.granted }),
     ))
 }

@@ -56,15 +56,6 @@ pub fn consent_ledger(names: &Names) -> Result<ConsentLedger, Error> {
     Ok(ConsentLedger::new(Some(names.app.as_str()), "consents")?)
 }
 
-fn migration(names: &Names, consents: &ConsentLedger) -> Result<RlsMigration, Error> {
-    Ok(RlsMigration::new(names.roles.clone())
-        .schema(names.app.clone())
-        .table(TenantTable::new("users")?.index_with(["id"])?)
-        .table(TenantTable::new("tickets")?.index_with(["id"])?)
-        .table(TenantTable::new("comments")?.index_with(["ticket_id"])?)
-        .table(consents.tenant_table()))
-}
-
 /// The two logins [`migrate`] created, with their fresh passwords.
 pub struct Logins {
     svc: (Ident, String),
@@ -92,24 +83,25 @@ impl Logins {
 }
 
 /// Creates (idempotently) the roles, schemas, tables and policies, Nova's own tables, and
-/// the two logins with fresh passwords. `admin` must be allowed to create roles and schemas.
+/// the two logins with fresh passwords; a login that existed before is made what it must
+/// be, whatever it was. `admin` must be allowed to create roles and schemas.
 ///
 /// # Errors
 /// Database errors.
 pub async fn migrate(admin: &PgPool, names: &Names) -> Result<Logins, Error> {
     let consents = consent_ledger(names)?;
-    let m = migration(names, &consents)?;
-    let (app, keys) = (&names.app, &names.keys);
+    let m = RlsMigration::new(names.roles.clone())
+        .schema(names.app.clone())
+        .owner(names.owner.clone())
+        .table(TenantTable::new("users")?.index_with(["id"])?)
+        .table(TenantTable::new("tickets")?.index_with(["id"])?)
+        .table(TenantTable::new("comments")?.index_with(["ticket_id"])?)
+        .table(consents.tenant_table());
+    let app = &names.app;
     let svc_password = uuid::Uuid::new_v4().simple().to_string();
     let keys_password = uuid::Uuid::new_v4().simple().to_string();
     let ddl = format!(
         "{roles}
-        DO $$ BEGIN
-            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{owner}') THEN
-                CREATE ROLE {owner} NOLOGIN NOSUPERUSER NOBYPASSRLS;
-            END IF;
-        END $$;
-        CREATE SCHEMA IF NOT EXISTS {app} AUTHORIZATION {owner};
         CREATE TABLE IF NOT EXISTS {app}.users (
             tenant_id uuid NOT NULL,
             id uuid NOT NULL,
@@ -151,37 +143,17 @@ pub async fn migrate(admin: &PgPool, names: &Names) -> Result<Logins, Error> {
                 ON DELETE CASCADE
         );
         {consents_sql}
-        ALTER TABLE {app}.users OWNER TO {owner};
-        ALTER TABLE {app}.tickets OWNER TO {owner};
-        ALTER TABLE {app}.comments OWNER TO {owner};
-        ALTER TABLE {app}.consents OWNER TO {owner};
         {tables}
-        GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {app} TO {app_rw};
-        DO $$ BEGIN
-            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{svc}') THEN
-                CREATE ROLE {svc} LOGIN NOSUPERUSER NOBYPASSRLS;
-            END IF;
-            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{keys_login}') THEN
-                CREATE ROLE {keys_login} LOGIN NOSUPERUSER NOBYPASSRLS;
-            END IF;
-        END $$;
-        -- A login that existed before is made what it must be, whatever it was.
-        ALTER ROLE {svc} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE
-            PASSWORD '{svc_password}';
-        ALTER ROLE {keys_login} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE
-            PASSWORD '{keys_password}';
-        GRANT {app_rw} TO {svc};
-        {nova_sql}
-        ",
+        {svc}
+        {keys}
+        {nova_sql}",
         roles = m.roles_sql(),
         consents_sql = consents.create_table_sql(),
         tables = m.tables_sql(),
-        app_rw = names.roles.get(AppRole::AppRw),
-        svc = names.svc_login.as_str(),
-        owner = names.owner.as_str(),
-        keys_login = names.keys_login.as_str(),
+        svc = m.login_sql(&names.svc_login, &svc_password, Some(AppRole::AppRw)),
+        keys = m.login_sql(&names.keys_login, &keys_password, None),
         nova_sql = nova::migration_sql(
-            keys.as_str(),
+            names.keys.as_str(),
             &[names.roles.get(AppRole::AppRw)],
             &names.keys_login
         )?,

@@ -6,10 +6,10 @@
 //! - **The edge** is [`nova::Nova::guard`]: JWTs for people, API keys for service accounts,
 //!   IP rules, rate limits kept in Redis, body limits, lockout.
 //! - **Every request** is a [`nova::Scope`]: a tenant transaction under PostgreSQL
-//!   row-level security, policy decisions (with delegations that expire and a second factor
-//!   for priority-5 tickets), sealed names, emails and ticket text (per data subject, so one
-//!   person can be crypto-shredded), and audit events that commit with the data. Refusals
-//!   are audited with their reasons.
+//!   row-level security, policy decisions on the caller's attributes (with delegations
+//!   that expire and a second factor for priority-5 tickets), sealed names, emails and
+//!   ticket text (per data subject, so one person can be crypto-shredded), and audit
+//!   events that commit with the data. Refusals are audited with their reasons.
 //! - **Data-subject rights**: export, erasure, retention rules, consent records.
 //!
 //! Start it with `cargo run --example ticketing`.
@@ -17,7 +17,6 @@
 pub mod db;
 
 mod api;
-mod subject;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,19 +25,16 @@ use std::sync::Arc;
 use nova::auth::KeySet;
 use nova::crypto::{KeyProvider, normalize};
 use nova::policy::{PolicySet, PolicyStore, Schema};
-use nova::tenancy::TenantId;
-use nova::tenancy::privacy::{
-    ConsentLedger, ErasureAction, RetentionRule, SubjectMap, SubjectTable,
-};
-use nova::{KeyOf, Nova, SealedTable};
+use nova::tenancy::privacy::{ErasureAction, SubjectMap, SubjectTable};
+use nova::tenancy::{TenantContext, TenantId};
+use nova::{KeyOf, Nova, Principals, SealedTable};
 use serde::Deserialize;
 use sqlx::PgPool;
 use sqlx::postgres::PgConnectOptions;
 
 pub use api::{UserSpec, onboard_user, router};
-pub use subject::{BACKUP_LABEL, restore_backup};
 
-/// Errors of set-up and of the handlers' internals (never shown to clients).
+/// Errors of set-up (never shown to clients).
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// The shipped configuration (`examples/ticketing/nova.toml`).
@@ -47,6 +43,8 @@ pub const DEFAULT_CONFIG: &str = include_str!("../../ticketing/nova.toml");
 pub const POLICY_SCHEMA: &str = include_str!("../../ticketing/ticketing.schema");
 /// See [`POLICY_SCHEMA`].
 pub const POLICY: &str = include_str!("../../ticketing/ticketing.policy");
+/// The label of the stream key backups are encrypted under.
+pub const BACKUP_LABEL: &str = "backup";
 
 /// `[ticketing]`: the application's own settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -77,69 +75,93 @@ pub struct Setup {
     pub kek: Option<Arc<dyn KeyProvider>>,
 }
 
-/// The service's state, shared by every handler.
-#[derive(Clone)]
-pub struct App {
-    /// Nova, wired from the configuration.
-    pub nova: Nova,
-    pub(crate) inner: Arc<AppInner>,
+/// Migrates the database and wires Nova: sealed columns, principals and data subjects
+/// declared once. Refuses to start as [`nova::NovaBuilder`] does (no KEK, a login that
+/// skips row-level security, ...).
+///
+/// # Errors
+/// Database, key and configuration errors.
+pub async fn build(setup: Setup) -> Result<Nova, Error> {
+    let names = db::Names::new(&setup.prefix)?;
+    let logins = db::migrate(&setup.admin, &names).await?;
+    // Nova's tables are in this service's own keys schema (see `db::migrate`).
+    let mut config = setup.config;
+    config.database.schema = names.keys.as_str().to_owned();
+    let policy = PolicyStore::new(Schema::parse(POLICY_SCHEMA)?, PolicySet::parse(POLICY)?)?;
+    let anonymise = |columns: &[&str]| ErasureAction::anonymise(columns.iter().copied());
+    let subjects = SubjectMap::new()
+        .table(SubjectTable::new("users", "id")?.on_erase(anonymise(&[
+            "display_name",
+            "email",
+            "email_index",
+        ])?))
+        .table(
+            SubjectTable::new("tickets", "requester_id")?.on_erase(anonymise(&["title", "body"])?),
+        )
+        .table(SubjectTable::new("comments", "author_id")?.on_erase(anonymise(&["body"])?))
+        .table(
+            SubjectTable::new("consents", "subject_id")?
+                .on_erase(ErasureAction::keep("proof of consent (GDPR Art. 7(1))")),
+        );
+    let mut builder = Nova::builder(config)
+        .policy(policy)
+        .jwt_keys(setup.jwt_keys)
+        .database(logins.svc(&setup.connect))
+        .nova_database(logins.keys(&setup.connect))
+        .audit_file(setup.audit_path)
+        // Names and emails under their person's key (the email with a blind index for
+        // lookups), ticket and comment text under their author's.
+        .sealed(
+            SealedTable::new("users")
+                .column("display_name", KeyOf::Subject)?
+                .indexed("email", KeyOf::Subject, normalize::email)?,
+        )
+        .sealed(SealedTable::new("tickets").column("body", KeyOf::Subject)?)
+        .sealed(SealedTable::new("comments").column("body", KeyOf::Subject)?)
+        // A person's attributes are their (not erased) user row; service accounts have none.
+        .principals(
+            Principals::table("users", "id")?
+                .attributes(["department", "queues"])?
+                .gone_when_set("erased_at")?
+                .rowless_role("service"),
+        )
+        .data_subjects(subjects)
+        .consents(db::consent_ledger(&names)?);
+    if let Some(kek) = setup.kek {
+        builder = builder.kek(kek);
+    }
+    if let Some(seed) = setup.audit_seed {
+        builder = builder.audit_signing_seed(zeroize::Zeroizing::new(seed));
+    }
+    let nova = builder.build().await?;
+    // Nova's own security events go to the same log; those that name no tenant are kept
+    // under this operator tenant.
+    let operator = uuid::Uuid::from_u128(0x6e6f_7661_0000_4000_8000_0000_0000_0001);
+    nova.record_security_events(TenantId::from_uuid(operator)?);
+    Ok(nova)
 }
 
-pub(crate) struct AppInner {
-    pub(crate) names: db::Names,
-    pub(crate) subject_map: SubjectMap,
-    pub(crate) consents: ConsentLedger,
-    pub(crate) retention: Vec<RetentionRule>,
-}
-
-impl axum::extract::FromRef<App> for Nova {
-    fn from_ref(app: &App) -> Self {
-        app.nova.clone()
-    }
-}
-
-impl std::fmt::Debug for App {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App")
-            .field("schema", &self.inner.names.app)
-            .finish_non_exhaustive()
-    }
-}
-
-impl App {
-    /// Moves every committed audit event into the log and waits until it is durable.
-    pub async fn audit_flush(&self) {
-        let _ = self.nova.flush_audit().await;
-    }
-
-    /// The subject map's key for the rows of `table` found by `column`.
-    pub(crate) fn subject_map_key(&self, table: &str, column: &str) -> String {
-        format!("{}.{table}.{column}", self.inner.names.app.as_str())
-    }
-
-    pub(crate) fn table(&self, name: &str) -> String {
-        format!("{}.{name}", self.inner.names.app)
-    }
-}
-
-/// The sealed columns, declared once: names and emails under their person's key (the email
-/// with a blind index for lookups), ticket and comment text under their author's.
-fn sealed_tables() -> Result<[SealedTable; 3], Error> {
-    Ok([
-        SealedTable::new("users")
-            .column("display_name", KeyOf::Subject)?
-            .indexed("email", KeyOf::Subject, normalize::email)?,
-        SealedTable::new("tickets").column("body", KeyOf::Subject)?,
-        SealedTable::new("comments").column("body", KeyOf::Subject)?,
-    ])
+/// Opens a backup made by `GET /admin/backup` for the tenant of `ctx`.
+///
+/// # Errors
+/// When the backup does not open under the tenant's key or is not JSON.
+pub fn restore_backup(
+    nova: &Nova,
+    ctx: &TenantContext,
+    bytes: &[u8],
+) -> Result<serde_json::Value, Error> {
+    let mut plain = Vec::with_capacity(bytes.len());
+    nova.keyring()
+        .decrypt_stream(ctx, BACKUP_LABEL, bytes, &mut plain)?;
+    Ok(serde_json::from_slice(&plain)?)
 }
 
 /// A running service.
 pub struct Running {
     /// `http://127.0.0.1:<port>`.
     pub base: String,
-    /// The state, for tests and jobs.
-    pub app: App,
+    /// Nova, for tests and jobs.
+    pub nova: Nova,
     shutdown: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -153,87 +175,9 @@ impl Running {
     pub async fn stop(self) -> Result<(), Error> {
         let _ = self.shutdown.send(());
         self.server.await??;
-        self.app.nova.close().await?;
+        self.nova.close().await?;
         Ok(())
     }
-}
-
-/// Migrates the database and builds the state. Refuses to start as [`nova::NovaBuilder`]
-/// does (no KEK, a login that skips row-level security, ...).
-///
-/// # Errors
-/// Database, key and configuration errors.
-pub async fn build(setup: Setup) -> Result<App, Error> {
-    let names = db::Names::new(&setup.prefix)?;
-    let logins = db::migrate(&setup.admin, &names).await?;
-    // Nova's tables are in this service's own keys schema (see `db::migrate`).
-    let mut config = setup.config.clone();
-    config.database.schema = names.keys.as_str().to_owned();
-    let mut builder = Nova::builder(config)
-        .policy(PolicyStore::new(
-            Schema::parse(POLICY_SCHEMA)?,
-            PolicySet::parse(POLICY)?,
-        )?)
-        .jwt_keys(setup.jwt_keys)
-        .database(logins.svc(&setup.connect))
-        .nova_database(logins.keys(&setup.connect))
-        .audit_file(setup.audit_path);
-    for table in sealed_tables()? {
-        builder = builder.sealed(table);
-    }
-    if let Some(kek) = setup.kek {
-        builder = builder.kek(kek);
-    }
-    if let Some(seed) = setup.audit_seed {
-        builder = builder.audit_signing_seed(zeroize::Zeroizing::new(seed));
-    }
-    let nova = builder.build().await?;
-    // Nova's own security events go to the same log; those that name no tenant are kept
-    // under this operator tenant.
-    nova.record_security_events(TenantId::from_uuid(uuid::Uuid::from_u128(
-        0x6e6f_7661_0000_4000_8000_0000_0000_0001,
-    ))?);
-
-    let app = names.app.as_str();
-    let subject_map =
-        SubjectMap::new()
-            .table(SubjectTable::new("users", "id")?.schema(app)?.on_erase(
-                ErasureAction::anonymise(["display_name", "email", "email_index"])?,
-            ))
-            .table(
-                SubjectTable::new("tickets", "requester_id")?
-                    .schema(app)?
-                    .on_erase(ErasureAction::anonymise(["title", "body"])?),
-            )
-            .table(
-                SubjectTable::new("comments", "author_id")?
-                    .schema(app)?
-                    .on_erase(ErasureAction::anonymise(["body"])?),
-            )
-            .table(
-                SubjectTable::new("consents", "subject_id")?
-                    .schema(app)?
-                    .on_erase(ErasureAction::Keep {
-                        reason: "proof of consent (GDPR Art. 7(1))".into(),
-                    }),
-            );
-    let retention = setup
-        .config
-        .privacy
-        .retention
-        .iter()
-        .cloned()
-        .map(|r| r.schema(app))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(App {
-        nova,
-        inner: Arc::new(AppInner {
-            consents: db::consent_ledger(&names)?,
-            names,
-            subject_map,
-            retention,
-        }),
-    })
 }
 
 /// Builds the state and serves on `listener` behind Nova's guard.
@@ -241,23 +185,21 @@ pub async fn build(setup: Setup) -> Result<App, Error> {
 /// # Errors
 /// As [`build`].
 pub async fn start(setup: Setup, listener: tokio::net::TcpListener) -> Result<Running, Error> {
-    let app = build(setup).await?;
-    let routes = router(app.clone()).layer(app.nova.guard());
+    let nova = build(setup).await?;
+    let routes = router(nova.clone()).layer(nova.guard());
     let base = format!("http://{}", listener.local_addr()?);
     let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = routes.into_make_service_with_connect_info::<SocketAddr>();
     let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            routes.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async {
-            let _ = stopped.await;
-        })
-        .await
+        axum::serve(listener, service)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
     });
     Ok(Running {
         base,
-        app,
+        nova,
         shutdown,
         server,
     })

@@ -146,7 +146,7 @@ impl Harness {
     }
 
     pub(crate) async fn onboard(&self, tenant: TenantId, spec: UserSpec<'_>) -> User {
-        let id = ticketing::onboard_user(&self.running.app, tenant, &spec)
+        let id = ticketing::onboard_user(&self.running.nova, tenant, &spec)
             .await
             .expect("onboard");
         let role: &'static str = match spec.role {
@@ -216,8 +216,8 @@ impl Harness {
 
     /// Every event in the audit log, after verifying it with the service's public key.
     pub(crate) async fn audit_events(&self) -> Vec<serde_json::Value> {
-        self.running.app.audit_flush().await;
-        let key = nova_audit::VerifierKey::parse(self.running.app.nova.audit_key()).unwrap();
+        let _ = self.running.nova.flush_audit().await;
+        let key = nova_audit::VerifierKey::parse(self.running.nova.audit_key()).unwrap();
         let verdict = nova_audit::verify_file(&self.audit_path, &key, None).unwrap();
         assert!(
             verdict.ok(),
