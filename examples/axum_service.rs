@@ -47,7 +47,7 @@ store = "local"                 # "redis" with redis_url to share budgets betwee
 end_user = { rate = 50, per_seconds = 1, burst = 100 }
 
 [security.mfa]
-max_age_minutes = 15
+max_age = "15m"
 admin_actions = ["share"]       # needs a second factor no older than 15 minutes
 
 [security.database]

@@ -1047,12 +1047,11 @@ fn profiles_refuse_insecure_settings_naming_each() {
     );
     let e = refused(&[
         hipaa[0],
-        ("max_age_minutes = 15", "max_age_minutes = 60"),
-        ("idle_timeout_minutes = 15", "idle_timeout_minutes = 30"),
+        (r#"max_age = "15m""#, r#"max_age = "60m""#),
+        (r#"idle_timeout = "15m""#, r#"idle_timeout = "30m""#),
     ]);
     assert!(
-        e.contains("security.mfa.max_age_minutes")
-            && e.contains("security.session.idle_timeout_minutes"),
+        e.contains("security.mfa.max_age") && e.contains("security.session.idle_timeout"),
         "{e}"
     );
     let gdpr = ("profile = \"production\"", "profile = \"gdpr\"");

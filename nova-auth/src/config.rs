@@ -44,6 +44,11 @@
 use std::fmt;
 use std::time::Duration;
 
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
 use http::HeaderValue;
 use serde::Deserialize;
 
@@ -142,14 +147,17 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MfaConfig {
-    /// How long a verified second factor counts (at most 15 under `hipaa`).
-    pub max_age_minutes: u64,
+    /// How long a verified second factor counts (`"15m"`; at most 15 minutes under
+    /// `hipaa`).
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
     /// Require a second factor for every action, not only sensitive ones.
     pub require_for_every_action: bool,
-    /// How long "remember this device" lasts (at most 90).
-    pub remember_device_days: u64,
+    /// How long "remember this device" lasts (`"30d"`; at most 90 days).
+    #[serde(with = "humantime_serde")]
+    pub remember_device: Duration,
     /// Policy actions that are administrative (user and role management, grants, keys):
-    /// they need a second factor no older than `max_age_minutes`
+    /// they need a second factor no older than `max_age`
     /// ([`crate::totp::Sensitive::AdminAction`]), checked by whoever authorizes them (the
     /// `nova` crate's request scope does).
     pub admin_actions: Vec<String>,
@@ -158,9 +166,9 @@ pub struct MfaConfig {
 impl Default for MfaConfig {
     fn default() -> Self {
         Self {
-            max_age_minutes: 15,
+            max_age: MINUTE * 15,
             require_for_every_action: false,
-            remember_device_days: 30,
+            remember_device: DAY * 30,
             admin_actions: Vec::new(),
         }
     }
@@ -170,17 +178,20 @@ impl Default for MfaConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionConfig {
-    /// A session ends after this long without use (at most 15 under `hipaa`).
-    pub idle_timeout_minutes: u64,
-    /// A session ends this long after sign-in, used or not.
-    pub absolute_timeout_hours: u64,
+    /// A session ends after this long without use (`"30m"`; at most 15 minutes under
+    /// `hipaa`).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A session ends this long after sign-in, used or not (`"12h"`).
+    #[serde(with = "humantime_serde")]
+    pub absolute_timeout: Duration,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
         Self {
-            idle_timeout_minutes: 30,
-            absolute_timeout_hours: 12,
+            idle_timeout: MINUTE * 30,
+            absolute_timeout: HOUR * 12,
         }
     }
 }
@@ -193,8 +204,9 @@ pub struct HttpConfig {
     pub allow_plaintext: bool,
     /// Largest request body.
     pub max_body_bytes: usize,
-    /// HSTS `max-age`; 0 turns HSTS off (refused in production).
-    pub hsts_max_age_seconds: u64,
+    /// HSTS `max-age` (`"365d"`); `"0s"` turns HSTS off (refused in production).
+    #[serde(with = "humantime_serde")]
+    pub hsts_max_age: Duration,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: CidrList,
 }
@@ -204,7 +216,7 @@ impl Default for HttpConfig {
         Self {
             allow_plaintext: false,
             max_body_bytes: 1 << 20,
-            hsts_max_age_seconds: 31_536_000,
+            hsts_max_age: DAY * 365,
             trusted_proxies: CidrList::default(),
         }
     }
@@ -282,12 +294,14 @@ pub struct RateLimitConfig {
     pub tenant: QuotaConfig,
     /// Role name → `"agent"` or `"service"`.
     pub roles: std::collections::BTreeMap<String, TierName>,
-    /// Limited answers within `ban_window_seconds` that ban a key (0: no bans).
+    /// Limited answers within `ban_window` that ban a key (0: no bans).
     pub ban_after: u32,
-    /// The window for `ban_after`.
-    pub ban_window_seconds: u64,
-    /// How long a ban lasts.
-    pub ban_duration_minutes: u64,
+    /// The window for `ban_after` (`"60s"`).
+    #[serde(with = "humantime_serde")]
+    pub ban_window: Duration,
+    /// How long a ban lasts (`"15m"`).
+    #[serde(with = "humantime_serde")]
+    pub ban_duration: Duration,
 }
 
 impl fmt::Debug for RateLimitConfig {
@@ -328,8 +342,8 @@ impl Default for RateLimitConfig {
             },
             roles: std::collections::BTreeMap::new(),
             ban_after: 50,
-            ban_window_seconds: 60,
-            ban_duration_minutes: 15,
+            ban_window: MINUTE,
+            ban_duration: MINUTE * 15,
         }
     }
 }
@@ -362,18 +376,20 @@ pub enum TierName {
 pub struct LockoutConfig {
     /// Failures that lock (0 turns lockout off; refused in production).
     pub max_failed_attempts: u32,
-    /// The window failures are counted in.
-    pub window_minutes: u64,
-    /// How long a lock lasts.
-    pub lockout_duration_minutes: u64,
+    /// The window failures are counted in (`"15m"`).
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// How long a lock lasts (`"15m"`).
+    #[serde(with = "humantime_serde")]
+    pub lockout_duration: Duration,
 }
 
 impl Default for LockoutConfig {
     fn default() -> Self {
         Self {
             max_failed_attempts: 5,
-            window_minutes: 15,
-            lockout_duration_minutes: 15,
+            window: MINUTE * 15,
+            lockout_duration: MINUTE * 15,
         }
     }
 }
@@ -440,29 +456,28 @@ impl AuthConfig {
         let mut p = Vec::new();
         let prod = self.profile.is_strict();
         let hipaa = self.profile == Profile::Hipaa;
-        if hipaa && self.mfa.max_age_minutes > 15 {
+        if hipaa && self.mfa.max_age > MINUTE * 15 {
             p.push(
-                "security.mfa.max_age_minutes over 15 is not allowed in the hipaa profile".into(),
+                "security.mfa.max_age over 15 minutes is not allowed in the hipaa profile".into(),
             );
         }
-        if hipaa && self.session.idle_timeout_minutes > 15 {
+        if hipaa && self.session.idle_timeout > MINUTE * 15 {
             p.push(
-                "security.session.idle_timeout_minutes over 15 is not allowed in the hipaa profile"
+                "security.session.idle_timeout over 15 minutes is not allowed in the hipaa profile"
                     .into(),
             );
         }
-        if self.mfa.max_age_minutes == 0 || self.mfa.max_age_minutes > 1440 {
-            p.push("security.mfa.max_age_minutes must be between 1 and 1440".into());
+        if self.mfa.max_age < SECOND || self.mfa.max_age > DAY {
+            p.push("security.mfa.max_age must be between 1 second and 1 day".into());
         }
-        if self.mfa.remember_device_days > 90 {
-            p.push("security.mfa.remember_device_days is at most 90".into());
+        if self.mfa.remember_device > DAY * 90 {
+            p.push("security.mfa.remember_device is at most 90 days".into());
         }
-        if self.session.idle_timeout_minutes == 0 || self.session.idle_timeout_minutes > 1440 {
-            p.push("security.session.idle_timeout_minutes must be between 1 and 1440".into());
+        if self.session.idle_timeout < SECOND || self.session.idle_timeout > DAY {
+            p.push("security.session.idle_timeout must be between 1 second and 1 day".into());
         }
-        if self.session.absolute_timeout_hours == 0 || self.session.absolute_timeout_hours > 24 * 30
-        {
-            p.push("security.session.absolute_timeout_hours must be between 1 and 720".into());
+        if self.session.absolute_timeout < SECOND || self.session.absolute_timeout > DAY * 30 {
+            p.push("security.session.absolute_timeout must be between 1 second and 30 days".into());
         }
         if prod && self.http.allow_plaintext {
             p.push(
@@ -470,8 +485,11 @@ impl AuthConfig {
                     .into(),
             );
         }
-        if prod && self.http.hsts_max_age_seconds < 86_400 {
-            p.push("security.http.hsts_max_age_seconds must be at least 86400 in the production profile".into());
+        if prod && self.http.hsts_max_age < DAY {
+            p.push(
+                "security.http.hsts_max_age must be at least 1 day in the production profile"
+                    .into(),
+            );
         }
         if self.http.max_body_bytes == 0 || self.http.max_body_bytes > 1 << 30 {
             p.push("security.http.max_body_bytes must be between 1 and 1 GiB".into());
@@ -542,8 +560,8 @@ impl AuthConfig {
                 ));
             }
         }
-        if rl.ban_window_seconds > 86_400 || rl.ban_duration_minutes > 7 * 1440 {
-            p.push("security.rate_limiting: ban_window_seconds is at most 86400 and ban_duration_minutes at most 10080".into());
+        if rl.ban_window > DAY || rl.ban_duration > DAY * 7 {
+            p.push("security.rate_limiting: ban_window is at most 1 day and ban_duration at most 7 days".into());
         }
         if let Some(q) = rl.agent {
             let _ = quota(q, "security.rate_limiting.agent", &mut p);
@@ -568,23 +586,23 @@ impl AuthConfig {
                 ));
             }
         }
-        if rl.ban_after > 0 && (rl.ban_window_seconds == 0 || rl.ban_duration_minutes == 0) {
-            p.push("security.rate_limiting: ban_window_seconds and ban_duration_minutes must be positive with ban_after".into());
+        if rl.ban_after > 0 && (rl.ban_window < SECOND || rl.ban_duration < SECOND) {
+            p.push("security.rate_limiting: ban_window and ban_duration must be at least 1 second with ban_after".into());
         }
         let lo = &self.lockout;
         if prod && lo.max_failed_attempts == 0 {
             p.push("security.lockout.max_failed_attempts = 0 (no lockout) is not allowed in the production profile".into());
         }
-        if lo.max_failed_attempts > 0
-            && (lo.window_minutes == 0 || lo.lockout_duration_minutes == 0)
-        {
+        if lo.max_failed_attempts > 0 && (lo.window < SECOND || lo.lockout_duration < SECOND) {
             p.push(
-                "security.lockout: window_minutes and lockout_duration_minutes must be positive"
-                    .into(),
+                "security.lockout: window and lockout_duration must be at least 1 second".into(),
             );
         }
-        if lo.window_minutes > 1440 || lo.lockout_duration_minutes > 7 * 1440 {
-            p.push("security.lockout: window_minutes is at most 1440 and lockout_duration_minutes at most 10080".into());
+        if lo.window > DAY || lo.lockout_duration > DAY * 7 {
+            p.push(
+                "security.lockout: window is at most 1 day and lockout_duration at most 7 days"
+                    .into(),
+            );
         }
         if prod && lo.max_failed_attempts > 20 {
             p.push("security.lockout.max_failed_attempts over 20 is not allowed in the production profile".into());
@@ -640,20 +658,18 @@ impl AuthConfig {
 
     fn bans(&self) -> Option<BanPolicy> {
         let rl = &self.rate_limiting;
-        (rl.ban_after > 0).then(|| BanPolicy {
+        (rl.ban_after > 0).then_some(BanPolicy {
             violations: rl.ban_after,
-            window: Duration::from_secs(rl.ban_window_seconds),
-            ban: Duration::from_secs(rl.ban_duration_minutes.saturating_mul(60)),
+            window: rl.ban_window,
+            ban: rl.ban_duration,
         })
     }
 
     /// The MFA policy: admin actions and RLS bypass (or every action) need a second factor
-    /// verified within `max_age_minutes`.
+    /// verified within `max_age`.
     #[must_use]
     pub fn mfa_policy(&self) -> crate::totp::MfaPolicy {
-        let policy = crate::totp::MfaPolicy::new().max_age(Duration::from_secs(
-            self.mfa.max_age_minutes.saturating_mul(60),
-        ));
+        let policy = crate::totp::MfaPolicy::new().max_age(self.mfa.max_age);
         if self.mfa.require_for_every_action {
             policy.for_every_action()
         } else {
@@ -664,10 +680,7 @@ impl AuthConfig {
     /// Session lifetimes: `(idle, absolute)`, for [`crate::Sessions::new`].
     #[must_use]
     pub fn session_timeouts(&self) -> (Duration, Duration) {
-        (
-            Duration::from_secs(self.session.idle_timeout_minutes.saturating_mul(60)),
-            Duration::from_secs(self.session.absolute_timeout_hours.saturating_mul(3600)),
-        )
+        (self.session.idle_timeout, self.session.absolute_timeout)
     }
 
     /// The lockout policy.
@@ -675,8 +688,8 @@ impl AuthConfig {
     pub fn lockout_policy(&self) -> LockoutPolicy {
         LockoutPolicy {
             max_failures: self.lockout.max_failed_attempts,
-            window: Duration::from_secs(self.lockout.window_minutes.saturating_mul(60)),
-            lock_for: Duration::from_secs(self.lockout.lockout_duration_minutes.saturating_mul(60)),
+            window: self.lockout.window,
+            lock_for: self.lockout.lockout_duration,
         }
     }
 
@@ -720,11 +733,11 @@ impl AuthConfig {
         } else {
             None
         };
-        let hsts = (self.http.hsts_max_age_seconds > 0)
+        let hsts = (!self.http.hsts_max_age.is_zero())
             .then(|| {
                 HeaderValue::try_from(format!(
                     "max-age={}; includeSubDomains",
-                    self.http.hsts_max_age_seconds
+                    self.http.hsts_max_age.as_secs()
                 ))
                 .ok()
             })
@@ -758,7 +771,7 @@ mod tests {
             profile = "production"
             [security.http]
             allow_plaintext = true
-            hsts_max_age_seconds = 0
+            hsts_max_age = "0s"
             [security.rate_limiting]
             enabled = false
             [security.lockout]
@@ -767,7 +780,7 @@ mod tests {
         );
         for setting in [
             "security.http.allow_plaintext",
-            "security.http.hsts_max_age_seconds",
+            "security.http.hsts_max_age",
             "security.rate_limiting.enabled",
             "security.lockout.max_failed_attempts",
         ] {
@@ -798,7 +811,7 @@ mod tests {
             trusted_proxies = ["0.0.0.0/0", "::/0", "10.0.0.0/8"]
             [security.lockout]
             max_failed_attempts = 1000
-            lockout_duration_minutes = 9223372036854775807
+            lockout_duration = "100years"
             [security.rate_limiting]
             end_user = { rate = 10, per_seconds = 1, burst = 4000000000 }
             "#,
@@ -809,8 +822,7 @@ mod tests {
             "{p:?}"
         );
         assert!(
-            p.iter()
-                .any(|m| m.contains("lockout_duration_minutes at most")),
+            p.iter().any(|m| m.contains("lockout_duration at most")),
             "{p:?}"
         );
         assert!(
@@ -842,21 +854,20 @@ mod tests {
             [security]
             profile = "hipaa"
             [security.mfa]
-            max_age_minutes = 60
+            max_age = "60m"
             [security.session]
-            idle_timeout_minutes = 30
+            idle_timeout = "30m"
             [security.http]
             allow_plaintext = true
             "#,
         );
         assert!(
-            p.iter()
-                .any(|m| m.starts_with("security.mfa.max_age_minutes")),
+            p.iter().any(|m| m.starts_with("security.mfa.max_age")),
             "{p:?}"
         );
         assert!(
             p.iter()
-                .any(|m| m.starts_with("security.session.idle_timeout_minutes")),
+                .any(|m| m.starts_with("security.session.idle_timeout")),
             "{p:?}"
         );
         assert!(
@@ -865,7 +876,7 @@ mod tests {
             "hipaa is strict: {p:?}"
         );
         let ok = AuthConfig::from_toml(
-            "[security]\nprofile = \"hipaa\"\n[security.session]\nidle_timeout_minutes = 15",
+            "[security]\nprofile = \"hipaa\"\n[security.session]\nidle_timeout = \"15m\"",
         )
         .unwrap();
         assert_eq!(ok.session_timeouts().0, Duration::from_secs(900));

@@ -66,6 +66,7 @@ pub(crate) struct Inner {
     pub(crate) audit_key: String,
     pub(crate) sessions: Sessions<PgSessionStore>,
     pub(crate) principals: Option<Principals>,
+    pub(crate) bypass_pool: Option<TenantPool>,
     pub(crate) data_subjects: SubjectMap,
     pub(crate) consents: Option<ConsentLedger>,
     pub(crate) retention: Vec<RetentionRule>,
@@ -97,6 +98,7 @@ pub struct NovaBuilder {
     principals: Option<Principals>,
     data_subjects: SubjectMap,
     consents: Option<ConsentLedger>,
+    bypass_database: Option<PgConnectOptions>,
 }
 
 impl std::fmt::Debug for NovaBuilder {
@@ -125,6 +127,7 @@ impl Nova {
             principals: None,
             data_subjects: SubjectMap::new(),
             consents: None,
+            bypass_database: None,
         }
     }
 
@@ -459,6 +462,15 @@ impl NovaBuilder {
         self
     }
 
+    /// A login that is a member of a bypass role of the migration (`admin_rw`), for
+    /// [`Scope::bypass`] only: connected and checked like the application login (TLS,
+    /// timeouts, no path to a superuser or `BYPASSRLS` role). Without it, no scope can
+    /// bypass row-level security.
+    pub fn bypass_database(mut self, options: PgConnectOptions) -> Self {
+        self.bypass_database = Some(options);
+        self
+    }
+
     /// The consent ledger: [`Scope::record_consent`], and the history in exports.
     pub fn consents(mut self, ledger: ConsentLedger) -> Self {
         self.consents = Some(ledger);
@@ -500,6 +512,7 @@ impl NovaBuilder {
             principals,
             data_subjects,
             consents,
+            bypass_database,
         } = self;
         // Fields may have changed since the file was read: validate again.
         config.validate()?;
@@ -606,6 +619,16 @@ impl NovaBuilder {
         };
         let pool = policy_db.connect(with_cert(app_options)).await?;
         let pool = pool.pin_login_search_path().await?;
+        let bypass_pool = match bypass_database {
+            Some(o) => Some(
+                policy_db
+                    .connect(with_cert(o))
+                    .await?
+                    .pin_login_search_path()
+                    .await?,
+            ),
+            None => None,
+        };
         let nova_options = match nova_database {
             Some(o) => o,
             None => env_url(&db.nova_url_env, "nova_url_env")?,
@@ -710,12 +733,13 @@ impl NovaBuilder {
                 guard,
                 api_keys,
                 mfa: auth.mfa_policy(),
-                mfa_max_age: Duration::from_secs(auth.mfa.max_age_minutes.saturating_mul(60)),
+                mfa_max_age: auth.mfa.max_age,
                 admin_actions: auth.mfa.admin_actions.clone(),
                 every_action_mfa: auth.mfa.require_for_every_action,
                 sealed,
                 audit_key,
                 principals,
+                bypass_pool,
                 data_subjects,
                 consents,
                 retention: config.privacy.retention.clone(),

@@ -77,7 +77,7 @@ impl Decision {
 /// audit events that commit with the data.
 ///
 /// - [`Scope::authorize`] decides with the policy store; `context.mfa` is the caller's
-///   second factor within `[security.mfa] max_age_minutes`, and actions named in
+///   second factor within `[security.mfa] max_age`, and actions named in
 ///   `admin_actions` need one. A denial is written to the audit log at once (durably,
 ///   whatever becomes of the transaction) with the policy's reasons, and returned as
 ///   [`Error::Denied`] or [`Error::MfaRequired`]. An allowed decision that used a
@@ -252,6 +252,57 @@ impl Scope {
             self.record_now(event).await?;
         }
         Ok(decision)
+    }
+
+    /// A transaction that sees every tenant's rows, for a verified caller (a support
+    /// engineer's cross-tenant search, say): the policy must allow `action` on `target`
+    /// as in [`Scope::authorize`], and the caller must have verified a second factor
+    /// within `[security.mfa] max_age` — always, whatever `admin_actions` says
+    /// ([`nova_auth::totp::Sensitive::RlsBypass`]). The bypass is in the audit log, with
+    /// the caller, `reason` and the policy's reasons, before it begins; a refusal is
+    /// audited like any denial. It runs on the login given to
+    /// [`crate::NovaBuilder::bypass_database`], in a system context for the caller's
+    /// tenant (its writes carry that tenant unless a statement names another). Commit or
+    /// roll it back yourself; this scope's own transaction is untouched.
+    ///
+    /// # Errors
+    /// [`Error::Denied`], [`Error::MfaRequired`]; [`Error::Config`] without a bypass login;
+    /// [`Error::Audit`] when the bypass cannot be recorded (it then does not begin).
+    pub async fn bypass(
+        &mut self,
+        action: &str,
+        target: Target<'_>,
+        reason: &'static str,
+    ) -> Result<(Decision, TenantTx), Error> {
+        let inner = std::sync::Arc::clone(&self.nova.inner);
+        let pool = inner.bypass_pool.as_ref().ok_or_else(|| {
+            Error::config("no bypass login (NovaBuilder::bypass_database)".into())
+        })?;
+        let decision = self.authorize(action, target).await?;
+        let fresh = inner.mfa.check_context(
+            nova_auth::totp::Sensitive::RlsBypass,
+            &self.ctx,
+            SystemTime::now(),
+        );
+        if fresh.is_err() {
+            let reason = format!(
+                "bypassing row-level security needs a second factor verified within {} minutes",
+                inner.mfa_max_age.as_secs() / 60
+            );
+            let reasons = std::slice::from_ref(&reason);
+            self.deny(action, &target, reasons, Some(&decision.version))
+                .await?;
+            return Err(Error::MfaRequired);
+        }
+        let event = self
+            .event_for(&decision, "tenancy.rls_bypass", action)
+            .resource(&target.resource())
+            .param("reason", reason)
+            .build();
+        self.record_now(event).await?;
+        let system = TenantContext::system(self.ctx.tenant(), reason)?;
+        let tx = pool.begin_bypass(&system, reason).await?;
+        Ok((decision, tx))
     }
 
     async fn deny(

@@ -85,10 +85,10 @@ fn config(profile: &str, audit_file: &std::path::Path, extra: &str) -> Config {
         tls = "verify_ca"             # the test server's self-signed certificate as the CA
         root_cert = "/etc/ssl/certs/ssl-cert-snakeoil.pem"
         [security.mfa]
-        max_age_minutes = 15
+        max_age = "15m"
         admin_actions = ["share"]
         [security.session]
-        idle_timeout_minutes = 15
+        idle_timeout = "15m"
         [security.audit]
         file = "{}"
         retention_days = 2192
@@ -103,6 +103,7 @@ struct Setup {
     fx: PgFixture,
     app: String,
     nova_login: String,
+    bypass_login: String,
     dir: std::path::PathBuf,
 }
 
@@ -116,6 +117,8 @@ async fn setup(label: &str) -> Option<Setup> {
     let app_rw = fx.roles().get(AppRole::AppRw).clone();
     let app = fx.login_role("app", &[&app_rw]).await;
     let nova_login = fx.login_role("nova", &[]).await;
+    let admin_rw = fx.roles().get(AppRole::AdminRw).clone();
+    let bypass_login = fx.login_role("support", &[&admin_rw]).await;
     fx.exec(&format!(
         r#"
         CREATE TABLE notes (
@@ -154,6 +157,7 @@ async fn setup(label: &str) -> Option<Setup> {
         fx,
         app,
         nova_login,
+        bypass_login,
         dir,
     })
 }
@@ -985,5 +989,111 @@ async fn api_keys_are_revoked_only_in_their_tenant_and_every_step_is_audited() {
             .any(|l| l.contains("request.refused") && l.contains(&format!("api-keys/{key_id}")))
     );
     nova.close().await.unwrap();
+    s.cleanup().await;
+}
+
+#[tokio::test]
+async fn bypassing_rls_needs_the_policy_and_a_fresh_second_factor_and_is_audited() {
+    let Some(s) = setup("novabypass").await else {
+        return;
+    };
+    let nova = s
+        .builder(config("hipaa", &s.dir.join("audit.log"), ""))
+        .bypass_database(s.fx.connect_options(&s.bypass_login))
+        .kek(Arc::new(test_kek()))
+        .audit_signing_seed(Zeroizing::new([5; 32]))
+        .build()
+        .await
+        .unwrap();
+    let (tenant, other) = (TenantId::new_v4(), TenantId::new_v4());
+    for t in [tenant, other] {
+        let mut scope = nova.scope(TenantContext::system(t, "test: notes").unwrap());
+        insert_note(&mut scope, Uuid::new_v4(), "hr", "t").await;
+        scope.commit().await.unwrap();
+    }
+    let hr = Attrs::new().with("department", "hr").with("owner", "x");
+    let finance = Attrs::new()
+        .with("department", "finance")
+        .with("owner", "x");
+    let now = SystemTime::now();
+    let member = |mfa| {
+        let mut scope = nova.scope(user(tenant, &["member"], mfa));
+        scope.set_principal(Attrs::new().with("department", "hr"));
+        scope
+    };
+    // The policy allows the read, but a bypass also needs a fresh second factor (reading
+    // is no admin action: this is the bypass's own rule).
+    for mfa in [None, Some(now - Duration::from_secs(16 * 60))] {
+        let err = member(mfa)
+            .bypass("read", Target::new("Note", &hr), "test: support search")
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::MfaRequired), "{err}");
+    }
+    // The policy still decides first.
+    let err = member(Some(now))
+        .bypass(
+            "read",
+            Target::new("Note", &finance),
+            "test: support search",
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Denied { .. }), "{err}");
+    // Allowed: the transaction sees both tenants' notes.
+    let mut scope = member(Some(now));
+    let (decision, mut tx) = scope
+        .bypass(
+            "read",
+            Target::new("Note", &hr).id("all"),
+            "test: support search",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        decision.reasons(),
+        ["allowed by rule `members-work-their-department`"]
+    );
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(seen, 2);
+    tx.rollback().await.unwrap();
+    // The scope's own transaction still sees only its tenant.
+    let own: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
+        .fetch_one(&mut **scope.tx().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(own, 1);
+    scope.rollback().await.unwrap();
+
+    let lines = s.audit_lines("audit.log");
+    let bypasses: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("tenancy.rls_bypass"))
+        .collect();
+    assert_eq!(bypasses.len(), 1, "{lines:?}");
+    assert!(bypasses[0].contains("test: support search") && bypasses[0].contains("Note/all"));
+    let refused = lines
+        .iter()
+        .filter(|l| l.contains("bypassing row-level security needs a second factor"))
+        .count();
+    assert_eq!(refused, 2);
+    nova.close().await.unwrap();
+
+    // Without a bypass login nothing bypasses.
+    let plain = s
+        .nova(config("hipaa", &s.dir.join("audit2.log"), ""))
+        .await
+        .unwrap();
+    let mut scope = plain.scope(user(tenant, &["member"], Some(now)));
+    scope.set_principal(Attrs::new().with("department", "hr"));
+    let err = scope
+        .bypass("read", Target::new("Note", &hr), "test: support search")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err}");
+    plain.close().await.unwrap();
     s.cleanup().await;
 }
