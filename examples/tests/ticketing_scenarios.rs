@@ -11,7 +11,7 @@ use base64::Engine as _;
 use common::{Harness, SERIAL, User, config_text, start, start_with};
 use nova_crypto::{CryptoError, SubjectEnvelope};
 use nova_examples::ticketing::{UserSpec, restore_backup};
-use nova_tenancy::{TenantContext, TenantId};
+use nova_tenancy::{TenantContext, TenantId, UserId};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -1176,6 +1176,57 @@ async fn priority_5_needs_a_fresh_step_up(config: &str) {
             .unwrap()
             .status(),
         StatusCode::NO_CONTENT
+    );
+
+    // The same with a session the service keeps (a browser sign-in with a password): the
+    // guard takes its token, the policy sees no second factor until the service verifies a
+    // TOTP code and records the step-up in the session.
+    let sessions = h.running.nova.sessions();
+    let method = |m: &str| nova_tenancy::AuthMethod::new(m).unwrap();
+    let login =
+        nova_auth::SessionLogin::new(a.admin.tenant, UserId::from_uuid(a.admin.id).unwrap())
+            .roles([nova_tenancy::Role::new("admin").unwrap()])
+            .methods([method("pwd")]);
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let session = sessions.start(login, loopback, "scenario").await.unwrap();
+    let token = session.expose().to_owned();
+    assert_eq!(
+        patch(token.clone(), json!({"status": "pending"}))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::NOT_FOUND,
+        "a password-only session may not update a priority-5 ticket"
+    );
+    let device = nova_auth::totp::TotpSecret::generate(nova_auth::totp::Algorithm::Sha1).unwrap();
+    let totp = nova_auth::totp::Totp::default();
+    // The next time step's code (accepted within the verifier's skew): this step's was
+    // used above, and a step is good for one sign-in only.
+    let next = std::time::SystemTime::now() + Duration::from_secs(30);
+    let code = totp.code_at(&device, next).unwrap();
+    let user = UserId::from_uuid(a.admin.id).unwrap();
+    h.totp
+        .verify(a.admin.tenant, user, &totp, &device, &code)
+        .await
+        .unwrap();
+    sessions.step_up(&token, method("otp")).await.unwrap();
+    let r = patch(token.clone(), json!({"status": "pending"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NO_CONTENT,
+        "{}",
+        r.text().await.unwrap()
+    );
+    // Revoked, the session is refused at the edge.
+    assert!(sessions.revoke(&token).await.unwrap());
+    assert_eq!(
+        patch(token, json!({"status": "open"}))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
     );
     h.stop().await;
 }

@@ -122,4 +122,6 @@ pub use refresh::{
     DEFAULT_REFRESH_TTL, InMemoryRefreshStore, REFRESH_PREFIX, RefreshRecord, RefreshStore,
     RefreshTokens, Rotated, parse_refresh_token,
 };
-pub use session::{SESSION_PREFIX, SessionRecord, SessionStore, Sessions, parse_session_token};
+pub use session::{
+    SESSION_PREFIX, SessionLogin, SessionRecord, SessionStore, Sessions, parse_session_token,
+};

@@ -69,6 +69,7 @@ CREATE TABLE IF NOT EXISTS {schema}.nova_sessions (
 -- table's first version, so an existing table gains them).
 ALTER TABLE {schema}.nova_sessions ADD COLUMN IF NOT EXISTS methods text[] NOT NULL DEFAULT '{{}}';
 ALTER TABLE {schema}.nova_sessions ADD COLUMN IF NOT EXISTS mfa_ms bigint;
+ALTER TABLE {schema}.nova_sessions ADD COLUMN IF NOT EXISTS roles text[] NOT NULL DEFAULT '{{}}';
 CREATE INDEX IF NOT EXISTS nova_sessions_user_idx ON {schema}.nova_sessions (tenant_id, user_id);
 "
     )
@@ -438,8 +439,8 @@ impl PgSessionStore {
 impl SessionStore for PgSessionStore {
     async fn create(&self, s: SessionRecord) -> Result<(), AuthError> {
         let sql = format!(
-            "INSERT INTO {} (token_hash, tenant_id, user_id, ip, user_agent, created_ms, expires_ms, last_seen_ms, idle_ms, methods, mfa_ms)
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)",
+            "INSERT INTO {} (token_hash, tenant_id, user_id, ip, user_agent, created_ms, expires_ms, last_seen_ms, idle_ms, methods, mfa_ms, roles)
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
             self.table
         );
         sqlx::query(AssertSqlSafe(sql))
@@ -454,6 +455,7 @@ impl SessionStore for PgSessionStore {
             .bind(i64::try_from(s.idle_timeout.as_millis()).unwrap_or(i64::MAX))
             .bind(&s.methods)
             .bind(s.mfa_at.map(ms))
+            .bind(&s.roles)
             .execute(&self.pool)
             .await
             .map_err(store_err)?;
@@ -470,6 +472,10 @@ impl SessionStore for PgSessionStore {
             tenant: TenantId::from_uuid(row.try_get("tenant_id").map_err(get)?)
                 .map_err(|_| corrupt("session"))?,
             user: UserId::from_uuid(row.try_get("user_id").map_err(get)?)
+                .map_err(|_| corrupt("session"))?,
+            // A role outside the name grammar does not decode: the row is corrupt.
+            roles: row
+                .try_get::<Vec<Role>, _>("roles")
                 .map_err(|_| corrupt("session"))?,
             ip: row
                 .try_get::<String, _>("ip")

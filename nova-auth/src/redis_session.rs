@@ -9,7 +9,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use nova_tenancy::{AuthMethod, TenantId, UserId};
+use nova_tenancy::{AuthMethod, Role, TenantId, UserId};
 use redis::AsyncCommands as _;
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +46,9 @@ struct Stored {
     methods: Vec<String>,
     #[serde(default)]
     mfa_ms: Option<u64>,
+    /// Absent in sessions stored before roles were kept.
+    #[serde(default)]
+    roles: Vec<String>,
 }
 
 fn ms(t: SystemTime) -> u64 {
@@ -104,6 +107,7 @@ impl SessionStore for RedisSessionStore {
             idle_ms: u64::try_from(s.idle_timeout.as_millis()).unwrap_or(u64::MAX),
             methods: s.methods.iter().map(|m| m.as_str().to_owned()).collect(),
             mfa_ms: s.mfa_at.map(ms),
+            roles: s.roles.iter().map(|r| r.as_str().to_owned()).collect(),
         };
         let json = serde_json::to_string(&stored)
             .map_err(|_| AuthError::Store("encode session".into()))?;
@@ -151,6 +155,12 @@ impl SessionStore for RedisSessionStore {
             token_hash: *token_hash,
             tenant: s.tenant.parse().map_err(corrupt)?,
             user: s.user.parse().map_err(corrupt)?,
+            roles: s
+                .roles
+                .iter()
+                .map(|r| Role::new(r))
+                .collect::<Result<_, _>>()
+                .map_err(|_| AuthError::Store("corrupt session".into()))?,
             ip: s
                 .ip
                 .parse::<IpAddr>()

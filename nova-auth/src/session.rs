@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use nova_tenancy::{
-    AUDIT_TARGET, Actor, AuthMethod, CredentialVerifier, SecurityEvent, TenantContext, TenantId,
-    UserId, VerifiedIdentity, report,
+    AUDIT_TARGET, Actor, AuthMethod, CredentialVerifier, Role, SecurityEvent, TenantContext,
+    TenantId, UserId, VerifiedIdentity, report,
 };
 
 use crate::error::AuthError;
@@ -36,6 +36,8 @@ pub struct SessionRecord {
     pub tenant: TenantId,
     /// The user.
     pub user: UserId,
+    /// The roles the sign-in resolved; every context of the session carries them.
+    pub roles: Vec<Role>,
     /// The client address at login.
     pub ip: IpAddr,
     /// The user agent at login.
@@ -102,6 +104,52 @@ pub trait SessionStore: Send + Sync {
     }
 }
 
+/// Who signed in, and how: what every context of a new session carries.
+///
+/// ```
+/// use nova_auth::SessionLogin;
+/// use nova_tenancy::{AuthMethod, Role, TenantId, UserId};
+/// let login = SessionLogin::new(TenantId::new_v4(), UserId::new_v4())
+///     .roles([Role::new("agent")?])
+///     .methods([AuthMethod::new("pwd")?]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct SessionLogin {
+    tenant: TenantId,
+    user: UserId,
+    roles: Vec<Role>,
+    methods: Vec<AuthMethod>,
+}
+
+impl SessionLogin {
+    /// A sign-in of `user` in `tenant`, with no role and no recorded method yet.
+    #[must_use]
+    pub fn new(tenant: TenantId, user: UserId) -> Self {
+        Self {
+            tenant,
+            user,
+            roles: Vec::new(),
+            methods: Vec::new(),
+        }
+    }
+
+    /// The user's roles (as the application resolved them at sign-in).
+    #[must_use]
+    pub fn roles(mut self, roles: impl IntoIterator<Item = Role>) -> Self {
+        self.roles = roles.into_iter().collect();
+        self
+    }
+
+    /// How the user authenticated (`pwd`; `pwd` and `otp` for a sign-in that already
+    /// asked for a second factor).
+    #[must_use]
+    pub fn methods(mut self, methods: impl IntoIterator<Item = AuthMethod>) -> Self {
+        self.methods = methods.into_iter().collect();
+        self
+    }
+}
+
 /// Creates and validates sessions.
 pub struct Sessions<S: SessionStore> {
     store: S,
@@ -130,7 +178,58 @@ impl<S: SessionStore> Sessions<S> {
         &self.store
     }
 
-    /// Starts a session; the token is shown once.
+    /// Starts a session for `login` from `ip`; the token is shown once. The session's
+    /// contexts carry the login's roles and methods, with the sign-in time as their
+    /// authentication time (and, for a sign-in with two kinds of factor, as the second
+    /// factor's time only after a [`Sessions::step_up`]).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn start(
+        &self,
+        login: SessionLogin,
+        ip: IpAddr,
+        user_agent: &str,
+    ) -> Result<IssuedSecret, AuthError> {
+        let SessionLogin {
+            tenant,
+            user,
+            mut roles,
+            mut methods,
+        } = login;
+        roles.sort_unstable();
+        roles.dedup();
+        methods.sort_unstable();
+        methods.dedup();
+        let now = SystemTime::now();
+        let (token, token_hash) = new_bearer(SESSION_PREFIX)?;
+        let user_agent: String = user_agent
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(256)
+            .collect();
+        self.store
+            .create(SessionRecord {
+                token_hash,
+                tenant,
+                user,
+                roles,
+                ip,
+                user_agent,
+                created_at: now,
+                expires_at: now.checked_add(self.lifetime).ok_or(AuthError::Store(
+                    "session lifetime overflows the clock".into(),
+                ))?,
+                last_seen_at: now,
+                idle_timeout: self.idle_timeout,
+                methods,
+                mfa_at: None,
+            })
+            .await?;
+        Ok(IssuedSecret::new(token))
+    }
+
+    /// Starts a session with no role; the token is shown once.
     ///
     /// # Errors
     /// Store errors.
@@ -159,34 +258,8 @@ impl<S: SessionStore> Sessions<S> {
         user_agent: &str,
         methods: &[AuthMethod],
     ) -> Result<IssuedSecret, AuthError> {
-        let now = SystemTime::now();
-        let mut methods = methods.to_vec();
-        methods.sort_unstable();
-        methods.dedup();
-        let (token, token_hash) = new_bearer(SESSION_PREFIX)?;
-        let user_agent: String = user_agent
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(256)
-            .collect();
-        self.store
-            .create(SessionRecord {
-                token_hash,
-                tenant,
-                user,
-                ip,
-                user_agent,
-                created_at: now,
-                expires_at: now.checked_add(self.lifetime).ok_or(AuthError::Store(
-                    "session lifetime overflows the clock".into(),
-                ))?,
-                last_seen_at: now,
-                idle_timeout: self.idle_timeout,
-                methods,
-                mfa_at: None,
-            })
-            .await?;
-        Ok(IssuedSecret::new(token))
+        let login = SessionLogin::new(tenant, user).methods(methods.iter().cloned());
+        self.start(login, ip, user_agent).await
     }
 
     /// Records a second factor the caller has just verified for this session (a TOTP code
@@ -288,6 +361,7 @@ impl<S: SessionStore> Sessions<S> {
         self.store.touch(&hash, now).await?;
         let mut identity = VerifiedIdentity::new(s.tenant)
             .user(s.user)
+            .roles(s.roles)
             .methods(s.methods)
             .authenticated_at(s.mfa_at.unwrap_or(s.created_at));
         if let Some(at) = s.mfa_at {

@@ -564,6 +564,20 @@ async fn step_ups<S: SessionStore>(sessions: &Sessions<S>) {
         .unwrap();
     let before = sessions.validate(token.expose()).await.unwrap();
     assert!(!before.has_mfa());
+    assert!(
+        before.roles().is_empty(),
+        "create_with_methods names no role"
+    );
+    // A sign-in's roles ride with every context of its session, through the store.
+    let role = |r: &str| nova_tenancy::Role::new(r).unwrap();
+    let login = nova_auth::SessionLogin::new(t, u)
+        .roles([role("manager"), role("agent"), role("agent")])
+        .methods([method("pwd")]);
+    let with_roles = sessions.start(login, ip("10.0.0.9"), "x").await.unwrap();
+    let ctx = sessions.validate(with_roles.expose()).await.unwrap();
+    let roles: Vec<&str> = ctx.roles().iter().map(|r| r.as_str()).collect();
+    assert_eq!(roles, ["agent", "manager"]);
+    assert!(ctx.has_role("manager") && !ctx.has_mfa());
     assert!(before.auth_time().is_some(), "the login time");
     let hipaa = MfaPolicy::new().max_age(Duration::from_secs(900));
     let now = SystemTime::now();

@@ -30,9 +30,32 @@ use nova_tenancy::privacy::{ConsentLedger, RetentionRule, SubjectMap};
 /// Where [`Nova::record_security_events`] sends the audit hook's events.
 static SECURITY_LOG: std::sync::RwLock<Option<Arc<AuditLog>>> = std::sync::RwLock::new(None);
 
-/// The credentials the guard layer checks: JWTs against the configured issuer's keys, and
-/// API keys from Nova's tables.
-pub type NovaCredentials = Credentials<StaticKeys, PgApiKeyStore>;
+/// The credentials the guard layer checks: JWTs against the configured issuer's keys,
+/// sessions from Nova's tables (a bearer token starting with
+/// [`nova_auth::SESSION_PREFIX`]; its contexts carry the roles of the sign-in and any
+/// step-up recorded with [`Sessions::step_up`]), and API keys from Nova's tables.
+pub struct NovaCredentials {
+    tokens: Credentials<StaticKeys, PgApiKeyStore>,
+    sessions: Sessions<PgSessionStore>,
+}
+
+impl nova_auth::layer::Authenticator for NovaCredentials {
+    async fn bearer(&self, token: &str) -> Result<TenantContext, nova_auth::AuthError> {
+        if token.starts_with(nova_auth::SESSION_PREFIX) {
+            self.sessions.validate(token).await
+        } else {
+            self.tokens.bearer(token).await
+        }
+    }
+
+    async fn api_key(
+        &self,
+        key: &str,
+        client: std::net::IpAddr,
+    ) -> Result<TenantContext, nova_auth::AuthError> {
+        self.tokens.api_key(key, client).await
+    }
+}
 
 /// The table of subject keys in Nova's schema.
 const SUBJECT_KEYS: &str = "subject_keys";
@@ -704,20 +727,27 @@ impl NovaBuilder {
             }
             None => None,
         };
+        let (idle, lifetime) = auth.session_timeouts();
+        let sessions = || {
+            Sessions::new(
+                PgSessionStore::new(nova_pool.clone(), &schema),
+                lifetime,
+                idle,
+            )
+        };
         let guard = GuardLayer::new(
             guard_config,
-            Credentials::new(
-                jwt,
-                Some(ApiKeys::new(api_keys.store().clone()).with_lockout(auth.lockout_policy())),
-            ),
+            NovaCredentials {
+                tokens: Credentials::new(
+                    jwt,
+                    Some(
+                        ApiKeys::new(api_keys.store().clone()).with_lockout(auth.lockout_policy()),
+                    ),
+                ),
+                sessions: sessions(),
+            },
         );
-
-        let (idle, lifetime) = auth.session_timeouts();
-        let sessions = Sessions::new(
-            PgSessionStore::new(nova_pool.clone(), &schema),
-            lifetime,
-            idle,
-        );
+        let sessions = sessions();
         Ok(Nova {
             inner: Arc::new(Inner {
                 sessions,
