@@ -1,14 +1,14 @@
 //! A bounded load test of the reference service: many concurrent clients across many
 //! tenants for a fixed time, every response checked for rows of another tenant (or of
 //! queues the caller may not read), then the audit log verified and matched against the
-//! writes the clients saw succeed. The same workload then runs against a baseline built
-//! here: the same routes and SQL with nothing of Nova (identity from headers, a superuser
-//! pool over the same TLS, no row-level security, policy, sealing or audit), and both are
-//! reported.
+//! writes the clients saw succeed. The same workload runs against a baseline built here,
+//! in rounds alternating with the service's: the same routes and SQL with nothing of Nova
+//! (identity from headers, a superuser pool over the same TLS, no row-level security,
+//! policy, sealing or audit), and both are reported.
 //!
 //! ```text
 //! cargo test -p nova-examples --test ticketing_load -- --nocapture          # 4 s per run
-//! NOVA_LOAD_SECONDS=30 NOVA_LOAD_CLIENTS=64 cargo test --release -p nova-examples \
+//! NOVA_LOAD_SECONDS=10 NOVA_LOAD_ROUNDS=3 cargo test --release -p nova-examples \
 //!     --test ticketing_load -- --nocapture                                  # the documented run
 //! ```
 
@@ -326,34 +326,84 @@ fn summary(name: &str, o: &mut Outcome) -> (f64, f64, f64) {
     (rps, p50, p99)
 }
 
+impl Outcome {
+    /// Adds another round's outcome to this one.
+    fn absorb(&mut self, o: Outcome) {
+        for (mine, theirs) in [
+            (&self.tally.requests, &o.tally.requests),
+            (&self.tally.leaks, &o.tally.leaks),
+            (&self.tally.server_errors, &o.tally.server_errors),
+            (&self.tally.unexpected, &o.tally.unexpected),
+        ] {
+            mine.fetch_add(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        self.latencies_us.extend(o.latencies_us);
+        for (op, l) in o.by_op {
+            self.by_op.entry(op).or_default().extend(l);
+        }
+        for (tenant, w) in o.writes {
+            *self.writes.entry(tenant).or_default() += w;
+        }
+        self.elapsed += o.elapsed;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_tenants_under_load_leak_nothing_and_audit_every_write() {
     let _serial = SERIAL.lock().await;
     let seconds = env_or("NOVA_LOAD_SECONDS", 4);
     let clients = env_or("NOVA_LOAD_CLIENTS", 32) as usize;
     let tenant_count = env_or("NOVA_LOAD_TENANTS", 8) as usize;
+    // Rounds alternate the service and the baseline, so that a host whose speed drifts
+    // (a shared VM) slows both alike.
+    let rounds = env_or("NOVA_LOAD_ROUNDS", 1).max(1);
 
-    // Nova's checks on.
+    // Nova's checks on, and the same routes and SQL with nothing of Nova, side by side.
     let Some(h) = start("tkload", &load_config()).await else {
         return;
     };
+    let Some(b) = baseline::Baseline::start("tkloadoff").await else {
+        h.stop().await;
+        return;
+    };
     let tenants = prepare(&h, tenant_count).await;
+    let plain_tenants = prepare(&b, tenant_count).await;
     let seeded = h.audit_counts().await;
-    let mut on = run(&h, &tenants, clients, seconds).await;
+    let (mut on, mut off): (Option<Outcome>, Option<Outcome>) = (None, None);
+    for round in 1..=rounds {
+        let mut o = run(&h, &tenants, clients, seconds).await;
+        let mut f = run(&b, &plain_tenants, clients, seconds).await;
+        if rounds > 1 {
+            println!("\nround {round}:");
+            ratios(&mut o, &mut f);
+        }
+        match (&mut on, &mut off) {
+            (Some(on), Some(off)) => {
+                on.absorb(o);
+                off.absorb(f);
+            }
+            _ => (on, off) = (Some(o), Some(f)),
+        }
+    }
+    let (Some(mut on), Some(mut off)) = (on, off) else {
+        unreachable!("at least one round");
+    };
     assert!(
         on.tally.requests.load(Ordering::Relaxed) > 100,
         "too few requests to mean anything"
     );
-    assert_eq!(
-        on.tally.leaks.load(Ordering::Relaxed),
-        0,
-        "rows of another tenant or queue were returned"
-    );
-    assert_eq!(
-        on.tally.server_errors.load(Ordering::Relaxed),
-        0,
-        "5xx answers"
-    );
+    for (side, o) in [("service", &on), ("baseline", &off)] {
+        assert_eq!(
+            o.tally.leaks.load(Ordering::Relaxed),
+            0,
+            "{side}: rows of another tenant or queue were returned"
+        );
+        assert_eq!(
+            o.tally.server_errors.load(Ordering::Relaxed),
+            0,
+            "{side}: 5xx answers"
+        );
+    }
     assert_eq!(
         on.tally.unexpected.load(Ordering::Relaxed),
         0,
@@ -376,22 +426,18 @@ async fn many_tenants_under_load_leak_nothing_and_audit_every_write() {
     }
     let total_writes: u64 = on.writes.values().sum();
     h.stop().await;
-
-    // The same routes and SQL with nothing of Nova.
-    let Some(b) = baseline::Baseline::start("tkloadoff").await else {
-        return;
-    };
-    let tenants = prepare(&b, tenant_count).await;
-    let mut off = run(&b, &tenants, clients, seconds).await;
-    assert_eq!(off.tally.server_errors.load(Ordering::Relaxed), 0);
-    assert_eq!(off.tally.leaks.load(Ordering::Relaxed), 0);
     b.stop().await;
 
     println!(
-        "\n{clients} clients, {tenant_count} tenants, {seconds} s each; {total_writes} audited writes with checks on"
+        "\n{clients} clients, {tenant_count} tenants, {rounds} round(s) of {seconds} s each; {total_writes} audited writes with checks on"
     );
-    let (rps_on, p50_on, p99_on) = summary("checks on", &mut on);
-    let (rps_off, p50_off, p99_off) = summary("baseline", &mut off);
+    ratios(&mut on, &mut off);
+}
+
+/// Prints both sides and their ratios.
+fn ratios(on: &mut Outcome, off: &mut Outcome) {
+    let (rps_on, p50_on, p99_on) = summary("checks on", on);
+    let (rps_off, p50_off, p99_off) = summary("baseline", off);
     println!(
         "ratio (on / off): throughput {:.2}, p50 {:.2}, p99 {:.2}",
         rps_on / rps_off,
