@@ -31,6 +31,17 @@ pub trait Sink: Send + 'static {
         &mut self,
         events: &[AuditEvent],
     ) -> impl Future<Output = Result<u64, Self::Error>> + Send;
+
+    /// Retention: removes the content of events older than `cutoff_ms`, keeping what the
+    /// log needs to verify. `Ok(None)` for a sink that cannot prune (the caller must not
+    /// take that for a pruned log).
+    fn prune_before(
+        &mut self,
+        cutoff_ms: u64,
+    ) -> impl Future<Output = Result<Option<u64>, Self::Error>> + Send {
+        let _ = cutoff_ms;
+        std::future::ready(Ok(None))
+    }
 }
 
 impl Sink for FileLog {
@@ -42,6 +53,13 @@ impl Sink for FileLog {
     ) -> impl Future<Output = Result<u64, LogError>> + Send {
         // The writer thread is dedicated to this sink, so blocking file I/O is fine here.
         std::future::ready(FileLog::append_batch(self, events))
+    }
+
+    fn prune_before(
+        &mut self,
+        cutoff_ms: u64,
+    ) -> impl Future<Output = Result<Option<u64>, LogError>> + Send {
+        std::future::ready(FileLog::prune_before(self, cutoff_ms).map(Some))
     }
 }
 
@@ -91,6 +109,7 @@ pub enum AppendError {
 }
 
 type Reply = oneshot::Sender<Result<u64, AppendError>>;
+type PruneReply = oneshot::Sender<Result<Option<u64>, AppendError>>;
 
 // Flushes are rare; boxing every event instead would cost an allocation per append.
 #[allow(clippy::large_enum_variant)]
@@ -98,6 +117,8 @@ enum Job {
     Append(AuditEvent, Reply),
     /// Answered once everything queued before it has been through the sink.
     Flush(oneshot::Sender<()>),
+    /// Retention, run after everything queued before it.
+    Prune(u64, PruneReply),
 }
 
 /// A tamper-evident log with a background writer.
@@ -214,6 +235,23 @@ impl AuditLog {
         answer.await.map_err(|_| AppendError::Closed)
     }
 
+    /// Retention: once every event queued before this call is through the sink, removes
+    /// the content of events older than `cutoff_ms` (see [`FileLog::prune_before`]) and
+    /// returns how many entries are pruned in total; `None` for a sink that cannot prune.
+    /// Appends wait meanwhile (a file log is rewritten).
+    ///
+    /// # Errors
+    /// [`AppendError::Sink`] when pruning failed (the log is left as it was);
+    /// [`AppendError::Closed`] when the writer has stopped.
+    pub async fn prune_before(&self, cutoff_ms: u64) -> Result<Option<u64>, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Job::Prune(cutoff_ms, reply))
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        answer.await.map_err(|_| AppendError::Closed)?
+    }
+
     /// [`AuditLog::flush`] for synchronous code.
     ///
     /// # Errors
@@ -251,6 +289,7 @@ async fn run<S: Sink>(mut sink: S, mut rx: mpsc::Receiver<Job>, max_batch: usize
     let mut events = Vec::with_capacity(max_batch);
     let mut replies = Vec::with_capacity(max_batch);
     let mut flushes = Vec::new();
+    let mut prunes: Vec<(u64, PruneReply)> = Vec::new();
     // `recv_many` returns 0 only once every sender is gone and the queue is empty, so
     // events queued before `close` are still committed.
     while rx.recv_many(&mut jobs, max_batch).await > 0 {
@@ -261,6 +300,7 @@ async fn run<S: Sink>(mut sink: S, mut rx: mpsc::Receiver<Job>, max_batch: usize
                     replies.push(reply);
                 }
                 Job::Flush(done) => flushes.push(done),
+                Job::Prune(cutoff, reply) => prunes.push((cutoff, reply)),
             }
         }
         if !events.is_empty() {
@@ -285,6 +325,14 @@ async fn run<S: Sink>(mut sink: S, mut rx: mpsc::Receiver<Job>, max_batch: usize
         }
         for done in flushes.drain(..) {
             let _ = done.send(());
+        }
+        for (cutoff, reply) in prunes.drain(..) {
+            let result = sink.prune_before(cutoff).await.map_err(|e| {
+                tracing::error!(target: "nova_audit::writer", error = %e, "audit retention failed");
+                let e: Arc<dyn std::error::Error + Send + Sync> = Arc::new(e);
+                AppendError::Sink(e)
+            });
+            let _ = reply.send(result);
         }
     }
 }

@@ -233,3 +233,33 @@ fn flush_waits_for_everything_queued_before_it() {
     assert_eq!(probe.committed().len(), 50);
     log.close_blocking().unwrap();
 }
+
+/// Retention through the writer: it runs after the events queued before it, the log keeps
+/// verifying, appends go on afterwards; a sink that cannot prune says so.
+#[tokio::test]
+async fn retention_runs_in_the_writer_after_what_was_queued_before_it() {
+    let path = temp("writer-retention.jsonl");
+    let file = FileLog::open(&path, "audit.test/t", signer(), FsyncPolicy::Always).unwrap();
+    let log = AuditLog::spawn(file, WriterConfig::default()).unwrap();
+    let tenant = TenantId::new_v4();
+    let pending: Vec<_> = (0..10)
+        .map(|i| log.try_append(event(tenant, i)).unwrap())
+        .collect();
+    // Queued after the ten appends, before they are awaited: it must see them all.
+    assert_eq!(
+        log.prune_before(1_700_000_000_000 + 6).await.unwrap(),
+        Some(6)
+    );
+    for p in pending {
+        p.await.unwrap();
+    }
+    assert_eq!(log.append(event(tenant, 10)).await.unwrap(), 10);
+    log.close().await.unwrap();
+    let verdict = verify_file(&*path, &key(), None).unwrap();
+    assert!(verdict.ok(), "{verdict:?}");
+    assert_eq!((verdict.entries, verdict.pruned), (11, 6));
+
+    let probe = AuditLog::spawn(Probe::default(), WriterConfig::default()).unwrap();
+    assert_eq!(probe.prune_before(u64::MAX).await.unwrap(), None);
+    probe.close().await.unwrap();
+}

@@ -90,6 +90,7 @@ pub(crate) struct Inner {
     pub(crate) sessions: Sessions<PgSessionStore>,
     pub(crate) principals: Option<Principals>,
     pub(crate) bypass_pool: Option<TenantPool>,
+    pub(crate) audit_retention_days: Option<u32>,
     pub(crate) data_subjects: SubjectMap,
     pub(crate) consents: Option<ConsentLedger>,
     pub(crate) retention: Vec<RetentionRule>,
@@ -244,6 +245,20 @@ impl Nova {
             .mfa
             .check_context(sensitive, ctx, SystemTime::now())
             .map_err(|_| Error::MfaRequired)
+    }
+
+    /// Applies `[security.audit] retention_days` now: the content of events older than that
+    /// is removed from the log, their hashes kept so that it still verifies. The relay
+    /// also does this at start and every six hours. Returns the number of entries pruned
+    /// in total; `None` when the file sets no retention (events kept forever).
+    ///
+    /// # Errors
+    /// [`Error::Audit`] when the log cannot be rewritten (it is then left as it was).
+    pub async fn apply_audit_retention(&self) -> Result<Option<u64>, Error> {
+        match self.inner.audit_retention_days {
+            Some(days) => crate::outbox::apply_retention(&self.inner.audit, days).await,
+            None => Ok(None),
+        }
     }
 
     /// Moves everything in the outbox into the log now and waits until the log holds it:
@@ -699,6 +714,7 @@ impl NovaBuilder {
             nova_pool.clone(),
             Arc::clone(&audit),
             relay_interval,
+            config.audit.retention_days,
         );
 
         // The edge: guard settings, JWTs exactly as configured, API keys with the lockout.
@@ -770,6 +786,7 @@ impl NovaBuilder {
                 audit_key,
                 principals,
                 bypass_pool,
+                audit_retention_days: config.audit.retention_days,
                 data_subjects,
                 consents,
                 retention: config.privacy.retention.clone(),

@@ -302,17 +302,29 @@ pub(crate) struct Relay {
 }
 
 impl Relay {
+    /// The relay; with `retention_days`, it also applies the audit log's retention at
+    /// start and every [`RETENTION_EVERY`].
     pub(crate) fn spawn(
         outbox: Outbox,
         pool: PgPool,
         log: Arc<AuditLog>,
         interval: Duration,
+        retention_days: Option<u32>,
     ) -> Self {
         let wake = Arc::new(Notify::new());
         let turn = Arc::new(Mutex::new(()));
         let (woken, my_turn) = (Arc::clone(&wake), Arc::clone(&turn));
         let task = tokio::spawn(async move {
+            let mut pruned_at: Option<tokio::time::Instant> = None;
             loop {
+                if let Some(days) = retention_days
+                    && pruned_at.is_none_or(|at| at.elapsed() >= RETENTION_EVERY)
+                {
+                    pruned_at = Some(tokio::time::Instant::now());
+                    if let Err(e) = apply_retention(&log, days).await {
+                        tracing::warn!(target: "nova::audit", error = %e, "audit retention failed; retrying later");
+                    }
+                }
                 let moved = {
                     let _turn = my_turn.lock().await;
                     outbox.relay_batch(&pool, &log).await
@@ -335,6 +347,19 @@ impl Relay {
     pub(crate) fn stop(&self) {
         self.task.abort();
     }
+}
+
+/// How often the relay applies the audit log's retention.
+pub(crate) const RETENTION_EVERY: Duration = Duration::from_secs(6 * 3600);
+
+/// Prunes the content of events older than `days` days from the log; the number of
+/// entries pruned in total, or `None` for a log that cannot prune.
+pub(crate) async fn apply_retention(log: &AuditLog, days: u32) -> Result<Option<u64>, Error> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let cutoff = now_ms.saturating_sub(u64::from(days).saturating_mul(86_400_000));
+    Ok(log.prune_before(cutoff).await?)
 }
 
 impl Drop for Relay {

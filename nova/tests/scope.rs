@@ -1097,3 +1097,40 @@ async fn bypassing_rls_needs_the_policy_and_a_fresh_second_factor_and_is_audited
     plain.close().await.unwrap();
     s.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_audit_retention_of_the_file_is_applied_and_the_log_still_verifies() {
+    let Some(s) = setup("novaretention").await else {
+        return;
+    };
+    let nova = s
+        .nova(config("hipaa", &s.dir.join("audit.log"), ""))
+        .await
+        .unwrap();
+    let tenant = TenantId::new_v4();
+    let day_ms = 86_400_000u64;
+    let now_ms = u64::try_from(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    // The file keeps events 2,192 days: one older than that, one recent.
+    for (age_days, resource) in [(2_200, "old-one"), (1, "recent-one")] {
+        let event = nova::audit::AuditEvent::builder(tenant, "data.read", "read")
+            .time_ms(now_ms - age_days * day_ms)
+            .resource(resource)
+            .build();
+        nova.audit().append(event).await.unwrap();
+    }
+    assert_eq!(nova.apply_audit_retention().await.unwrap(), Some(1));
+    let text = std::fs::read_to_string(s.dir.join("audit.log")).unwrap();
+    assert!(!text.contains("old-one") && text.contains("recent-one"));
+    let key = nova::audit::VerifierKey::parse(nova.audit_key()).unwrap();
+    let verdict = nova::audit::verify_file(s.dir.join("audit.log"), &key, None).unwrap();
+    assert!(verdict.ok(), "{verdict:?}");
+    assert_eq!(verdict.pruned, 1);
+    nova.close().await.unwrap();
+    s.cleanup().await;
+}
