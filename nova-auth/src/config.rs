@@ -153,9 +153,13 @@ pub struct MfaConfig {
     pub max_age: Duration,
     /// Require a second factor for every action, not only sensitive ones.
     pub require_for_every_action: bool,
-    /// How long "remember this device" lasts (`"30d"`; at most 90 days).
+    /// How long "remember this device" lasts (`"30d"`; at most 90 days; `"0s"`: devices
+    /// are never remembered).
     #[serde(with = "humantime_serde")]
     pub remember_device: Duration,
+    /// The environment variable holding the key device tokens are signed with (base64 of
+    /// 32 bytes, used for nothing else). Without it no device is remembered.
+    pub remember_device_key_env: Option<String>,
     /// Policy actions that are administrative (user and role management, grants, keys):
     /// they need a second factor no older than `max_age`
     /// ([`crate::totp::Sensitive::AdminAction`]), checked by whoever authorizes them (the
@@ -169,6 +173,7 @@ impl Default for MfaConfig {
             max_age: MINUTE * 15,
             require_for_every_action: false,
             remember_device: DAY * 30,
+            remember_device_key_env: None,
             admin_actions: Vec::new(),
         }
     }

@@ -91,6 +91,7 @@ pub(crate) struct Inner {
     pub(crate) principals: Option<Principals>,
     pub(crate) bypass_pool: Option<TenantPool>,
     pub(crate) audit_retention_days: Option<u32>,
+    pub(crate) devices: Option<(nova_auth::totp::DeviceTokens, Duration)>,
     pub(crate) data_subjects: SubjectMap,
     pub(crate) consents: Option<ConsentLedger>,
     pub(crate) retention: Vec<RetentionRule>,
@@ -123,6 +124,7 @@ pub struct NovaBuilder {
     data_subjects: SubjectMap,
     consents: Option<ConsentLedger>,
     bypass_database: Option<PgConnectOptions>,
+    device_key: Option<Zeroizing<[u8; 32]>>,
 }
 
 impl std::fmt::Debug for NovaBuilder {
@@ -152,6 +154,7 @@ impl Nova {
             data_subjects: SubjectMap::new(),
             consents: None,
             bypass_database: None,
+            device_key: None,
         }
     }
 
@@ -245,6 +248,50 @@ impl Nova {
             .mfa
             .check_context(sensitive, ctx, SystemTime::now())
             .map_err(|_| Error::MfaRequired)
+    }
+
+    /// A "remember this device" token for the caller on `device_id` (a random id the
+    /// device keeps in its own cookie), valid for `[security.mfa] remember_device`. Only a
+    /// caller who verified a second factor within `max_age` may remember a device. A
+    /// remembered device lets a sign-in skip asking for a second factor
+    /// ([`Nova::device_remembered`]); it never counts as one, so admin actions and bypasses
+    /// still need a fresh step-up.
+    ///
+    /// # Errors
+    /// [`Error::Config`] without `remember_device_key_env`; [`Error::MfaRequired`] for a
+    /// caller without a fresh second factor; [`Error::Invalid`] for a malformed device id.
+    pub fn remember_device(
+        &self,
+        ctx: &TenantContext,
+        device_id: &str,
+    ) -> Result<nova_auth::IssuedSecret, Error> {
+        let (tokens, ttl) = self.inner.devices.as_ref().ok_or_else(|| {
+            Error::config("security.mfa.remember_device_key_env is not set".into())
+        })?;
+        let user = ctx.user().ok_or(Error::MfaRequired)?;
+        if !ctx.mfa_within(self.inner.mfa_max_age, SystemTime::now()) {
+            return Err(Error::MfaRequired);
+        }
+        tokens
+            .issue(ctx.tenant(), user, device_id, *ttl)
+            .map_err(|_| Error::Invalid("device id"))
+    }
+
+    /// Whether `token` remembers `device_id` for `user` of `tenant` (signed with this
+    /// Nova's key, for that user and device, not expired). `false` for any token that does
+    /// not verify, and when devices are not remembered.
+    #[must_use]
+    pub fn device_remembered(
+        &self,
+        token: &str,
+        tenant: TenantId,
+        user: nova_tenancy::UserId,
+        device_id: &str,
+    ) -> bool {
+        self.inner
+            .devices
+            .as_ref()
+            .is_some_and(|(tokens, _)| tokens.verify(token, tenant, user, device_id).is_ok())
     }
 
     /// Applies `[security.audit] retention_days` now: the content of events older than that
@@ -480,6 +527,13 @@ impl NovaBuilder {
         self
     }
 
+    /// The key "remember this device" tokens are signed with (from a secret manager),
+    /// instead of `security.mfa.remember_device_key_env`.
+    pub fn remember_device_key(mut self, key: Zeroizing<[u8; 32]>) -> Self {
+        self.device_key = Some(key);
+        self
+    }
+
     /// The audit log's file, instead of `security.audit.file`.
     pub fn audit_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.audit_file = Some(path.into());
@@ -551,6 +605,7 @@ impl NovaBuilder {
             data_subjects,
             consents,
             bypass_database,
+            device_key,
         } = self;
         // Fields may have changed since the file was read: validate again.
         config.validate()?;
@@ -743,6 +798,28 @@ impl NovaBuilder {
             }
             None => None,
         };
+        // "Remember this device": tokens signed with their own key, for the configured time.
+        let ttl = auth.mfa.remember_device;
+        let device_key = match (device_key, &auth.mfa.remember_device_key_env) {
+            (Some(key), _) => Some(key),
+            (None, Some(var)) => Some(
+                env_key(var, "security.mfa.remember_device_key_env")?.ok_or_else(|| {
+                    Error::config(format!(
+                        "security.mfa.remember_device_key_env: environment variable {var} is not set"
+                    ))
+                })?,
+            ),
+            (None, None) => None,
+        };
+        let devices = match device_key {
+            Some(key) if !ttl.is_zero() => {
+                let tokens = nova_auth::totp::DeviceTokens::new(key.as_slice()).map_err(|_| {
+                    Error::config("security.mfa.remember_device_key_env: a weak key".into())
+                })?;
+                Some((tokens, ttl))
+            }
+            _ => None,
+        };
         let (idle, lifetime) = auth.session_timeouts();
         let sessions = || {
             Sessions::new(
@@ -787,6 +864,7 @@ impl NovaBuilder {
                 principals,
                 bypass_pool,
                 audit_retention_days: config.audit.retention_days,
+                devices,
                 data_subjects,
                 consents,
                 retention: config.privacy.retention.clone(),

@@ -1134,3 +1134,53 @@ async fn the_audit_retention_of_the_file_is_applied_and_the_log_still_verifies()
     nova.close().await.unwrap();
     s.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_device_is_remembered_only_after_a_fresh_second_factor_and_only_for_its_owner() {
+    let Some(s) = setup("novadevice").await else {
+        return;
+    };
+    let nova = s
+        .builder(config("hipaa", &s.dir.join("audit.log"), ""))
+        .remember_device_key(Zeroizing::new([9; 32]))
+        .kek(Arc::new(test_kek()))
+        .audit_signing_seed(Zeroizing::new([5; 32]))
+        .build()
+        .await
+        .unwrap();
+    let tenant = TenantId::new_v4();
+    let stale = user(
+        tenant,
+        &["member"],
+        Some(SystemTime::now() - Duration::from_secs(16 * 60)),
+    );
+    assert!(matches!(
+        nova.remember_device(&stale, "dev-1"),
+        Err(Error::MfaRequired)
+    ));
+    let fresh = user(tenant, &["member"], Some(SystemTime::now()));
+    let me = fresh.user().unwrap();
+    let token = nova.remember_device(&fresh, "dev-1").unwrap();
+    assert!(nova.device_remembered(token.expose(), tenant, me, "dev-1"));
+    assert!(
+        !nova.device_remembered(token.expose(), tenant, me, "dev-2"),
+        "another device"
+    );
+    assert!(!nova.device_remembered(token.expose(), tenant, UserId::new_v4(), "dev-1"));
+    assert!(!nova.device_remembered(token.expose(), TenantId::new_v4(), me, "dev-1"));
+    assert!(!nova.device_remembered("nova_rd_garbage", tenant, me, "dev-1"));
+    nova.close().await.unwrap();
+
+    // Another key (or none) remembers nothing.
+    let other = s
+        .nova(config("hipaa", &s.dir.join("audit2.log"), ""))
+        .await
+        .unwrap();
+    assert!(!other.device_remembered(token.expose(), tenant, me, "dev-1"));
+    assert!(matches!(
+        other.remember_device(&fresh, "dev-1"),
+        Err(Error::Config(_))
+    ));
+    other.close().await.unwrap();
+    s.cleanup().await;
+}
