@@ -248,28 +248,30 @@ impl RlsMigration {
     /// [`crate::TenantPool::checked`] pins that path in every transaction). Idempotent; run
     /// it after [`RlsMigration::roles_sql`].
     ///
-    /// The password is spliced as a quoted literal: the returned text is a secret, to be
-    /// executed, never logged.
+    /// The password is spliced as an escape-string literal (`E'…'`, backslashes and quotes
+    /// escaped): the returned text is a secret, to be executed, never logged; a server
+    /// that logs DDL (`log_statement = 'ddl'`) writes it to its log.
     ///
     /// ```
     /// use nova_tenancy::{AppRole, AppRoles, Ident, RlsMigration};
     /// let m = RlsMigration::new(AppRoles::standard()).schema(Ident::new("helpdesk")?);
-    /// let sql = m.login_sql(&Ident::new("helpdesk_svc")?, "it's secret", Some(AppRole::AppRw));
-    /// assert!(sql.contains("PASSWORD 'it''s secret'"));
+    /// let sql = m.login_sql(&Ident::new("helpdesk_svc")?, r"it's a\secret", Some(AppRole::AppRw));
+    /// assert!(sql.contains(r"PASSWORD E'it\'s a\\secret'"));
     /// assert!(sql.contains(r#"ALTER ROLE "helpdesk_svc" SET search_path = "helpdesk""#));
     /// # Ok::<(), nova_tenancy::IdentError>(())
     /// ```
     #[must_use]
     pub fn login_sql(&self, login: &Ident, password: &str, member_of: Option<AppRole>) -> String {
         let lit = login.literal();
-        let password = password.replace('\'', "''");
+        // An escape string: its meaning does not depend on `standard_conforming_strings`.
+        let password = password.replace('\\', "\\\\").replace('\'', "\\'");
         let mut sql = format!(
             "DO $nova$ BEGIN\n  \
              IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = {lit}) THEN\n    \
              CREATE ROLE {login} LOGIN NOSUPERUSER NOBYPASSRLS;\n  \
              END IF;\nEND $nova$;\n\
              ALTER ROLE {login} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOREPLICATION \
-             PASSWORD '{password}';\n"
+             PASSWORD E'{password}';\n"
         );
         if let Some(role) = member_of {
             let _ = writeln!(

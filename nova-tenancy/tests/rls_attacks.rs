@@ -936,3 +936,72 @@ async fn pools_logging_in_as_a_role_that_skips_rls_are_refused(via: Via) {
     ok.unwrap().close().await;
     s.fx.cleanup().await;
 }
+
+/// A login that existed as a superuser is made a plain one, whatever its password holds;
+/// the owner role and schema come from the migration and refuse a bypassing owner.
+#[tokio::test]
+async fn login_ddl_resets_a_superuser_login_and_survives_a_hostile_password() {
+    let Some(s) = setup("loginddl").await else {
+        return;
+    };
+    let prefix = s.fx.prefix().to_owned();
+    let login = Ident::new(&format!("{prefix}svc")).unwrap();
+    let owner = Ident::new(&format!("{prefix}schema_owner")).unwrap();
+    s.fx.exec(&format!(
+        "CREATE ROLE {login} LOGIN SUPERUSER BYPASSRLS CREATEROLE"
+    ))
+    .await;
+    let m = RlsMigration::new(s.fx.roles().clone())
+        .schema(Ident::new(&format!("{prefix}app")).unwrap())
+        .owner(owner.clone());
+    s.fx.exec(&m.roles_sql()).await;
+    for password in [
+        r"x'; ALTER ROLE CURRENT_USER SUPERUSER; --",
+        r"back\'slash\\",
+        "plain",
+    ] {
+        s.fx.exec(&m.login_sql(&login, password, Some(AppRole::AppRw)))
+            .await;
+        let (superuser, bypass, createrole): (bool, bool, bool) = sqlx::query_as(
+            "SELECT rolsuper, rolbypassrls, rolcreaterole FROM pg_roles WHERE rolname = $1",
+        )
+        .bind(login.as_str())
+        .fetch_one(s.fx.admin())
+        .await
+        .unwrap();
+        assert_eq!(
+            (superuser, bypass, createrole),
+            (false, false, false),
+            "{password}"
+        );
+    }
+    let member: bool = sqlx::query_scalar("SELECT pg_has_role($1, $2, 'MEMBER')")
+        .bind(login.as_str())
+        .bind(s.fx.roles().get(AppRole::AppRw).as_str())
+        .fetch_one(s.fx.admin())
+        .await
+        .unwrap();
+    assert!(member);
+    let path: Vec<String> = sqlx::query_scalar(
+        "SELECT setconfig FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole \
+         WHERE r.rolname = $1 AND s.setdatabase = 0",
+    )
+    .bind(login.as_str())
+    .fetch_one(s.fx.admin())
+    .await
+    .unwrap();
+    assert_eq!(path, [format!("search_path={prefix}app")]);
+    // An owner that skips row-level security stops the migration.
+    s.fx.exec(&format!("ALTER ROLE {owner} BYPASSRLS")).await;
+    let err =
+        s.fx.admin()
+            .execute(AssertSqlSafe(m.roles_sql()))
+            .await
+            .unwrap_err();
+    assert!(err.to_string().contains("BYPASSRLS"), "{err}");
+    s.fx.exec(&format!(
+        "DROP SCHEMA IF EXISTS \"{prefix}app\"; DROP ROLE IF EXISTS {login}; DROP ROLE IF EXISTS {owner}"
+    ))
+    .await;
+    s.fx.cleanup().await;
+}

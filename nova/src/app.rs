@@ -735,6 +735,19 @@ impl NovaBuilder {
             .test_before_acquire(false)
             .connect_with(policy_db.apply(with_cert(nova_options)))
             .await?;
+        // Nova's login owns key material and the outbox; as a superuser or with BYPASSRLS it
+        // would hand whoever takes over the process every tenant's rows.
+        let skips_rls: bool = sqlx::query_scalar(
+            "SELECT rolsuper OR rolbypassrls FROM pg_catalog.pg_roles WHERE rolname = current_user",
+        )
+        .persistent(false)
+        .fetch_one(&nova_pool)
+        .await?;
+        if skips_rls && profile.is_strict() {
+            return Err(Error::config(format!(
+                "security.database.nova_url_env: Nova's login is a superuser or has BYPASSRLS, which the {profile} profile refuses"
+            )));
+        }
 
         let tenant_keys = PgTenantKeyStore::open(nova_pool.clone(), &schema).await?;
         let keyring = Arc::new(Keyring::new(

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::error::Error;
-use crate::scope::Scope;
+use crate::scope::{Decision, Scope};
 use crate::sealed::KeyOf;
 
 /// What [`Scope::erase_subject`] did.
@@ -133,13 +133,25 @@ impl Scope {
     /// [`crate::NovaBuilder::data_subjects`] say, and destroys the subject's key, so every
     /// field sealed under it is unreadable everywhere, backups included. The key goes
     /// before the commit: should the commit fail, the fields are already unreadable, which
-    /// errs on the side of the erasure. Record the erasure's event in the scope and commit.
+    /// errs on the side of the erasure; and since that cannot be undone, an event
+    /// `privacy.subject_key_destroyed` with `decision`'s reasons is in the log before the
+    /// key goes. Record the erasure's own event in the scope and commit.
     ///
     /// # Errors
-    /// Database and privacy errors; [`Error::Crypto`] when the key store fails.
-    pub async fn erase_subject(&mut self, subject: Uuid) -> Result<Erasure, Error> {
+    /// Database and privacy errors; [`Error::Audit`] when the key's event cannot be
+    /// recorded (the key is then kept); [`Error::Crypto`] when the key store fails.
+    pub async fn erase_subject(
+        &mut self,
+        decision: &Decision,
+        subject: Uuid,
+    ) -> Result<Erasure, Error> {
         let inner = Arc::clone(&self.nova.inner);
         let report = erase_subject(self.tx().await?, &inner.data_subjects, subject).await?;
+        let event = self
+            .event_for(decision, "privacy.subject_key_destroyed", "subject.erase")
+            .resource(&format!("subjects/{subject}"))
+            .build();
+        self.record_now(event).await?;
         let key_destroyed = inner.subjects.shred(&self.ctx, subject).await?;
         Ok(Erasure {
             report,

@@ -335,7 +335,8 @@ impl Scope {
     ///
     /// # Errors
     /// [`Error::Sql`] when the policy cannot be expressed in SQL; [`Error::Refused`] for a
-    /// caller [`crate::Principals`] does not know.
+    /// caller [`crate::Principals`] does not know; [`Error::MfaRequired`] (audited) for an
+    /// action of `admin_actions` without a fresh second factor.
     pub async fn sql_filter(
         &mut self,
         action: &str,
@@ -344,6 +345,18 @@ impl Scope {
         first_param: usize,
     ) -> Result<SqlFilter, Error> {
         self.ensure_principal().await?;
+        // A listing of an admin action needs the same fresh second factor as one decision.
+        if self.nova.check_mfa(&self.ctx, action).is_err() {
+            let reason = format!(
+                "`{action}` needs a second factor verified within {} minutes",
+                self.nova.inner.mfa_max_age.as_secs() / 60
+            );
+            let none = Attrs::new();
+            let target = Target::new(resource_type, &none);
+            self.deny(action, &target, std::slice::from_ref(&reason), None)
+                .await?;
+            return Err(Error::MfaRequired);
+        }
         let principal = self.principal.get_or_insert_with(Attrs::new);
         let context =
             Attrs::authentication(&self.ctx, self.nova.inner.mfa_max_age, SystemTime::now());
@@ -471,50 +484,67 @@ impl Scope {
         self.commit().await
     }
 
-    /// Creates an API key as `decision` allowed, records `admin.api_key_created` in the
-    /// transaction and commits. The key lives in Nova's own tables, outside the tenant
-    /// transaction: should the event not commit, the key is revoked, so that no usable key
-    /// lacks its event. The secret is the only copy: show it once.
+    /// Creates an API key for the caller's tenant as `decision` allowed, records
+    /// `admin.api_key_created` in the transaction and commits. The key lives in Nova's own
+    /// tables, outside the tenant transaction: should the event not commit, the key is
+    /// revoked, so that no usable key lacks its event (and should revoking fail too, the
+    /// event is appended to the log directly). The whole sequence runs in its own task:
+    /// a caller that stops waiting (a client gone, a timeout) cannot leave it half done.
+    /// The secret is the only copy: show it once.
     ///
     /// # Errors
-    /// [`Error::Auth`] when the key cannot be created; the commit's errors.
+    /// [`Error::Refused`] (audited) for a key of another tenant; [`Error::Auth`] when the
+    /// key cannot be created; the commit's errors.
     pub async fn create_api_key(
         mut self,
         decision: &Decision,
         spec: nova_auth::NewApiKey,
     ) -> Result<(String, nova_auth::IssuedSecret), Error> {
-        let inner = std::sync::Arc::clone(&self.nova.inner);
-        let keys = &inner.api_keys;
-        let (key_id, secret) = keys.create(spec).await?;
-        let event = self
-            .event_for(decision, "admin.api_key_created", "api_keys.create")
-            .resource(&format!("api-keys/{key_id}"))
-            .build();
-        let committed = match self.record(event).await {
-            Ok(()) => self.commit().await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = committed {
-            keys.revoke(&key_id).await?;
-            return Err(e);
+        if spec.tenant != self.ctx.tenant() {
+            return Err(self
+                .refuse("api_keys.create", "api-keys", "a key for another tenant")
+                .await);
         }
-        Ok((key_id, secret))
+        let decision = decision.clone();
+        detached(async move {
+            let inner = std::sync::Arc::clone(&self.nova.inner);
+            let keys = &inner.api_keys;
+            let (key_id, secret) = keys.create(spec).await?;
+            let event = self
+                .event_for(&decision, "admin.api_key_created", "api_keys.create")
+                .resource(&format!("api-keys/{key_id}"))
+                .build();
+            let fallback = event.clone();
+            let committed = match self.record(event).await {
+                Ok(()) => self.commit().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = committed {
+                if let Err(revoke) = keys.revoke(&key_id).await {
+                    tracing::error!(target: "nova::audit", error = %revoke, "an API key whose event did not commit could not be revoked");
+                    let _ = inner.audit.append(fallback).await;
+                }
+                return Err(e);
+            }
+            Ok((key_id, secret))
+        })
+        .await
     }
 
     /// Revokes the caller's tenant's API key `key_id` as `decision` allowed. Another
     /// tenant's key is "not found" like a missing one (and audited as such). The event
     /// `admin.api_key_revoked` is made durable **before** the key is revoked (an event
-    /// must never be missing for a revocation); should revoking then fail,
-    /// `admin.api_key_revoke_failed` follows it.
+    /// must never be missing for a revocation), and both run in their own task, so a
+    /// caller that stops waiting cannot leave the event without the revocation; should
+    /// revoking fail, `admin.api_key_revoke_failed` follows the event.
     ///
     /// # Errors
     /// [`Error::NotFound`]; [`Error::Audit`]; [`Error::Auth`] when revoking fails.
     pub async fn revoke_api_key(&mut self, decision: &Decision, key_id: &str) -> Result<(), Error> {
         let inner = std::sync::Arc::clone(&self.nova.inner);
-        let keys = &inner.api_keys;
         let resource = format!("api-keys/{key_id}");
         let tenant = self.ctx.tenant();
-        let found = nova_auth::ApiKeyStore::get(keys.store(), key_id).await?;
+        let found = nova_auth::ApiKeyStore::get(inner.api_keys.store(), key_id).await?;
         let Some(record) = found.filter(|r| r.tenant == tenant) else {
             return Err(self.not_found("api_keys.revoke", &resource).await);
         };
@@ -522,23 +552,26 @@ impl Scope {
             .event_for(decision, "admin.api_key_revoked", "api_keys.revoke")
             .resource(&resource)
             .build();
-        self.record_now(event).await?;
-        if let Err(e) = keys.revoke(&record.key_id).await {
-            let failed = self
-                .event_for(decision, "admin.api_key_revoke_failed", "api_keys.revoke")
-                .resource(&resource)
-                .outcome(Outcome::Failure)
-                .build();
-            let _ = self.record_now(failed).await;
-            return Err(e.into());
-        }
-        Ok(())
+        let failed = self
+            .event_for(decision, "admin.api_key_revoke_failed", "api_keys.revoke")
+            .resource(&resource)
+            .outcome(Outcome::Failure)
+            .build();
+        detached(async move {
+            inner.audit.append(event).await?;
+            if let Err(e) = inner.api_keys.revoke(&record.key_id).await {
+                let _ = inner.audit.append(failed).await;
+                return Err(e.into());
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Adds a delegation grant to the caller's tenant's policy as `decision` allowed,
     /// records `admin.grant_created` in the transaction and commits. Grants live in the
     /// policy store, outside the transaction: should the event not commit, the grant is
-    /// withdrawn.
+    /// withdrawn. Runs in its own task, like [`Scope::create_api_key`].
     ///
     /// # Errors
     /// [`Error::Policy`] for a grant the store refuses; the commit's errors.
@@ -547,23 +580,27 @@ impl Scope {
         decision: &Decision,
         grant: nova_policy::Grant,
     ) -> Result<(), Error> {
-        let tenant = self.ctx.tenant();
-        let id = grant.id.to_string();
-        let inner = std::sync::Arc::clone(&self.nova.inner);
-        inner.policy.grant(tenant, grant)?;
-        let event = self
-            .event_for(decision, "admin.grant_created", "grants.create")
-            .resource(&format!("grants/{id}"))
-            .build();
-        let committed = match self.record(event).await {
-            Ok(()) => self.commit().await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = committed {
-            inner.policy.revoke(tenant, &id)?;
-            return Err(e);
-        }
-        Ok(())
+        let decision = decision.clone();
+        detached(async move {
+            let tenant = self.ctx.tenant();
+            let id = grant.id.to_string();
+            let inner = std::sync::Arc::clone(&self.nova.inner);
+            inner.policy.grant(tenant, grant)?;
+            let event = self
+                .event_for(&decision, "admin.grant_created", "grants.create")
+                .resource(&format!("grants/{id}"))
+                .build();
+            let committed = match self.record(event).await {
+                Ok(()) => self.commit().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = committed {
+                inner.policy.revoke(tenant, &id)?;
+                return Err(e);
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Rolls the transaction back, events included.
@@ -709,6 +746,17 @@ fn wrong_key(table: &str, column: &str, key: KeyOf) -> Error {
             KeyOf::Subject => "a data subject's key",
         },
     }
+}
+
+/// Runs `work` in a task of its own and waits for it: dropping the wait does not stop the
+/// work, so a sequence that must not stop half-way (a side effect and its audit event, or
+/// its compensation) completes whatever becomes of the caller.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| Error::other(format!("a detached step did not finish: {e}")))?
 }
 
 /// Binds a [`SqlFilter`]'s parameters, in order, to a query whose other parameters come

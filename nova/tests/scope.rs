@@ -555,6 +555,19 @@ async fn strict_profiles_refuse_a_missing_kek_a_login_that_skips_rls_and_unsigne
         ),
         "{err}"
     );
+    // A superuser as Nova's own login: refused too.
+    let err = s
+        .builder(config("production", &s.dir.join("d.log"), ""))
+        .nova_database(s.fx.connect_options("postgres"))
+        .kek(Arc::new(test_kek()))
+        .audit_signing_seed(Zeroizing::new([5; 32]))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Config(c) if c.to_string().contains("Nova's login is a superuser")),
+        "{err}"
+    );
     // A KEK made up in this process, handed over in code: refused under production.
     let err = s
         .builder(config("production", &s.dir.join("e.log"), ""))
@@ -897,9 +910,25 @@ async fn a_subject_export_opens_only_its_own_fields_and_erasure_shreds_its_key()
     assert!(rows.iter().all(|r| r["title"] == "a title"), "{rows:?}");
     assert!(!export.to_string().contains("bob"), "{export}");
 
-    // Erasure: rows anonymised and the key destroyed, in one transaction.
-    let mut scope = nova.scope(ctx.clone());
-    let erasure = scope.erase_subject(alice).await.unwrap();
+    // Erasure, as an admin with a fresh second factor decided: rows anonymised and the
+    // key destroyed, the key's destruction in the log before it happened.
+    let admin = user(tenant, &["admin"], Some(SystemTime::now()));
+    let mut scope = nova.scope(admin);
+    let note = Attrs::new().with("department", "hr").with("owner", "x");
+    let allowed = scope
+        .authorize("share", Target::new("Note", &note))
+        .await
+        .unwrap();
+    let erasure = scope.erase_subject(&allowed, alice).await.unwrap();
+    let lines = s.audit_lines("audit.log");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("privacy.subject_key_destroyed")
+                && l.contains(&format!("subjects/{alice}"))
+                && l.contains("admins-share")),
+        "{lines:?}"
+    );
     scope.commit().await.unwrap();
     assert!(erasure.key_destroyed);
     assert_eq!(erasure.report.total(), 2);

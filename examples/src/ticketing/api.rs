@@ -545,7 +545,7 @@ async fn export_subject(mut scope: Scope, Path(subject): Path<Uuid>) -> Result<J
 /// Erases the subject's rows and shreds its key; the event commits with the erasure.
 async fn erase_subject(mut scope: Scope, Path(subject): Path<Uuid>) -> Result<Json<Value>> {
     let allowed = authorize_on(&mut scope, "erase", "Subject").await?;
-    let erasure = scope.erase_subject(subject).await?;
+    let erasure = scope.erase_subject(&allowed, subject).await?;
     sqlx::query("UPDATE users SET erased_at = now() WHERE id = $1")
         .bind(subject)
         .execute(&mut **scope.tx().await?)

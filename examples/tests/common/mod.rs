@@ -216,7 +216,7 @@ impl Harness {
 
     /// Every event in the audit log, after verifying it with the service's public key.
     pub(crate) async fn audit_events(&self) -> Vec<serde_json::Value> {
-        let _ = self.running.nova.flush_audit().await;
+        self.running.nova.flush_audit().await.unwrap();
         let key = nova_audit::VerifierKey::parse(self.running.nova.audit_key()).unwrap();
         let verdict = nova_audit::verify_file(&self.audit_path, &key, None).unwrap();
         assert!(
