@@ -787,10 +787,13 @@ impl NovaBuilder {
 
         // The edge: guard settings, JWTs exactly as configured, API keys with the lockout.
         let auth = &config.auth;
-        let guard_config = auth
-            .guard_config_connected()
-            .await
-            .map_err(|e| Error::config(e.to_string()))?;
+        #[cfg(feature = "redis")]
+        let guard_config = auth.guard_config_connected().await;
+        // Without Redis, a file that asks for it is refused (per-replica budgets would
+        // multiply every limit).
+        #[cfg(not(feature = "redis"))]
+        let guard_config = auth.guard_config();
+        let guard_config = guard_config.map_err(|e| Error::config(e.to_string()))?;
         let api_keys = ApiKeys::new(PgApiKeyStore::new(nova_pool.clone(), &schema))
             .with_lockout(auth.lockout_policy());
         let jwt = match &auth.jwt {
