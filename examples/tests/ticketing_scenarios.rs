@@ -1205,11 +1205,17 @@ async fn priority_5_needs_a_fresh_step_up(config: &str) {
     let next = std::time::SystemTime::now() + Duration::from_secs(30);
     let code = totp.code_at(&device, next).unwrap();
     let user = UserId::from_uuid(a.admin.id).unwrap();
-    h.totp
-        .verify(a.admin.tenant, user, &totp, &device, &code)
+    let factor = h
+        .totp
+        .verify_factor(a.admin.tenant, user, &totp, &device, &code)
         .await
         .unwrap();
-    sessions.step_up(&token, method("otp")).await.unwrap();
+    // A factor verified for another user steps up nothing.
+    let someone_else =
+        nova_auth::VerifiedFactor::attested(a.admin.tenant, UserId::new_v4(), method("otp"))
+            .unwrap();
+    assert!(sessions.step_up(&token, someone_else).await.is_err());
+    sessions.step_up(&token, factor).await.unwrap();
     let r = patch(token.clone(), json!({"status": "pending"}))
         .await
         .unwrap();

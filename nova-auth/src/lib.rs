@@ -123,5 +123,6 @@ pub use refresh::{
     RefreshTokens, Rotated, parse_refresh_token,
 };
 pub use session::{
-    SESSION_PREFIX, SessionLogin, SessionRecord, SessionStore, Sessions, parse_session_token,
+    SESSION_PREFIX, SessionLogin, SessionRecord, SessionStore, Sessions, VerifiedFactor,
+    parse_session_token,
 };

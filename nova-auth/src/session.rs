@@ -104,6 +104,48 @@ pub trait SessionStore: Send + Sync {
     }
 }
 
+/// Proof that a second factor of one user was just verified: what
+/// [`Sessions::step_up`] takes, so that a step-up is never recorded on someone's word.
+/// [`crate::totp::TotpVerifier::verify_factor`] makes one for a TOTP code; a factor another
+/// library verified (a security key) is declared with [`VerifiedFactor::attested`], by
+/// name, where a reviewer sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "record it with Sessions::step_up"]
+pub struct VerifiedFactor {
+    tenant: TenantId,
+    user: UserId,
+    method: AuthMethod,
+}
+
+impl VerifiedFactor {
+    pub(crate) fn new(tenant: TenantId, user: UserId, method: AuthMethod) -> Self {
+        Self {
+            tenant,
+            user,
+            method,
+        }
+    }
+
+    /// A factor verified outside Nova (a WebAuthn assertion, say) for `user` of `tenant`,
+    /// with its RFC 8176 method (`hwk`, `swk`, `fpt`, ...).
+    ///
+    /// # Errors
+    /// [`AuthError::NotASecondFactor`] for a method that is not something held or
+    /// something the user is (a password is not a second factor).
+    pub fn attested(tenant: TenantId, user: UserId, method: AuthMethod) -> Result<Self, AuthError> {
+        if !method.is_second_factor() {
+            return Err(AuthError::NotASecondFactor);
+        }
+        Ok(Self::new(tenant, user, method))
+    }
+
+    /// The method verified.
+    #[must_use]
+    pub fn method(&self) -> &AuthMethod {
+        &self.method
+    }
+}
+
 /// Who signed in, and how: what every context of a new session carries.
 ///
 /// ```
@@ -271,14 +313,15 @@ impl<S: SessionStore> Sessions<S> {
     ///
     /// # Errors
     /// [`AuthError::NotASecondFactor`] for a method that is not something held or
-    /// something the user is; as [`Sessions::validate`] otherwise, and
-    /// [`AuthError::InvalidCredential`] when the session was revoked meanwhile.
+    /// something the user is; [`AuthError::InvalidCredential`] for a factor verified for
+    /// another user or tenant than the session's, or a session revoked meanwhile; as
+    /// [`Sessions::validate`] otherwise.
     pub async fn step_up(
         &self,
         presented: &str,
-        method: AuthMethod,
+        factor: VerifiedFactor,
     ) -> Result<TenantContext, AuthError> {
-        self.step_up_at(presented, method, SystemTime::now()).await
+        self.step_up_at(presented, factor, SystemTime::now()).await
     }
 
     /// [`Sessions::step_up`] at a given time (the session is checked, and the factor
@@ -289,14 +332,22 @@ impl<S: SessionStore> Sessions<S> {
     pub async fn step_up_at(
         &self,
         presented: &str,
-        method: AuthMethod,
+        factor: VerifiedFactor,
         now: SystemTime,
     ) -> Result<TenantContext, AuthError> {
+        let VerifiedFactor {
+            tenant,
+            user,
+            method,
+        } = factor;
         if !method.is_second_factor() {
             return Err(AuthError::NotASecondFactor);
         }
-        // The session must be valid (not expired, not idle) to be stepped up.
-        self.validate_at(presented, now).await?;
+        // The session must be valid (not expired, not idle) to be stepped up, and its own.
+        let before = self.validate_at(presented, now).await?;
+        if before.tenant() != tenant || before.user() != Some(user) {
+            return Err(AuthError::InvalidCredential);
+        }
         let hash = parse_session_token(presented)?;
         if !self
             .store

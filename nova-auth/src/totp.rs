@@ -79,7 +79,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
-use nova_tenancy::{AUDIT_TARGET, Actor, SecurityEvent, TenantContext, TenantId, UserId, report};
+use nova_tenancy::{
+    AUDIT_TARGET, Actor, AuthMethod, SecurityEvent, TenantContext, TenantId, UserId, report,
+};
 use sha1::Sha1;
 use sha2::Sha256;
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
@@ -789,6 +791,23 @@ impl<G: TotpReplayGuard> TotpVerifier<G> {
     ) -> Result<u64, TotpError> {
         self.verify_at(tenant, user, totp, secret, code, SystemTime::now())
             .await
+    }
+
+    /// [`TotpVerifier::verify`], returning the proof [`crate::Sessions::step_up`] takes.
+    ///
+    /// # Errors
+    /// As [`TotpVerifier::verify_at`].
+    pub async fn verify_factor(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        totp: &Totp,
+        secret: &TotpSecret,
+        code: &str,
+    ) -> Result<crate::VerifiedFactor, TotpError> {
+        self.verify(tenant, user, totp, secret, code).await?;
+        let otp = AuthMethod::new("otp").map_err(|_| TotpError::InvalidCode)?;
+        Ok(crate::VerifiedFactor::new(tenant, user, otp))
     }
 
     /// Verifies `code` for `(tenant, user)` at `now`; returns the matched step, which is

@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime};
 use nova_auth::{
     API_KEY_LEN, ApiKeyStore, ApiKeys, AuthError, InMemoryApiKeyStore, InMemoryRefreshStore,
     LockoutPolicy, NewApiKey, PgApiKeyStore, PgRefreshStore, PgSessionStore, RedisSessionStore,
-    RefreshStore, RefreshTokens, SessionStore, Sessions, TimeWindow, parse_api_key, schema_sql,
+    RefreshStore, RefreshTokens, SessionStore, Sessions, TimeWindow, VerifiedFactor, parse_api_key,
+    schema_sql,
 };
 use nova_tenancy::testing::{PgFixture, service_unavailable};
 use nova_tenancy::{Ident, Role, TenantId, UserId};
@@ -588,14 +589,24 @@ async fn step_ups<S: SessionStore>(sessions: &Sessions<S>) {
     );
     // A password again is not a second factor.
     assert_eq!(
-        sessions
-            .step_up_at(token.expose(), method("pwd"), now)
-            .await
-            .unwrap_err(),
+        VerifiedFactor::attested(t, u, method("pwd")).unwrap_err(),
         AuthError::NotASecondFactor
     );
+    // A factor verified for someone else does not step up this session.
+    for (other_t, other_u) in [(t, UserId::new_v4()), (TenantId::new_v4(), u)] {
+        let theirs = VerifiedFactor::attested(other_t, other_u, method("otp")).unwrap();
+        assert_eq!(
+            sessions
+                .step_up_at(token.expose(), theirs, now)
+                .await
+                .unwrap_err(),
+            AuthError::InvalidCredential
+        );
+    }
+    assert!(!sessions.validate(token.expose()).await.unwrap().has_mfa());
+    let otp = || VerifiedFactor::attested(t, u, method("otp")).unwrap();
     let stepped = sessions
-        .step_up_at(token.expose(), method("otp"), now)
+        .step_up_at(token.expose(), otp(), now)
         .await
         .unwrap();
     assert!(stepped.has_mfa());
@@ -623,10 +634,7 @@ async fn step_ups<S: SessionStore>(sessions: &Sessions<S>) {
     // A revoked session cannot be stepped up, and the store says so too.
     assert!(sessions.revoke(token.expose()).await.unwrap());
     assert_eq!(
-        sessions
-            .step_up(token.expose(), method("otp"))
-            .await
-            .unwrap_err(),
+        sessions.step_up(token.expose(), otp()).await.unwrap_err(),
         AuthError::InvalidCredential
     );
     let hash = nova_auth::parse_session_token(token.expose()).unwrap();
@@ -639,10 +647,7 @@ async fn step_ups<S: SessionStore>(sessions: &Sessions<S>) {
     );
     // A session whose login methods were not recorded gains one kind only.
     let unknown = sessions.create(t, u, ip("10.0.0.9"), "x").await.unwrap();
-    let one_kind = sessions
-        .step_up(unknown.expose(), method("otp"))
-        .await
-        .unwrap();
+    let one_kind = sessions.step_up(unknown.expose(), otp()).await.unwrap();
     assert!(!one_kind.has_mfa());
     assert!(
         hipaa
